@@ -1,0 +1,169 @@
+"""One storage layout on a local directory or an S3 bucket, with atomic whole-object writes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+from pipelines.errors import PipelineError
+
+
+class Storage(Protocol):
+    """Keys are ``/``-separated paths of the storage layout (DESIGN.md section 4)."""
+
+    url: str
+
+    def read_bytes(self, key: str) -> bytes:
+        """The object's bytes; `FileNotFoundError` if it does not exist."""
+        ...
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Store the whole object at once: a reader sees the old object or the new, never half."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """Whether the object exists."""
+        ...
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys under `prefix`, sorted."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove the object if it exists."""
+        ...
+
+
+class LocalStorage:
+    """The layout under a directory. Temp files live in ``.tmp/`` so none appears under a key."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.url = str(root)
+
+    def _path(self, key: str) -> Path:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"storage keys are relative paths without '..': {key!r}")
+        return self.root / key
+
+    def read_bytes(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_dir = self.root / ".tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        tmp = tmp_dir / f"{path.name}.{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix.rstrip("/")) if prefix else self.root
+        if base.is_file():
+            return [prefix]
+        if not base.is_dir():
+            return []
+        keys = (
+            p.relative_to(self.root).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and ".tmp" not in p.relative_to(self.root).parts
+        )
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(key).unlink()
+
+
+class S3Storage:
+    """The layout under ``s3://bucket/prefix``; a PUT of the whole object is atomic in S3."""
+
+    def __init__(self, bucket: str, prefix: str, client: Any | None = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3  # lazy: keeps `mlops --help` fast
+
+            self._client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3"))
+        return self._client
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except self.client.exceptions.NoSuchKey:
+            raise FileNotFoundError(f"{self.url}/{key}") from None
+        body: bytes = response["Body"].read()
+        return body
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise
+        return True
+
+    def _iter_keys(self, prefix: str) -> Iterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        full = self._key(prefix)
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            for item in page.get("Contents", []):
+                yield item["Key"][strip:]
+
+    def list(self, prefix: str) -> list[str]:
+        return sorted(self._iter_keys(prefix))
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+
+def open_storage(url: str) -> Storage:
+    """Storage for a directory path, ``file://`` URL or ``s3://bucket/prefix``.
+
+    Raises:
+        PipelineError: for any other scheme.
+    """
+    parsed = urlparse(url)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise PipelineError(f"storage URL {url!r} names no bucket", "use s3://BUCKET/PREFIX")
+        return S3Storage(parsed.netloc, parsed.path)
+    if parsed.scheme == "file":
+        return LocalStorage(Path(parsed.path))
+    if parsed.scheme in ("", None) or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return LocalStorage(Path(url))
+    raise PipelineError(
+        f"unsupported storage URL {url!r}",
+        "use a directory path, file:///ABS/PATH or s3://BUCKET/PREFIX",
+    )
