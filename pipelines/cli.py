@@ -24,10 +24,12 @@ app.add_typer(data_app, name="data")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 SymbolsOpt = Annotated[
-    str | None, typer.Option("--symbols", help="Comma-separated, e.g. BTCUSDT,ETHUSDT. (env MLOPS_SYMBOLS)")
+    str | None,
+    typer.Option("--symbols", help="Comma-separated, e.g. BTCUSDT,ETHUSDT. (env MLOPS_SYMBOLS)"),
 ]
 IntervalOpt = Annotated[
-    str | None, typer.Option("--interval", help="Kline interval: 1m 5m 15m 1h 4h 1d … (env MLOPS_INTERVAL)")
+    str | None,
+    typer.Option("--interval", help="Kline interval: 1m 5m 15m 1h 4h 1d … (env MLOPS_INTERVAL)"),
 ]
 
 
@@ -53,13 +55,25 @@ def load_settings() -> Any:
 
 @data_app.command("mirror")
 def data_mirror(
-    directory: Annotated[Path, typer.Argument(help="Where to write the archive (created if absent).")],
+    directory: Annotated[
+        Path, typer.Argument(help="Where to write the archive (created if absent).")
+    ],
     symbols: SymbolsOpt = None,
     interval: IntervalOpt = None,
-    start: Annotated[str | None, typer.Option(help="First day, YYYY-MM-DD. Default: DAYS days ending yesterday (UTC).")] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(help="First day, YYYY-MM-DD. Default: DAYS days ending yesterday (UTC)."),
+    ] = None,
     days: Annotated[int, typer.Option(min=1, help="Number of daily files per symbol.")] = 60,
-    seed: Annotated[int, typer.Option(help="Random seed; same arguments give the same bytes.")] = 42,
-    shift_at: Annotated[str | None, typer.Option("--shift-at", help="Regime change (volatility, volume, trend) from this day on.")] = None,
+    seed: Annotated[
+        int, typer.Option(help="Random seed; same arguments give the same bytes.")
+    ] = 42,
+    shift_at: Annotated[
+        str | None,
+        typer.Option(
+            "--shift-at", help="Regime change (volatility, volume, trend) from this day on."
+        ),
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Write a deterministic synthetic archive in the data.binance.vision layout."""
@@ -75,35 +89,58 @@ def data_mirror(
     shift = parse_day(shift_at, "--shift-at")
     with progress_bars() as bars:
         advance = bars("mirror", days * len(chosen))
-        summary = write_mirror(directory, chosen, chosen_interval, first, days, seed, shift, advance)
-    document = {**summary.__dict__, "source": directory.resolve().as_uri(), "interval": chosen_interval}
+        summary = write_mirror(
+            directory, chosen, chosen_interval, first, days, seed, shift, advance
+        )
+    document = {
+        **summary.__dict__,
+        "source": directory.resolve().as_uri(),
+        "interval": chosen_interval,
+    }
     document["start"], document["end"] = summary.days[0], summary.days[-1]
     del document["days"]
     if json_out:
         print_json(document)
     else:
+        first_day, last_day = summary.days[0], summary.days[-1]
         out.print(
-            f"wrote {summary.files} files ({summary.rows:,} rows, {summary.with_header} with a header) "
-            f"for {summary.days[0]} .. {summary.days[-1]} under {directory}\n"
-            f"use it with: mlops run --source {document['source']} --start {summary.days[0]} --end {summary.days[-1]}"
+            f"wrote {summary.files} files ({summary.rows:,} rows, {summary.with_header} with a "
+            f"header) for {first_day} .. {last_day} under {directory}",
+            soft_wrap=True,
+        )
+        out.print(
+            f"use it with: mlops run --source {document['source']} "
+            f"--start {first_day} --end {last_day}",
+            soft_wrap=True,
         )
 
 
 def build_context(
-    run_id: str | None, source: str | None, symbols: str | None, interval: str | None,
-    start: str | None, end: str | None, resume: bool = False,
+    run_id: str | None,
+    source: str | None,
+    symbols: str | None,
+    interval: str | None,
+    start: str | None,
+    end: str | None,
+    resume: bool = False,
 ) -> Any:
     """The run's context: stored parameters when resuming, else options over settings."""
     from pipelines.context import RunParams, StepContext, default_dates, new_run_id
     from pipelines.keys import run_params
+    from pipelines.settings import split_symbols
     from pipelines.storage import open_storage
 
     settings = load_settings()
     storage = open_storage(settings.data_url)
     if run_id and storage.exists(run_params(run_id)):
         params = RunParams.model_validate_json(storage.read_bytes(run_params(run_id)))
-        given = {k: v for k, v in dict(source=source, symbols=symbols, interval=interval,
-                                         start=start, end=end).items() if v is not None}
+        given = {
+            k: v
+            for k, v in dict(
+                source=source, symbols=symbols, interval=interval, start=start, end=end
+            ).items()
+            if v is not None
+        }
         if given:
             raise PipelineError(
                 f"run {run_id} already has parameters; --{', --'.join(given)} cannot change them",
@@ -111,12 +148,14 @@ def build_context(
             )
         return StepContext(run_id, params, settings, storage)
     if resume:
-        raise PipelineError(f"no run {run_id!r} under {storage.url}", "check the run id (mlops run prints it)")
+        raise PipelineError(
+            f"no run {run_id!r} under {storage.url}", "check the run id (mlops run prints it)"
+        )
     default_start, default_end = default_dates(settings)
     try:
         params = RunParams(
             source=source or settings.source_url,
-            symbols=symbols or settings.symbols,
+            symbols=split_symbols(symbols) if symbols else settings.symbols,
             interval=interval or settings.interval,
             start=parse_day(start, "--start") or default_start,
             end=parse_day(end, "--end") or default_end,
@@ -138,7 +177,8 @@ def show_summary(summary: dict[str, Any]) -> None:
     skip = {"status", "seconds", "attempt_run_id", "resumed", "error"}
     for name, step in summary["steps"].items():
         figures = ", ".join(
-            f"{k}={v}" for k, v in step.items()
+            f"{k}={v}"
+            for k, v in step.items()
             if k not in skip and isinstance(v, int | float | str) and not isinstance(v, bool)
         )
         status = step.get("status", "?") + (" (resumed)" if step.get("resumed") else "")
@@ -168,13 +208,28 @@ def execute(ctx: Any, until: str | None, resume: bool, json_out: bool) -> None:
 
 @app.command("run")
 def run(
-    source: Annotated[str | None, typer.Option(help="Archive root: https://, http:// or file://. (env MLOPS_SOURCE_URL)")] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(help="Archive root: https://, http:// or file://. (env MLOPS_SOURCE_URL)"),
+    ] = None,
     symbols: SymbolsOpt = None,
     interval: IntervalOpt = None,
-    start: Annotated[str | None, typer.Option(help="First day (YYYY-MM-DD). Default: MLOPS_LOOKBACK_DAYS before --end.")] = None,
-    end: Annotated[str | None, typer.Option(help="Last day (YYYY-MM-DD). Default: yesterday, UTC.")] = None,
-    until: Annotated[str | None, typer.Option(help="Stop after this step (and what it needs).")] = None,
-    resume: Annotated[str | None, typer.Option(help="Resume RUN_ID: keep its succeeded steps, re-run from the first failed one.")] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(help="First day (YYYY-MM-DD). Default: MLOPS_LOOKBACK_DAYS before --end."),
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(help="Last day (YYYY-MM-DD). Default: yesterday, UTC.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Stop after this step (and what it needs).")
+    ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            help="Resume RUN_ID: keep its succeeded steps, re-run from the first failed one."
+        ),
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Run the training DAG locally, in-process."""
@@ -185,12 +240,21 @@ def run(
 @app.command("step")
 def step(
     name: Annotated[str, typer.Argument(help="Step to run, e.g. fetch or validate.")],
-    run_id: Annotated[str, typer.Option("--run-id", help="Run the step belongs to (Argo passes {{workflow.name}}).")],
-    source: Annotated[str | None, typer.Option(help="Archive root (first step of a new run only).")] = None,
+    run_id: Annotated[
+        str,
+        typer.Option("--run-id", help="Run the step belongs to (Argo passes {{workflow.name}})."),
+    ],
+    source: Annotated[
+        str | None, typer.Option(help="Archive root (first step of a new run only).")
+    ] = None,
     symbols: SymbolsOpt = None,
     interval: IntervalOpt = None,
-    start: Annotated[str | None, typer.Option(help="First day (first step of a new run only).")] = None,
-    end: Annotated[str | None, typer.Option(help="Last day (first step of a new run only).")] = None,
+    start: Annotated[
+        str | None, typer.Option(help="First day (first step of a new run only).")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(help="Last day (first step of a new run only).")
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Run one step of a run — what each Argo container executes."""
@@ -232,7 +296,9 @@ def quickstart(
     with progress_bars() as bars:
         advance = bars("mirror", days * len(settings.symbols))
         write_mirror(root, settings.symbols, settings.interval, first, days, on_file=advance)
-    ctx = build_context(None, root.resolve().as_uri(), None, None, first.isoformat(), end.isoformat())
+    ctx = build_context(
+        None, root.resolve().as_uri(), None, None, first.isoformat(), end.isoformat()
+    )
     execute(ctx, None, False, json_out)
 
 

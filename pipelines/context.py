@@ -81,5 +81,7 @@ class StepContext:
 
     def result_of(self, step: str) -> dict[str, Any]:
         """What an earlier step of this run recorded (raises FileNotFoundError if none)."""
-        loaded: dict[str, Any] = json.loads(self.storage.read_bytes(keys.step_result(self.run_id, step)))
+        loaded: dict[str, Any] = json.loads(
+            self.storage.read_bytes(keys.step_result(self.run_id, step))
+        )
         return loaded

@@ -29,10 +29,24 @@ class Step:
 def training_pipeline() -> list[Step]:
     """fetch → validate → … ; later stages are appended by their issues."""
     return [
-        Step("fetch", fetch_step, retries=2, timeout_seconds=1800, cpu="500m", memory="512Mi",
-             doc="download and verify daily kline zips"),
-        Step("validate", validate_step, needs=("fetch",), retries=1, cpu="1", memory="2Gi",
-             doc="check rows, quarantine rejects, write curated Parquet"),
+        Step(
+            "fetch",
+            fetch_step,
+            retries=2,
+            timeout_seconds=1800,
+            cpu="500m",
+            memory="512Mi",
+            doc="download and verify daily kline zips",
+        ),
+        Step(
+            "validate",
+            validate_step,
+            needs=("fetch",),
+            retries=1,
+            cpu="1",
+            memory="2Gi",
+            doc="check rows, quarantine rejects, write curated Parquet",
+        ),
     ]
 
 

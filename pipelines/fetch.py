@@ -8,7 +8,7 @@ import threading
 import zipfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
@@ -30,7 +30,7 @@ from pipelines.storage import Storage
 from pipelines.transport import client_url, make_client
 
 
-class Retryable(Exception):
+class RetryableError(Exception):
     """A failure worth another attempt: connection error, 5xx, 429/418, truncated body."""
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
@@ -58,7 +58,7 @@ class FetchResult(BaseModel):
 class _Counters:
     retries: int = 0
     bytes: int = 0
-    lock: threading.Lock = threading.Lock()
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, retries: int = 0, nbytes: int = 0) -> None:
         with self.lock:
@@ -94,14 +94,14 @@ class Fetcher:
         self.client = client
         self.counters = _Counters()
         self._backoff = wait_exponential_jitter(
-            initial=settings.fetch_backoff_initial,
+            multiplier=settings.fetch_backoff_initial,
             max=settings.fetch_backoff_max,
             jitter=settings.fetch_backoff_initial,
         )
 
     def _wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, Retryable) and error.retry_after is not None:
+        if isinstance(error, RetryableError) and error.retry_after is not None:
             return error.retry_after
         return float(self._backoff(state))
 
@@ -117,7 +117,7 @@ class Fetcher:
         retrying = Retrying(
             stop=stop_after_attempt(self.settings.fetch_max_attempts),
             wait=self._wait,
-            retry=retry_if_exception_type(Retryable),
+            retry=retry_if_exception_type(RetryableError),
             before_sleep=self._count_retry,
             reraise=True,
         )
@@ -125,7 +125,7 @@ class Fetcher:
             for attempt in retrying:
                 with attempt:
                     return self._get_once(url)
-        except Retryable as error:
+        except RetryableError as error:
             raise PipelineError(
                 f"{url}: gave up after {self.settings.fetch_max_attempts} attempts ({error})"
             ) from error
@@ -135,29 +135,32 @@ class Fetcher:
         try:
             response = self.client.get(url)
         except httpx.UnsupportedProtocol as error:
-            raise PipelineError(f"{url}: {error}", "use an https://, http:// or file:// source") from error
+            raise PipelineError(
+                f"{url}: {error}", "use an https://, http:// or file:// source"
+            ) from error
         except httpx.TransportError as error:  # connection refused/reset, timeout, cut body
-            raise Retryable(f"{type(error).__name__}: {error}") from error
+            raise RetryableError(f"{type(error).__name__}: {error}") from error
         status = response.status_code
         if status == 404:
             return None
         if status in (429, 418):
             wait = parse_retry_after(response.headers.get("Retry-After"))
-            if wait is not None and wait > self.settings.fetch_max_retry_after:
+            limit = self.settings.fetch_max_retry_after
+            if wait is not None and wait > limit:
                 raise PipelineError(
                     f"{url}: HTTP {status} asks to wait {wait:.0f}s, "
-                    f"longer than MLOPS_FETCH_MAX_RETRY_AFTER={self.settings.fetch_max_retry_after:.0f}s",
+                    f"longer than MLOPS_FETCH_MAX_RETRY_AFTER={limit:.0f}s",
                     "wait for the rate limit (or ban) to lift, then re-run",
                 )
-            raise Retryable(f"HTTP {status}", retry_after=wait)
+            raise RetryableError(f"HTTP {status}", retry_after=wait)
         if status >= 500:
-            raise Retryable(f"HTTP {status}")
+            raise RetryableError(f"HTTP {status}")
         if status != 200:
             raise PipelineError(f"{url}: unexpected HTTP {status}", "check --source")
         body = response.content
         expected = response.headers.get("Content-Length")
         if expected is not None and expected.isdigit() and int(expected) != len(body):
-            raise Retryable(f"truncated body: {len(body)} of {expected} bytes")
+            raise RetryableError(f"truncated body: {len(body)} of {expected} bytes")
         self.counters.add(nbytes=len(body))
         return body
 
@@ -198,7 +201,9 @@ def fetch_file(
         return "skipped", None
     url = f"{client_url(base_url).rstrip('/')}/{zip_path(symbol, interval, day)}"
     problem = ""
-    for _ in range(2):  # on a bad checksum, refetch both files once
+    for attempt in range(2):  # on a bad checksum, refetch both files once
+        if attempt:
+            fetcher.counters.add(retries=1)
         checksum_body = fetcher.get(url + ".CHECKSUM")
         blob = fetcher.get(url) if checksum_body is not None else None
         if checksum_body is None or blob is None:

@@ -114,10 +114,13 @@ def _seasonality() -> np.ndarray:
         + 1.6 * np.exp(-0.5 * ((t - 14.5) / 1.5) ** 2)
     )
     season = 0.6 + bumps
-    return season / np.sqrt(np.mean(season**2))
+    normalized: np.ndarray = season / np.sqrt(np.mean(season**2))
+    return normalized
 
 
-def minute_bars(symbol: str, day: date, seed: int = 42, shift_at: date | None = None) -> pd.DataFrame:
+def minute_bars(
+    symbol: str, day: date, seed: int = 42, shift_at: date | None = None
+) -> pd.DataFrame:
     """The 1,440 one-minute klines of `symbol` on `day` (archive columns, numeric dtypes).
 
     Raises:
@@ -148,21 +151,31 @@ def minute_bars(symbol: str, day: date, seed: int = 42, shift_at: date | None = 
     tick = prof.tick
     open_ = np.round(np.exp(log_open) / tick) * tick
     close = np.round(np.exp(log_close) / tick) * tick
-    high = np.maximum(np.round(np.exp(np.maximum(log_open, log_close) + excursion[0]) / tick) * tick,
-                      np.maximum(open_, close))
-    low = np.minimum(np.round(np.exp(np.minimum(log_open, log_close) - excursion[1]) / tick) * tick,
-                     np.minimum(open_, close))
+    high = np.maximum(
+        np.round(np.exp(np.maximum(log_open, log_close) + excursion[0]) / tick) * tick,
+        np.maximum(open_, close),
+    )
+    low = np.minimum(
+        np.round(np.exp(np.minimum(log_open, log_close) - excursion[1]) / tick) * tick,
+        np.minimum(open_, close),
+    )
 
     activity = season**1.5 * clustered**0.5 * (1 + 4 * np.abs(returns) / sigma.mean())
     volume_scale = prof.minute_volume * (Regime.volume if shifted else 1.0)
     volume = np.round(volume_scale * activity * rng.lognormal(0.0, 0.35, MINUTES), 3)
     vwap = (high + low + close) / 3
     bias = Regime.taker_bias if shifted else 0.0
-    taker_share = np.clip(0.5 + bias + 0.25 * np.tanh(returns / sigma) + 0.05 * rng.standard_normal(MINUTES), 0.02, 0.98)
+    taker_share = np.clip(
+        0.5 + bias + 0.25 * np.tanh(returns / sigma) + 0.05 * rng.standard_normal(MINUTES),
+        0.02,
+        0.98,
+    )
     taker_volume = np.round(volume * taker_share, 3)
     count = rng.poisson(np.maximum(volume / prof.minute_volume * 900, 1.0))
 
-    open_time = (day.toordinal() - date(1970, 1, 1).toordinal()) * DAY_MS + np.arange(MINUTES) * MINUTE_MS
+    open_time = (day.toordinal() - date(1970, 1, 1).toordinal()) * DAY_MS + np.arange(
+        MINUTES
+    ) * MINUTE_MS
     return pd.DataFrame(
         {
             "open_time": open_time.astype(np.int64),

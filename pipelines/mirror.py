@@ -30,15 +30,21 @@ class MirrorSummary:
 
 
 def _decimals(step: float) -> int:
-    return max(0, int(round(-np.log10(step))))
+    return max(0, round(-float(np.log10(step))))
 
 
 def render_csv(bars: pd.DataFrame, symbol: str, header: bool) -> bytes:
     """The CSV text of one archive file: fixed decimals per column, as Binance prints them."""
     price = _decimals(profile(symbol).tick)
     formats = {
-        "open": price, "high": price, "low": price, "close": price,
-        "volume": 3, "quote_volume": 4, "taker_buy_volume": 3, "taker_buy_quote_volume": 4,
+        "open": price,
+        "high": price,
+        "low": price,
+        "close": price,
+        "volume": 3,
+        "quote_volume": 4,
+        "taker_buy_volume": 3,
+        "taker_buy_quote_volume": 4,
     }
     columns = []
     for name in KLINE_COLUMNS:
@@ -92,7 +98,9 @@ def write_mirror(
             bars = day_bars(symbol, day, interval, seed, shift_at)
             header = has_header(seed, symbol, day)
             name = zip_name(symbol, interval, day)
-            blob = make_zip(name.removesuffix(".zip") + ".csv", render_csv(bars, symbol, header), day)
+            blob = make_zip(
+                name.removesuffix(".zip") + ".csv", render_csv(bars, symbol, header), day
+            )
             path = zip_path(symbol, interval, day)
             storage.write_bytes(path, blob)
             digest = hashlib.sha256(blob).hexdigest()

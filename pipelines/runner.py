@@ -22,7 +22,9 @@ def _silent(step: str, event: str) -> None:
 
 def save_params(ctx: StepContext) -> None:
     """Record the run's parameters once, so later steps and resumes use the same ones."""
-    ctx.storage.write_bytes(keys.run_params(ctx.run_id), ctx.params.model_dump_json(indent=2).encode())
+    ctx.storage.write_bytes(
+        keys.run_params(ctx.run_id), ctx.params.model_dump_json(indent=2).encode()
+    )
 
 
 def stored_result(ctx: StepContext, step: str) -> dict[str, Any] | None:

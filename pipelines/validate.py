@@ -28,8 +28,16 @@ from pipelines.intervals import DAY_MS, bars_per_day, interval_ms
 from pipelines.storage import Storage
 
 NUMERIC = KLINE_COLUMNS[:-1]  # `ignore` is not checked and not kept
-FLOAT_COLUMNS = ("open", "high", "low", "close", "volume", "quote_volume",
-                 "taker_buy_volume", "taker_buy_quote_volume")
+FLOAT_COLUMNS = (
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+)
 CURATED_SCHEMA = pa.schema(
     [
         ("open_time", pa.timestamp("ms", tz="UTC")),
@@ -42,8 +50,10 @@ CURATED_SCHEMA = pa.schema(
     ]
 )
 STATS_KEY = b"mlops.validation"
-_TYPED = {name: (pa.int64() if name in ("open_time", "close_time", "count") else pa.float64())
-          for name in NUMERIC}
+_TYPED = {
+    name: (pa.int64() if name in ("open_time", "close_time", "count") else pa.float64())
+    for name in NUMERIC
+}
 
 
 class DayStats(BaseModel):
@@ -87,8 +97,9 @@ class Parsed:
 
     columns: dict[str, np.ndarray]
     raw_lines: list[str]
-    reasons: np.ndarray  # object array: None for rows still valid
+    codes: np.ndarray  # int16 per row: 0 = valid, else 1 + index into `reason_names`
     has_header: bool
+    reason_names: list[str] = field(default_factory=list)
     extra_rejects: list[tuple[str, str]] = field(default_factory=list)  # (line, reason)
 
 
@@ -111,59 +122,93 @@ def parse_csv(payload: bytes) -> Parsed:
         rejects.append((row.text or "", f"expected 12 columns, got {row.actual_columns}"))
         return "skip"
 
-    read = pacsv.ReadOptions(column_names=list(KLINE_COLUMNS), skip_rows=int(header),
-                             use_threads=False)
+    read = pacsv.ReadOptions(
+        column_names=list(KLINE_COLUMNS), skip_rows=int(header), use_threads=False
+    )
     parse = pacsv.ParseOptions(invalid_row_handler=on_invalid)
     try:
-        table = pacsv.read_csv(io.BytesIO(payload), read_options=read, parse_options=parse,
-                               convert_options=pacsv.ConvertOptions(column_types=_TYPED))
+        table = pacsv.read_csv(
+            io.BytesIO(payload),
+            read_options=read,
+            parse_options=parse,
+            convert_options=pacsv.ConvertOptions(column_types=_TYPED),
+        )
         columns = {name: _to_numpy(table.column(name)) for name in NUMERIC}
         lines: list[str] = []
     except pa.ArrowInvalid:
         # Some value is not a number: parse as text and find the rows one column at a time.
         rejects.clear()
         table = pacsv.read_csv(
-            io.BytesIO(payload), read_options=read, parse_options=parse,
-            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(KLINE_COLUMNS, pa.string())),
+            io.BytesIO(payload),
+            read_options=read,
+            parse_options=parse,
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(KLINE_COLUMNS, pa.string())
+            ),
         )
         frame = table.to_pandas()
-        columns = {name: pd.to_numeric(frame[name], errors="coerce").to_numpy(np.float64)
-                   for name in NUMERIC}
+        columns = {
+            name: pd.to_numeric(frame[name], errors="coerce").to_numpy(np.float64)
+            for name in NUMERIC
+        }
         lines = frame.astype(str).agg(",".join, axis=1).tolist()
-    reasons = np.full(len(columns["open_time"]), None, dtype=object)
-    return Parsed(columns, lines, reasons, header, rejects)
+    codes = np.zeros(len(columns["open_time"]), dtype=np.int16)
+    return Parsed(columns, lines, codes, header, extra_rejects=rejects)
 
 
 def _to_numpy(column: pa.ChunkedArray) -> np.ndarray:
     # Nulls become NaN, so every check below works on float64 (exact for ms timestamps < 2^53).
-    return column.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    values: np.ndarray = column.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    return values
 
 
-def _reject(reasons: np.ndarray, mask: np.ndarray, reason: str) -> None:
-    reasons[mask & (reasons == None)] = reason  # noqa: E711 — elementwise on an object array
+def _reject(parsed: Parsed, mask: np.ndarray, reason: str) -> None:
+    """Mark rows of `mask` not rejected yet with `reason` (the first rule broken wins)."""
+    hit = mask & (parsed.codes == 0)
+    if hit.any():
+        if reason not in parsed.reason_names:
+            parsed.reason_names.append(reason)
+        parsed.codes[hit] = parsed.reason_names.index(reason) + 1
+
+
+def reasons_of(parsed: Parsed, rows: np.ndarray) -> list[str]:
+    """The rejection reason of each row in `rows`."""
+    names = np.array(["", *parsed.reason_names], dtype=object)
+    return list(names[parsed.codes[rows]])
 
 
 def check_rows(parsed: Parsed, interval: str, day: date) -> None:
     """Set a rejection reason on every row that breaks a rule (first rule broken wins)."""
-    c, reasons = parsed.columns, parsed.reasons
+    c = parsed.columns
     for name in NUMERIC:
-        _reject(reasons, ~np.isfinite(c[name]), f"unparseable or missing {name}")
+        _reject(parsed, ~np.isfinite(c[name]), f"unparseable or missing {name}")
     for name in ("open_time", "close_time"):
         values = c[name]
         c[name] = np.where(values >= MICROSECOND_THRESHOLD, np.floor(values / 1000), values)
     with np.errstate(invalid="ignore"):
-        _reject(reasons, np.any([c[p] <= 0 for p in PRICE_COLUMNS], axis=0), "non-positive price")
+        _reject(parsed, np.any([c[p] <= 0 for p in PRICE_COLUMNS], axis=0), "non-positive price")
         lo, hi = np.minimum(c["open"], c["close"]), np.maximum(c["open"], c["close"])
-        _reject(reasons, (c["low"] > lo) | (hi > c["high"]), "OHLC inconsistent (low <= open,close <= high)")
+        _reject(
+            parsed,
+            (c["low"] > lo) | (hi > c["high"]),
+            "OHLC inconsistent (low <= open,close <= high)",
+        )
         for name in (*FLOAT_COLUMNS[4:], "count"):
-            _reject(reasons, c[name] < 0, f"negative {name}")
+            _reject(parsed, c[name] < 0, f"negative {name}")
         step = interval_ms(interval)
         day_start = (day.toordinal() - date(1970, 1, 1).toordinal()) * DAY_MS
         outside = (c["open_time"] < day_start) | (c["open_time"] >= day_start + DAY_MS)
-        _reject(reasons, outside, "open_time outside the file's day")
-        _reject(reasons, (c["open_time"] - day_start) % step != 0, f"open_time not on a {interval} boundary")
-        _reject(reasons, c["close_time"] != c["open_time"] + step - 1,
-                f"close_time != open_time + {interval} - 1ms")
+        _reject(parsed, outside, "open_time outside the file's day")
+        _reject(
+            parsed,
+            (c["open_time"] - day_start) % step != 0,
+            f"open_time not on a {interval} boundary",
+        )
+        _reject(
+            parsed,
+            c["close_time"] != c["open_time"] + step - 1,
+            f"close_time != open_time + {interval} - 1ms",
+        )
 
 
 def split_duplicates(parsed: Parsed) -> tuple[np.ndarray, int]:
@@ -172,7 +217,7 @@ def split_duplicates(parsed: Parsed) -> tuple[np.ndarray, int]:
     Exact duplicates keep one copy; rows sharing an open_time with different values are all
     rejected ("conflicting duplicate"), since neither can be trusted.
     """
-    valid = np.flatnonzero(parsed.reasons == None)  # noqa: E711
+    valid = np.flatnonzero(parsed.codes == 0)
     times = parsed.columns["open_time"][valid]
     order = np.argsort(times, kind="stable")
     valid, times = valid[order], times[order]
@@ -182,7 +227,8 @@ def split_duplicates(parsed: Parsed) -> tuple[np.ndarray, int]:
     exact = frame.duplicated(keep="first").to_numpy()
     valid, frame = valid[~exact], frame[~exact]
     conflicting = frame.duplicated(subset=["open_time"], keep=False).to_numpy()
-    parsed.reasons[valid[conflicting]] = "conflicting duplicate open_time"
+    _reject(parsed, np.isin(np.arange(len(parsed.codes)), valid[conflicting]),
+            "conflicting duplicate open_time")
     return valid[~conflicting], int(exact.sum())
 
 
@@ -203,11 +249,15 @@ def _curated_table(parsed: Parsed, rows: np.ndarray) -> pa.Table:
 def _quarantine_csv(parsed: Parsed, rows: np.ndarray) -> bytes:
     c = parsed.columns
     frame = pd.DataFrame({name: c[name][rows] for name in NUMERIC})
-    frame.insert(0, "reason", parsed.reasons[rows])
+    frame.insert(0, "reason", reasons_of(parsed, rows))
     if parsed.raw_lines:
         frame["raw_line"] = [parsed.raw_lines[i] for i in rows]
-    extra = pd.DataFrame({"reason": [r for _, r in parsed.extra_rejects],
-                          "raw_line": [line for line, _ in parsed.extra_rejects]})
+    extra = pd.DataFrame(
+        {
+            "reason": [r for _, r in parsed.extra_rejects],
+            "raw_line": [line for line, _ in parsed.extra_rejects],
+        }
+    )
     out = pd.concat([frame, extra], ignore_index=True) if len(extra) else frame
     return out.to_csv(index=False).encode()
 
@@ -219,7 +269,9 @@ def read_curated_stats(blob: bytes) -> DayStats | None:
     return DayStats.model_validate_json(raw) if raw else None
 
 
-def current_stats(storage: Storage, symbol: str, interval: str, day: date) -> tuple[str, DayStats | None]:
+def current_stats(
+    storage: Storage, symbol: str, interval: str, day: date
+) -> tuple[str, DayStats | None]:
     """The raw file's checksum, and the curated stats if they were made from that same file."""
     checksum = parse_checksum(storage.read_bytes(keys.raw_checksum(symbol, interval, day)).decode())
     curated_key = keys.curated(symbol, interval, day)
@@ -237,15 +289,15 @@ def process_day(
     parsed = parse_csv(_csv_payload(storage.read_bytes(keys.raw_zip(symbol, interval, day))))
     check_rows(parsed, interval, day)
     keep, exact_dups = split_duplicates(parsed)
-    rejected = np.flatnonzero(parsed.reasons != None)  # noqa: E711
-    reasons = Counter(parsed.reasons[rejected].tolist())
+    rejected = np.flatnonzero(parsed.codes)
+    reasons = Counter(reasons_of(parsed, rejected))
     reasons.update(reason for _, reason in parsed.extra_rejects)
     stats = DayStats(
         symbol=symbol,
         day=day.isoformat(),
         source_sha256=checksum,
         has_header=parsed.has_header,
-        rows_total=len(parsed.reasons) + len(parsed.extra_rejects),
+        rows_total=len(parsed.codes) + len(parsed.extra_rejects),
         rows_valid=len(keep),
         rows_quarantined=len(rejected) + len(parsed.extra_rejects),
         rows_duplicate=exact_dups,
@@ -265,7 +317,8 @@ def process_day(
         {STATS_KEY: stats.model_dump_json().encode()}
     )
     buffer = io.BytesIO()
-    pq.write_table(table, buffer)
+    # No dictionary encoding: prices and volumes are nearly all distinct, so it only costs time.
+    pq.write_table(table, buffer, use_dictionary=False, compression="zstd")
     storage.write_bytes(curated_key, buffer.getvalue())
     return stats
 
@@ -286,8 +339,12 @@ def validate(
         PipelineError: if a day or the whole run lost more than `max_share` of its rows to
             quarantine (naming the files and reasons), or there is no raw file at all.
     """
-    jobs = [(s, d) for s in symbols for d in date_range(start, end)
-            if storage.exists(keys.raw_zip(s, interval, d))]
+    jobs = [
+        (s, d)
+        for s in symbols
+        for d in date_range(start, end)
+        if storage.exists(keys.raw_zip(s, interval, d))
+    ]
     if not jobs:
         raise PipelineError(
             f"no raw file for {', '.join(symbols)} {interval} between {start} and {end}",
@@ -310,7 +367,9 @@ def validate(
     return summarize(outcomes, interval, max_share)
 
 
-def summarize(outcomes: list[tuple[DayStats, bool]], interval: str, max_share: float) -> ValidateResult:
+def summarize(
+    outcomes: list[tuple[DayStats, bool]], interval: str, max_share: float
+) -> ValidateResult:
     """Add up day stats; fail loudly if quarantine went beyond `max_share`."""
     result = ValidateResult()
     too_many: list[str] = []

@@ -1,0 +1,5 @@
+"""``python -m pipelines`` is the ``mlops`` command."""
+
+from pipelines.cli import main
+
+main()

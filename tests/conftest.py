@@ -1,0 +1,108 @@
+"""Shared fixtures: a synthetic mirror, a fault-injecting archive server, CLI runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipelines.mirror import write_mirror
+from pipelines.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+MIRROR_START = date(2024, 3, 1)
+MIRROR_DAYS = 6
+SYMBOLS = ["BTCUSDT", "ETHUSDT"]
+
+
+@pytest.fixture(scope="session")
+def mirror_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A read-only synthetic archive: 2 symbols x 6 days of 1m bars."""
+    root = tmp_path_factory.mktemp("mirror")
+    write_mirror(root, SYMBOLS, "1m", MIRROR_START, MIRROR_DAYS, seed=7)
+    return root
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings for one test: its own home, fast retries."""
+    return Settings(
+        home=tmp_path / "home",
+        fetch_backoff_initial=0.01,
+        fetch_backoff_max=0.05,
+        fetch_concurrency=4,
+    )
+
+
+@dataclass
+class ArchiveServer:
+    url: str
+    log_file: Path
+    pid: int
+
+    def requests(self) -> list[dict[str, Any]]:
+        if not self.log_file.exists():
+            return []
+        return [json.loads(line) for line in self.log_file.read_text().splitlines()]
+
+    def hits(self, suffix: str) -> list[dict[str, Any]]:
+        return [r for r in self.requests() if r["path"].endswith(suffix)]
+
+
+@pytest.fixture
+def archive_server(tmp_path: Path) -> Iterator[Callable[..., ArchiveServer]]:
+    """Start `tests/support/archive_server.py` on 127.0.0.1; stopped by PID afterwards."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(root: Path, faults: dict[str, list[str]] | None = None) -> ArchiveServer:
+        n = len(started)
+        faults_file = tmp_path / f"faults-{n}.json"
+        faults_file.write_text(json.dumps(faults or {}))
+        log_file = tmp_path / f"requests-{n}.jsonl"
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.support.archive_server",
+                str(root),
+                str(faults_file),
+                str(log_file),
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        started.append(process)
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("PORT "), f"archive server did not start: {line!r}"
+        return ArchiveServer(f"http://127.0.0.1:{line.split()[1]}", log_file, process.pid)
+
+    yield start
+    for process in started:
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+
+
+def run_cli(
+    args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``mlops ARGS`` as a user would (a real process), capturing output."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines", *args],
+        cwd=cwd or REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
