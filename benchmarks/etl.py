@@ -22,7 +22,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 import zipfile
 from datetime import date, timedelta
 from pathlib import Path
@@ -113,7 +112,9 @@ def prepare(days: int) -> tuple[Path, Path, date]:
 
 
 def run(code: str, *args: str) -> dict[str, float]:
-    done = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True, check=False
+    )
     if done.returncode:
         raise SystemExit(f"benchmark child failed:\n{done.stderr}")
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -121,7 +122,9 @@ def run(code: str, *args: str) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print one JSON document")
@@ -135,16 +138,27 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
         ours.append(run(OURS, str(storage_dir), START.isoformat(), end.isoformat()))
         duck.append(run(DUCK, str(csv_dir / "*.csv"), str(out)))
-        print(f"rep {i + 1}: ours {ours[-1]['wall']:.2f}s, duckdb {duck[-1]['wall']:.2f}s", file=sys.stderr)
+        print(
+            f"rep {i + 1}: ours {ours[-1]['wall']:.2f}s, duckdb {duck[-1]['wall']:.2f}s",
+            file=sys.stderr,
+        )
     med = lambda xs, k: statistics.median(x[k] for x in xs)  # noqa: E731
     report = {
         "date": date.today().isoformat(),
         "files": len(SYMBOLS) * args.days,
         "rows": int(ours[0]["rows"]),
-        "ours": {"wall_s": round(med(ours, "wall"), 3), "peak_rss_mib": round(max(x["rss_mib"] for x in ours)),
-                 "rows": int(ours[0]["rows"]), "errors": int(ours[0]["errors"])},
-        "duckdb": {"wall_s": round(med(duck, "wall"), 3), "peak_rss_mib": round(max(x["rss_mib"] for x in duck)),
-                   "rows": int(duck[0]["rows"]), "errors": int(duck[0]["errors"])},
+        "ours": {
+            "wall_s": round(med(ours, "wall"), 3),
+            "peak_rss_mib": round(max(x["rss_mib"] for x in ours)),
+            "rows": int(ours[0]["rows"]),
+            "errors": int(ours[0]["errors"]),
+        },
+        "duckdb": {
+            "wall_s": round(med(duck, "wall"), 3),
+            "peak_rss_mib": round(max(x["rss_mib"] for x in duck)),
+            "rows": int(duck[0]["rows"]),
+            "errors": int(duck[0]["errors"]),
+        },
     }
     report["ratio_wall"] = round(report["ours"]["wall_s"] / report["duckdb"]["wall_s"], 2)
     if args.json:
@@ -152,8 +166,12 @@ def main() -> None:
     else:
         o, d = report["ours"], report["duckdb"]
         print("| engine | wall (median) | peak RSS | rows | errors |\n|---|---|---|---|---|")
-        print(f"| ours (validate+curate) | {o['wall_s']} s | {o['peak_rss_mib']} MiB | {o['rows']:,} | {o['errors']} |")
-        print(f"| DuckDB {__import__('duckdb').__version__} | {d['wall_s']} s | {d['peak_rss_mib']} MiB | {d['rows']:,} | {d['errors']} |")
+        print(
+            f"| ours (validate+curate) | {o['wall_s']} s | {o['peak_rss_mib']} MiB | {o['rows']:,} | {o['errors']} |"
+        )
+        print(
+            f"| DuckDB {__import__('duckdb').__version__} | {d['wall_s']} s | {d['peak_rss_mib']} MiB | {d['rows']:,} | {d['errors']} |"
+        )
         print(f"\nratio ours/duckdb wall: {report['ratio_wall']}x")
 
 

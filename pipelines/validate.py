@@ -227,8 +227,11 @@ def split_duplicates(parsed: Parsed) -> tuple[np.ndarray, int]:
     exact = frame.duplicated(keep="first").to_numpy()
     valid, frame = valid[~exact], frame[~exact]
     conflicting = frame.duplicated(subset=["open_time"], keep=False).to_numpy()
-    _reject(parsed, np.isin(np.arange(len(parsed.codes)), valid[conflicting]),
-            "conflicting duplicate open_time")
+    _reject(
+        parsed,
+        np.isin(np.arange(len(parsed.codes)), valid[conflicting]),
+        "conflicting duplicate open_time",
+    )
     return valid[~conflicting], int(exact.sum())
 
 
