@@ -142,7 +142,10 @@ def main() -> None:
             f"rep {i + 1}: ours {ours[-1]['wall']:.2f}s, duckdb {duck[-1]['wall']:.2f}s",
             file=sys.stderr,
         )
-    med = lambda xs, k: statistics.median(x[k] for x in xs)  # noqa: E731
+
+    def med(xs: list[dict[str, float]], key: str) -> float:
+        return statistics.median(x[key] for x in xs)
+
     report = {
         "date": date.today().isoformat(),
         "files": len(SYMBOLS) * args.days,
