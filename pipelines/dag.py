@@ -8,7 +8,14 @@ from typing import Any
 
 from pipelines.context import StepContext
 from pipelines.errors import PipelineError
-from pipelines.steps import fetch_step, validate_step
+from pipelines.steps import (
+    evaluate_step,
+    features_step,
+    fetch_step,
+    register_step,
+    train_step,
+    validate_step,
+)
 
 
 @dataclass(frozen=True)
@@ -27,7 +34,7 @@ class Step:
 
 
 def training_pipeline() -> list[Step]:
-    """fetch → validate → … ; later stages are appended by their issues."""
+    """fetch → validate → features → train → evaluate → register (package and gate: later)."""
     return [
         Step(
             "fetch",
@@ -46,6 +53,42 @@ def training_pipeline() -> list[Step]:
             cpu="1",
             memory="2Gi",
             doc="check rows, quarantine rejects, write curated Parquet",
+        ),
+        Step(
+            "features",
+            features_step,
+            needs=("validate",),
+            retries=1,
+            cpu="1",
+            memory="2Gi",
+            doc="content-addressed model-ready dataset",
+        ),
+        Step(
+            "train",
+            train_step,
+            needs=("features",),
+            retries=1,
+            cpu="2",
+            memory="4Gi",
+            doc="walk-forward CV, final fit, MLflow run and logged model",
+        ),
+        Step(
+            "evaluate",
+            evaluate_step,
+            needs=("train",),
+            retries=1,
+            cpu="1",
+            memory="2Gi",
+            doc="metrics on the latest out-of-sample window",
+        ),
+        Step(
+            "register",
+            register_step,
+            needs=("evaluate",),
+            retries=2,
+            cpu="250m",
+            memory="512Mi",
+            doc="registry version with alias challenger",
         ),
     ]
 

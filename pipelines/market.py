@@ -33,6 +33,8 @@ EPOCH = date(2017, 1, 1)
 LAST_DAY = date(2040, 12, 31)
 MINUTES = 1440
 MINUTE_MS = 60_000
+FLOW_PERSISTENCE = 0.9
+FLOW_IMPACT = 0.1
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,14 @@ def minute_bars(
     log_var = lfilter([0.3], [1.0, -0.97], rng.standard_normal(MINUTES))
     clustered = np.exp(log_var - 0.5 * 0.3**2 / (1 - 0.97**2))
     sigma = prof.daily_vol * day_vol[i] / np.sqrt(MINUTES) * season * np.sqrt(clustered)
-    returns = sigma * rng.standard_t(df=5, size=MINUTES) / np.sqrt(5 / 3)
+    # Latent order flow (AR(1), unit variance): it nudges the next minutes' returns and shows
+    # in the taker-buy share, so a model has a small, honest edge to learn.
+    flow = lfilter(
+        [np.sqrt(1 - FLOW_PERSISTENCE**2)], [1.0, -FLOW_PERSISTENCE], rng.standard_normal(MINUTES)
+    )
+    noise = rng.standard_t(df=5, size=MINUTES) / np.sqrt(5 / 3)
+    lagged_flow = np.concatenate([[0.0], flow[:-1]])
+    returns = sigma * (FLOW_IMPACT * lagged_flow + np.sqrt(1 - FLOW_IMPACT**2) * noise)
     path = np.cumsum(returns)
     path -= np.arange(1, MINUTES + 1) / MINUTES * (path[-1] - (anchors[i + 1] - anchors[i]))
     log_close = anchors[i] + path
@@ -166,7 +175,11 @@ def minute_bars(
     vwap = (high + low + close) / 3
     bias = Regime.taker_bias if shifted else 0.0
     taker_share = np.clip(
-        0.5 + bias + 0.25 * np.tanh(returns / sigma) + 0.05 * rng.standard_normal(MINUTES),
+        0.5
+        + bias
+        + 0.12 * np.tanh(flow)
+        + 0.15 * np.tanh(noise)
+        + 0.04 * rng.standard_normal(MINUTES),
         0.02,
         0.98,
     )

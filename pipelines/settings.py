@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -77,6 +77,46 @@ class Settings(BaseSettings):
     quarantine_max_share: float = Field(default=0.01, ge=0, le=1)
     """Largest share of rows a day, or the run, may lose to quarantine before validate fails."""
 
+    model_interval: str | None = None
+    """Interval the model works at (curated bars are resampled); default: ``interval``."""
+
+    horizon: int = Field(default=12, ge=1)
+    """Label horizon in bars: is the close this many bars ahead above the current close?"""
+
+    eval_days: float = Field(default=7.0, gt=0)
+    """Length of the latest out-of-sample window (evaluation and promotion gate), in days."""
+
+    cv_folds: int = Field(default=4, ge=1, le=20)
+    """Walk-forward folds over the data before the evaluation window."""
+
+    embargo_bars: int | None = Field(default=None, ge=0)
+    """Bars dropped between train and test (default and minimum: ``horizon``)."""
+
+    model_type: Literal["hist_gradient_boosting", "logistic_regression"] = "hist_gradient_boosting"
+    """scikit-learn estimator of the pipeline."""
+
+    model_params: dict[str, Any] = Field(default_factory=dict)
+    """Hyperparameters (JSON in ``MLOPS_MODEL_PARAMS``) over the model type's defaults."""
+
+    fee_bps: float = Field(default=4.0, ge=0)
+    """Cost of one round-trip trade of the naive strategy, in basis points."""
+
+    min_train_rows: int = Field(default=2000, ge=10)
+    """Fewer labelled rows than this before the evaluation window is an error."""
+
+    champion_min_roc_auc: float = Field(default=0.52, ge=0, le=1)
+    """Quality floor for the first version to become ``champion`` when none exists."""
+
+    mlflow_experiment: str | None = None
+    """MLflow experiment name; default: the model name."""
+
+    @field_validator("model_interval")
+    @classmethod
+    def _known_model_interval(cls, value: str | None) -> str | None:
+        if value is not None and value not in SUPPORTED:
+            raise ValueError(f"unknown interval {value!r}; use one of {', '.join(SUPPORTED)}")
+        return value
+
     @field_validator("symbols", mode="before")
     @classmethod
     def _split_symbols(cls, value: object) -> list[str]:
@@ -88,6 +128,16 @@ class Settings(BaseSettings):
         if value not in SUPPORTED:
             raise ValueError(f"unknown interval {value!r}; use one of {', '.join(SUPPORTED)}")
         return value
+
+    @property
+    def effective_embargo(self) -> int:
+        """Embargo in bars, never shorter than the horizon."""
+        return max(self.embargo_bars or 0, self.horizon)
+
+    @property
+    def experiment(self) -> str:
+        """MLflow experiment name."""
+        return self.mlflow_experiment or self.model_name
 
     @property
     def data_url(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipelines.context import StepContext
+from pipelines.dataset import DatasetInfo
 from pipelines.fetch import fetch
 from pipelines.validate import validate
 
@@ -33,3 +34,47 @@ def validate_step(ctx: StepContext) -> dict[str, Any]:
         progress=ctx.progress,
     )
     return result.model_dump()
+
+
+def feature_config(ctx: StepContext) -> Any:
+    """The run's feature configuration from settings and parameters."""
+    from pipelines.features import FeatureConfig
+
+    s = ctx.settings
+    return FeatureConfig(interval=s.model_interval or ctx.params.interval, horizon=s.horizon)
+
+
+def features_step(ctx: StepContext) -> dict[str, Any]:
+    """Curated bars → content-addressed model-ready dataset."""
+    from pipelines.dataset import build_dataset
+
+    p = ctx.params
+    info = build_dataset(ctx.storage, p.symbols, p.interval, p.start, p.end, feature_config(ctx))
+    return info.model_dump(mode="json")
+
+
+def _dataset(ctx: StepContext) -> DatasetInfo:
+    return DatasetInfo.model_validate(ctx.result_of("features"))
+
+
+def train_step(ctx: StepContext) -> dict[str, Any]:
+    """Walk-forward CV, final fit before the evaluation window, model logged to MLflow."""
+    from pipelines.train import train
+
+    return train(ctx.settings, ctx.storage, _dataset(ctx), ctx.run_id)
+
+
+def evaluate_step(ctx: StepContext) -> dict[str, Any]:
+    """Metrics of the trained model on the latest out-of-sample window."""
+    from pipelines.train import evaluate
+
+    return evaluate(ctx.settings, ctx.storage, _dataset(ctx), ctx.result_of("train"))
+
+
+def register_step(ctx: StepContext) -> dict[str, Any]:
+    """New registry version with alias challenger (and champion on bootstrap)."""
+    from pipelines.registry import register
+
+    return register(
+        ctx.settings, _dataset(ctx), ctx.result_of("train"), ctx.result_of("evaluate"), ctx.run_id
+    )
