@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,10 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Synthetic archive and data utilities.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+models_app = typer.Typer(
+    help="The model registry (MLflow): versions and aliases.", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 SymbolsOpt = Annotated[
@@ -194,7 +199,8 @@ def execute(ctx: Any, until: str | None, resume: bool, json_out: bool) -> None:
     def report(step: str, event: str) -> None:
         err.print(f"[dim]{step}: {event}[/]")
 
-    with progress_bars() as bars:
+    # Libraries that print go to stderr: stdout carries only our result (one JSON document).
+    with progress_bars() as bars, contextlib.redirect_stdout(sys.stderr):
         ctx.progress = bars
         summary = run_pipeline(ctx, training_pipeline(), until=until, resume=resume, report=report)
     if json_out:
@@ -272,7 +278,7 @@ def step(
                 f"run: mlops step {need} --run-id {run_id}",
             )
     save_params(ctx)
-    with progress_bars() as bars:
+    with progress_bars() as bars, contextlib.redirect_stdout(sys.stderr):
         ctx.progress = bars
         result = run_step(ctx, target)
     if json_out:
@@ -300,6 +306,38 @@ def quickstart(
         None, root.resolve().as_uri(), None, None, first.isoformat(), end.isoformat()
     )
     execute(ctx, None, False, json_out)
+
+
+@models_app.command("list")
+def models_list(json_out: JsonFlag = False) -> None:
+    """Versions of the registered model, newest first: aliases, metrics, dataset hash."""
+    from rich.table import Table
+
+    from pipelines.registry import list_versions
+
+    settings = load_settings()
+    versions = list_versions(settings)
+    if json_out:
+        print_json({"model_name": settings.model_name, "versions": versions})
+        return
+    if not versions:
+        out.print(f"no versions of {settings.model_name!r} yet — run: mlops run")
+        return
+    table = Table(title=f"{settings.model_name}")
+    for column in ("ver", "aliases", "roc_auc", "log_loss", "strategy", "dataset", "eval window"):
+        table.add_column(column, no_wrap=column != "eval window")
+    for v in versions:
+        m = v["metrics"]
+        table.add_row(
+            str(v["version"]),
+            ", ".join(v["aliases"]),
+            f"{m.get('roc_auc') or float('nan'):.4f}",
+            f"{m.get('log_loss') or float('nan'):.4f}",
+            f"{m.get('strategy_return') or 0:+.4f}",
+            str(v["dataset_hash"])[:8],
+            f"{str(v['eval_start'])[:16]} → {str(v['eval_end'])[:16]}",
+        )
+    out.print(table)
 
 
 def main() -> None:

@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     fee_bps: float = Field(default=4.0, ge=0)
     """Cost of one round-trip trade of the naive strategy, in basis points."""
 
-    min_train_rows: int = Field(default=2000, ge=10)
+    min_train_rows: int = Field(default=500, ge=10)
     """Fewer labelled rows than this before the evaluation window is an error."""
 
     champion_min_roc_auc: float = Field(default=0.52, ge=0, le=1)

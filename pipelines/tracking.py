@@ -27,8 +27,11 @@ def configure(settings: Settings) -> str:
     # No telemetry call-home: the machines have no internet, and runs must not wait on DNS.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # With a server URI MLflow prints "View run … at …" on stdout, which `--json` reserves.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     import mlflow
 
+    quiet_mlflow()
     uri = tracking_uri(settings)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -42,6 +45,24 @@ def configure(settings: Settings) -> str:
         experiment_id = mlflow.create_experiment(settings.experiment, artifact_location=location)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def quiet_mlflow() -> None:
+    """Keep MLflow's chatter out of our progress output (its real warnings still show)."""
+    import logging
+    import warnings
+
+    for name, level in {
+        "mlflow.store.db.utils": logging.WARNING,  # "Creating initial MLflow database tables..."
+        "mlflow.utils.environment": logging.ERROR,  # "Failed to resolve installed pip version": uv venv
+        "mlflow.utils.uv_utils": logging.WARNING,  # "Detected uv project"
+        "alembic": logging.WARNING,
+    }.items():
+        logging.getLogger(name).setLevel(level)
+    # Our dataset source is a storage URL; MLflow finds two equal readings of it and says so.
+    warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+    # The label is an int column of the logged dataset; it never has missing values.
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
 
 
 def git_commit() -> str:
