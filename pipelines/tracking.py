@@ -54,7 +54,7 @@ def quiet_mlflow() -> None:
 
     for name, level in {
         "mlflow.store.db.utils": logging.WARNING,  # "Creating initial MLflow database tables..."
-        "mlflow.utils.environment": logging.ERROR,  # "Failed to resolve installed pip version": uv venv
+        "mlflow.utils.environment": logging.ERROR,  # "Failed to resolve … pip version" (uv venv)
         "mlflow.utils.uv_utils": logging.WARNING,  # "Detected uv project"
         "alembic": logging.WARNING,
     }.items():
