@@ -172,6 +172,40 @@ def build_context(
     return StepContext(run_id or new_run_id(), params, settings, storage)
 
 
+FIGURES: dict[str, tuple[str, ...]] = {
+    "fetch": ("files_downloaded", "files_skipped", "files_missing", "retries"),
+    "validate": ("rows_valid", "rows_quarantined", "rows_duplicate", "missing_bars"),
+    "features": ("rows", "dataset_hash", "reused"),
+    "train": ("train_rows", "mlflow_run_id"),
+    "evaluate": (
+        "metrics.roc_auc",
+        "metrics.log_loss",
+        "metrics.accuracy",
+        "metrics.strategy_return",
+    ),
+    "register": ("version", "aliases"),
+}
+"""What the human-readable summary shows of each step (``--json`` has everything)."""
+
+
+def _figure(step: dict[str, Any], key: str) -> str | None:
+    value: Any = step
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    name = key.split(".")[-1]
+    if isinstance(value, float):
+        return f"{name}={value:.4f}"
+    if isinstance(value, list):
+        return (
+            f"{name}={len(value)}"
+            if name == "files_missing"
+            else f"{name}={','.join(map(str, value))}"
+        )
+    return f"{name}={value}"
+
+
 def show_summary(summary: dict[str, Any]) -> None:
     """A human-readable run summary on stdout."""
     from rich.table import Table
@@ -179,13 +213,9 @@ def show_summary(summary: dict[str, Any]) -> None:
     table = Table(title=f"{summary['run_id']} — {summary['status']}")
     for column in ("step", "status", "seconds", "figures"):
         table.add_column(column)
-    skip = {"status", "seconds", "attempt_run_id", "resumed", "error"}
     for name, step in summary["steps"].items():
-        figures = ", ".join(
-            f"{k}={v}"
-            for k, v in step.items()
-            if k not in skip and isinstance(v, int | float | str) and not isinstance(v, bool)
-        )
+        shown = (_figure(step, key) for key in FIGURES.get(name, ()))
+        figures = ", ".join(f for f in shown if f)
         status = step.get("status", "?") + (" (resumed)" if step.get("resumed") else "")
         table.add_row(name, status, str(step.get("seconds", "")), figures)
     out.print(table)
