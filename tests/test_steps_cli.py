@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -29,11 +30,12 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return values
 
 
-def step(*args: str) -> dict:
+def step(*args: str) -> dict[str, Any]:
     result = CliRunner().invoke(app, ["step", *args, "--json"])
     if result.exception:
         raise result.exception
-    return json.loads(result.stdout)
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
 
 
 def test_steps_run_one_by_one_like_argo_containers(env: dict[str, str], mirror_root: Path) -> None:
