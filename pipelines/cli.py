@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from pipelines.console import describe_validation_error, err, out, print_json, progress_bars
 from pipelines.errors import PipelineError
+from pipelines.runs import parse_day
 
 app = typer.Typer(
     help="MLOps platform: Binance USD-M klines -> daily model -> MLflow -> BentoML.",
@@ -26,6 +27,10 @@ models_app = typer.Typer(
     help="The model registry (MLflow): versions and aliases.", no_args_is_help=True
 )
 app.add_typer(models_app, name="models")
+workflows_app = typer.Typer(
+    help="Argo CronWorkflows rendered from the pipeline DAGs.", no_args_is_help=True
+)
+app.add_typer(workflows_app, name="workflows")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 SymbolsOpt = Annotated[
@@ -36,16 +41,6 @@ IntervalOpt = Annotated[
     str | None,
     typer.Option("--interval", help="Kline interval: 1m 5m 15m 1h 4h 1d … (env MLOPS_INTERVAL)"),
 ]
-
-
-def parse_day(value: str | None, option: str) -> date | None:
-    """A YYYY-MM-DD option value, or a clear error naming the option."""
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise PipelineError(f"{option} {value!r} is not a date", "use YYYY-MM-DD") from None
 
 
 def load_settings() -> Any:
@@ -129,47 +124,17 @@ def build_context(
     end: str | None,
     resume: bool = False,
 ) -> Any:
-    """The run's context: stored parameters when resuming, else options over settings."""
-    from pipelines.context import RunParams, StepContext, default_dates, new_run_id
-    from pipelines.keys import run_params
-    from pipelines.settings import split_symbols
-    from pipelines.storage import open_storage
+    """The run's context: stored parameters when it exists, else options over settings."""
+    from pipelines.runs import open_run
 
-    settings = load_settings()
-    storage = open_storage(settings.data_url)
-    if run_id and storage.exists(run_params(run_id)):
-        params = RunParams.model_validate_json(storage.read_bytes(run_params(run_id)))
-        given = {
-            k: v
-            for k, v in dict(
-                source=source, symbols=symbols, interval=interval, start=start, end=end
-            ).items()
-            if v is not None
-        }
-        if given:
-            raise PipelineError(
-                f"run {run_id} already has parameters; --{', --'.join(given)} cannot change them",
-                "drop those options, or start a new run",
-            )
-        return StepContext(run_id, params, settings, storage)
-    if resume:
-        raise PipelineError(
-            f"no run {run_id!r} under {storage.url}", "check the run id (mlops run prints it)"
-        )
-    default_start, default_end = default_dates(settings)
-    try:
-        params = RunParams(
-            source=source or settings.source_url,
-            symbols=split_symbols(symbols) if symbols else settings.symbols,
-            interval=interval or settings.interval,
-            start=parse_day(start, "--start") or default_start,
-            end=parse_day(end, "--end") or default_end,
-        )
-    except ValidationError as error:
-        raise PipelineError(describe_validation_error(error, "--")) from None
-    if params.end < params.start:
-        raise PipelineError(f"--end {params.end} is before --start {params.start}", "fix the dates")
-    return StepContext(run_id or new_run_id(), params, settings, storage)
+    options = {
+        "source": source,
+        "symbols": symbols,
+        "interval": interval,
+        "start": start,
+        "end": end,
+    }
+    return open_run(load_settings(), run_id, options, resume=resume)
 
 
 FIGURES: dict[str, tuple[str, ...]] = {
@@ -221,18 +186,25 @@ def show_summary(summary: dict[str, Any]) -> None:
     out.print(table)
 
 
-def execute(ctx: Any, until: str | None, resume: bool, json_out: bool) -> None:
-    """Run the training pipeline with progress bars; print the summary; exit 1 on failure."""
-    from pipelines.dag import training_pipeline
+PipelineOpt = Annotated[
+    str, typer.Option("--pipeline", help="training (daily) or monitor (hourly).")
+]
+
+
+def execute(ctx: Any, pipeline: str, until: str | None, resume: bool, json_out: bool) -> None:
+    """Run a pipeline with progress bars; print the summary; exit 1 on failure."""
+    from pipelines.dag import get_pipeline
     from pipelines.runner import run_pipeline
 
     def report(step: str, event: str) -> None:
         err.print(f"[dim]{step}: {event}[/]")
 
+    steps = get_pipeline(pipeline).steps
     # Libraries that print go to stderr: stdout carries only our result (one JSON document).
     with progress_bars() as bars, contextlib.redirect_stdout(sys.stderr):
         ctx.progress = bars
-        summary = run_pipeline(ctx, training_pipeline(), until=until, resume=resume, report=report)
+        summary = run_pipeline(ctx, steps, until=until, resume=resume, report=report)
+    summary["pipeline"] = pipeline
     if json_out:
         print_json(summary)
     else:
@@ -263,14 +235,34 @@ def run(
     resume: Annotated[
         str | None,
         typer.Option(
-            help="Resume RUN_ID: keep its succeeded steps, re-run from the first failed one."
+            help="Resume RUN_ID: keep steps that succeeded on the same inputs, re-run the rest."
         ),
     ] = None,
+    pipeline: PipelineOpt = "training",
+    plan_only: Annotated[
+        bool, typer.Option("--plan", help="Print the DAG and each step's command; run nothing.")
+    ] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Run the training DAG locally, in-process."""
+    """Run a pipeline's DAG locally, in-process (default: training)."""
+    from pipelines.dag import get_pipeline, plan
+
     ctx = build_context(resume, source, symbols, interval, start, end, resume=resume is not None)
-    execute(ctx, until, resume is not None, json_out)
+    if plan_only:
+        params = ctx.params.model_dump(mode="json")
+        document = plan(
+            get_pipeline(pipeline), ctx.run_id, {**params, "symbols": ",".join(ctx.params.symbols)}
+        )
+        if json_out:
+            print_json(document)
+        else:
+            for item in document["steps"]:
+                needs = f" (after {', '.join(item['needs'])})" if item["needs"] else ""
+                out.print(
+                    f"[bold]{item['name']}[/]{needs}: {' '.join(item['command'])}", soft_wrap=True
+                )
+        return
+    execute(ctx, pipeline, until, resume is not None, json_out)
 
 
 @app.command("step")
@@ -281,25 +273,25 @@ def step(
         typer.Option("--run-id", help="Run the step belongs to (Argo passes {{workflow.name}})."),
     ],
     source: Annotated[
-        str | None, typer.Option(help="Archive root (first step of a new run only).")
+        str | None, typer.Option(help="Archive root; must agree with the run's.")
     ] = None,
     symbols: SymbolsOpt = None,
     interval: IntervalOpt = None,
     start: Annotated[
-        str | None, typer.Option(help="First day (first step of a new run only).")
+        str | None, typer.Option(help="First day; empty = default (a new run only).")
     ] = None,
     end: Annotated[
-        str | None, typer.Option(help="Last day (first step of a new run only).")
+        str | None, typer.Option(help="Last day; empty = default (a new run only).")
     ] = None,
+    pipeline: PipelineOpt = "training",
     json_out: JsonFlag = False,
 ) -> None:
     """Run one step of a run — what each Argo container executes."""
-    from pipelines.dag import training_pipeline, upstream
+    from pipelines.dag import get_pipeline, upstream
     from pipelines.runner import run_step, save_params, stored_result
 
     ctx = build_context(run_id, source, symbols, interval, start, end)
-    plan = upstream(training_pipeline(), name)
-    target = plan[-1]
+    target = upstream(get_pipeline(pipeline).steps, name)[-1]
     for need in target.needs:
         previous = stored_result(ctx, need)
         if not previous or previous.get("status") != "succeeded":
@@ -335,7 +327,7 @@ def quickstart(
     ctx = build_context(
         None, root.resolve().as_uri(), None, None, first.isoformat(), end.isoformat()
     )
-    execute(ctx, None, False, json_out)
+    execute(ctx, "training", None, False, json_out)
 
 
 @models_app.command("list")
@@ -368,6 +360,74 @@ def models_list(json_out: JsonFlag = False) -> None:
             f"{str(v['eval_start'])[:16]} → {str(v['eval_end'])[:16]}",
         )
     out.print(table)
+
+
+@workflows_app.command("render")
+def workflows_render(
+    stack: Annotated[
+        str, typer.Option("--stack", help="Stack (environment): dev, staging or prod.")
+    ],
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write <pipeline>.yaml files here instead of stdout."),
+    ] = None,
+    pipeline: Annotated[
+        str | None, typer.Option("--pipeline", help="Only this pipeline (default: all).")
+    ] = None,
+) -> None:
+    """Render the CronWorkflow of each pipeline for a stack, from stacks/Pulumi.<stack>.yaml."""
+    from pipelines.argo import render_yaml
+    from pipelines.dag import PIPELINES, get_pipeline
+    from pipelines.storage import write_file_atomic
+    from stacks.config import load_stack_config  # lazily: pipelines does not import stacks
+
+    config = load_stack_config(stack)
+    names = [pipeline] if pipeline else list(PIPELINES)
+    documents = {name: render_yaml(get_pipeline(name), config.workflows) for name in names}
+    if out_dir is None:
+        print("---\n".join(documents.values()), end="")
+        return
+    for name, text in documents.items():
+        write_file_atomic(out_dir / f"{name}.yaml", text.encode())
+        err.print(f"wrote {out_dir / (name + '.yaml')}")
+
+
+@workflows_app.command("record-exit")
+def workflows_record_exit(
+    run_id: Annotated[str, typer.Option("--run-id", help="The workflow run ({{workflow.name}}).")],
+    status: Annotated[str, typer.Option(help="{{workflow.status}}: Succeeded, Failed or Error.")],
+    failures: Annotated[
+        str, typer.Option(help="{{workflow.failures}}: JSON list of failed nodes.")
+    ] = "",
+    json_out: JsonFlag = False,
+) -> None:
+    """The exit handler: record how a workflow ended (and which steps failed) in storage."""
+    import json as json_lib
+
+    from pipelines.storage import open_storage
+
+    try:
+        failed = json_lib.loads(failures) if failures.strip().startswith("[") else []
+    except ValueError:
+        failed = [{"message": failures}]
+    record = {
+        "run_id": run_id,
+        "status": status,
+        "failures": [
+            {k: f.get(k) for k in ("displayName", "templateName", "message", "phase", "finishedAt")}
+            for f in failed
+            if isinstance(f, dict)
+        ],
+        "recorded_at": datetime.now(UTC).isoformat(),
+    }
+    storage = open_storage(load_settings().data_url)
+    storage.write_bytes(f"runs/{run_id}/exit.json", json_lib.dumps(record, indent=2).encode())
+    if json_out:
+        print_json(record)
+    else:
+        failed_steps: list[dict[str, Any]] = record["failures"]  # type: ignore[assignment]
+        names = ", ".join(str(f["displayName"]) for f in failed_steps) or "none"
+        out.print(f"{run_id}: {status}; failed steps: {names}")
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,80 +17,153 @@ from pipelines.steps import (
     validate_step,
 )
 
+RUN_PARAMETERS = ("source", "symbols", "interval", "start", "end")
+"""Options every step command takes; a run stores them once and later steps must agree."""
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Kubernetes requests and limits of a step's container."""
+
+    cpu: str = "500m"
+    memory: str = "1Gi"
+    cpu_limit: str = "1"
+    memory_limit: str = "2Gi"
+
 
 @dataclass(frozen=True)
 class Step:
-    """One node of a pipeline DAG."""
+    """One node of a pipeline DAG: the same definition drives both executors."""
 
     name: str
-    run: Callable[[StepContext], dict[str, Any]]
+    run: Callable[[StepContext], dict[str, Any]] = field(compare=False)
     needs: tuple[str, ...] = ()
     retries: int = 0
-    """Extra attempts on failure (the step itself is idempotent)."""
+    """Extra attempts after a failure (steps are idempotent, so a retry is safe)."""
     timeout_seconds: int = 3600
-    cpu: str = "500m"
-    memory: str = "1Gi"
+    resources: Resources = Resources()
     doc: str = field(default="", compare=False)
 
 
-def training_pipeline() -> list[Step]:
+@dataclass(frozen=True)
+class Pipeline:
+    """A named DAG of steps."""
+
+    name: str
+    steps: tuple[Step, ...]
+    doc: str = ""
+
+
+def step_command(pipeline: str, step: str, run_id: str, params: Mapping[str, str]) -> list[str]:
+    """The exact command that runs `step` of run `run_id` — locally and in an Argo container."""
+    command = ["mlops", "step", step, "--pipeline", pipeline, "--run-id", run_id]
+    for name in RUN_PARAMETERS:
+        command += [f"--{name}", params[name]]
+    return command
+
+
+def training_pipeline() -> Pipeline:
     """fetch → validate → features → train → evaluate → register (package and gate: later)."""
-    return [
-        Step(
-            "fetch",
-            fetch_step,
-            retries=2,
-            timeout_seconds=1800,
-            cpu="500m",
-            memory="512Mi",
-            doc="download and verify daily kline zips",
+    return Pipeline(
+        "training",
+        (
+            Step(
+                "fetch",
+                fetch_step,
+                retries=2,
+                timeout_seconds=1800,
+                resources=Resources("250m", "512Mi", "1", "1Gi"),
+                doc="download and verify daily kline zips",
+            ),
+            Step(
+                "validate",
+                validate_step,
+                needs=("fetch",),
+                retries=1,
+                resources=Resources("1", "1Gi", "2", "2Gi"),
+                doc="check rows, quarantine rejects, write curated Parquet",
+            ),
+            Step(
+                "features",
+                features_step,
+                needs=("validate",),
+                retries=1,
+                resources=Resources("1", "2Gi", "2", "4Gi"),
+                doc="content-addressed model-ready dataset",
+            ),
+            Step(
+                "train",
+                train_step,
+                needs=("features",),
+                retries=1,
+                timeout_seconds=5400,
+                resources=Resources("2", "4Gi", "4", "8Gi"),
+                doc="walk-forward CV, final fit, MLflow run and logged model",
+            ),
+            Step(
+                "evaluate",
+                evaluate_step,
+                needs=("train",),
+                retries=1,
+                resources=Resources("1", "2Gi", "2", "4Gi"),
+                doc="metrics on the latest out-of-sample window",
+            ),
+            Step(
+                "register",
+                register_step,
+                needs=("evaluate",),
+                retries=2,
+                timeout_seconds=600,
+                resources=Resources("250m", "512Mi", "500m", "1Gi"),
+                doc="registry version with alias challenger",
+            ),
         ),
-        Step(
-            "validate",
-            validate_step,
-            needs=("fetch",),
-            retries=1,
-            cpu="1",
-            memory="2Gi",
-            doc="check rows, quarantine rejects, write curated Parquet",
+        doc="daily: from the archive to a registered challenger",
+    )
+
+
+def monitor_pipeline() -> Pipeline:
+    """Hourly: keep the latest klines fetched and curated (drift and rollback steps: issue 5)."""
+    return Pipeline(
+        "monitor",
+        (
+            Step(
+                "fetch",
+                fetch_step,
+                retries=2,
+                timeout_seconds=900,
+                resources=Resources("250m", "512Mi", "1", "1Gi"),
+                doc="download and verify the latest daily kline zips",
+            ),
+            Step(
+                "validate",
+                validate_step,
+                needs=("fetch",),
+                retries=1,
+                timeout_seconds=900,
+                resources=Resources("500m", "1Gi", "1", "2Gi"),
+                doc="curate them (realized outcomes for live quality)",
+            ),
         ),
-        Step(
-            "features",
-            features_step,
-            needs=("validate",),
-            retries=1,
-            cpu="1",
-            memory="2Gi",
-            doc="content-addressed model-ready dataset",
-        ),
-        Step(
-            "train",
-            train_step,
-            needs=("features",),
-            retries=1,
-            cpu="2",
-            memory="4Gi",
-            doc="walk-forward CV, final fit, MLflow run and logged model",
-        ),
-        Step(
-            "evaluate",
-            evaluate_step,
-            needs=("train",),
-            retries=1,
-            cpu="1",
-            memory="2Gi",
-            doc="metrics on the latest out-of-sample window",
-        ),
-        Step(
-            "register",
-            register_step,
-            needs=("evaluate",),
-            retries=2,
-            cpu="250m",
-            memory="512Mi",
-            doc="registry version with alias challenger",
-        ),
-    ]
+        doc="hourly: fresh curated klines for live monitoring",
+    )
+
+
+PIPELINES: dict[str, Callable[[], Pipeline]] = {
+    "training": training_pipeline,
+    "monitor": monitor_pipeline,
+}
+
+
+def get_pipeline(name: str) -> Pipeline:
+    """A pipeline by name.
+
+    Raises:
+        PipelineError: for an unknown name.
+    """
+    if name not in PIPELINES:
+        raise PipelineError(f"unknown pipeline {name!r}", f"choose one of {', '.join(PIPELINES)}")
+    return PIPELINES[name]()
 
 
 def lint(steps: Sequence[Step]) -> list[Step]:
@@ -146,3 +219,22 @@ def upstream(steps: Sequence[Step], target: str) -> list[Step]:
             wanted.add(name)
             stack.extend(by_name[name].needs)
     return [s for s in ordered if s.name in wanted]
+
+
+def plan(pipeline: Pipeline, run_id: str, params: Mapping[str, str]) -> dict[str, Any]:
+    """The DAG as data: steps, dependencies and the exact command of each (``--plan``)."""
+    return {
+        "pipeline": pipeline.name,
+        "run_id": run_id,
+        "steps": [
+            {
+                "name": step.name,
+                "needs": list(step.needs),
+                "command": step_command(pipeline.name, step.name, run_id, params),
+                "retries": step.retries,
+                "timeout_seconds": step.timeout_seconds,
+                "resources": step.resources.__dict__,
+            }
+            for step in lint(pipeline.steps)
+        ],
+    }

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     fetch_timeout: float = Field(default=30.0, gt=0)
     """Seconds before a request is abandoned (then retried)."""
 
+    step_retry_backoff: float = Field(default=2.0, ge=0)
+    """First delay before the local runner retries a failed step; doubles per attempt."""
+
     quarantine_max_share: float = Field(default=0.01, ge=0, le=1)
     """Largest share of rows a day, or the run, may lose to quarantine before validate fails."""
 

@@ -13,6 +13,18 @@ from urllib.parse import urlparse
 from pipelines.errors import PipelineError
 
 
+def write_file_atomic(path: Path, data: bytes) -> None:
+    """Write `path` whole or not at all (a temp name beside it, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
 class Storage(Protocol):
     """Keys are ``/``-separated paths of the storage layout (DESIGN.md section 4)."""
 

@@ -32,9 +32,15 @@ def configure(settings: Settings) -> str:
     import mlflow
 
     quiet_mlflow()
+    from_user = "MLFLOW_TRACKING_URI" in os.environ
     uri = tracking_uri(settings)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    if not from_user:
+        # mlflow.set_*_uri also export MLFLOW_*_URI; keep the environment meaning "what the user
+        # chose", or every later configure (and child process) would inherit this local store.
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        os.environ.pop("MLFLOW_REGISTRY_URI", None)
     existing = mlflow.get_experiment_by_name(settings.experiment)
     if existing is not None:
         experiment_id: str = existing.experiment_id

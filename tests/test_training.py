@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def run(settings: Settings, mirror: Path, **overrides: Any) -> dict[str, Any]:
         settings,
         LocalStorage(Path(settings.data_url)),
     )
-    return run_pipeline(ctx, training_pipeline())
+    return run_pipeline(ctx, training_pipeline().steps)
 
 
 def test_first_run_bootstraps_champion_second_adds_a_challenger(
@@ -70,6 +71,9 @@ def test_first_run_bootstraps_champion_second_adds_a_challenger(
         "strategy_return",
     } <= set(metrics)
     assert 0.0 <= metrics["roc_auc"] <= 1.0 and metrics["rows"] > 0
+
+    # the local store never leaks into the environment (child processes would inherit it)
+    assert "MLFLOW_TRACKING_URI" not in os.environ
 
     second = run(train_settings, mirror_root)
     assert second["status"] == "succeeded", second.get("error")
