@@ -33,7 +33,9 @@ class WorkflowSettings(BaseModel):
     service_account: str = "mlops-pipeline"
     """Kubernetes service account bound to the pipeline's IAM role (IRSA)."""
     storage_url: str
-    """Storage layout root, e.g. ``s3://mlops-dev-data/v1``."""
+    """Storage layout root, e.g. ``s3://mlops-dev-curated/v1``."""
+    raw_storage_url: str | None = None
+    """Root of ``raw/`` and ``quarantine/`` when they live in their own bucket."""
     mlflow_tracking_uri: str = "http://mlflow.mlflow.svc.cluster.local:5000"
     source_url: str = "https://data.binance.vision"
     symbols: str = "BTCUSDT,ETHUSDT"
@@ -106,6 +108,7 @@ def _env(config: WorkflowSettings, pipeline: Pipeline) -> list[Any]:
         "MLOPS_ENV": config.env,
         "MLOPS_HOME": f"{SCRATCH}/mlops",
         "MLOPS_STORAGE_URL": config.storage_url,
+        **({"MLOPS_RAW_STORAGE_URL": config.raw_storage_url} if config.raw_storage_url else {}),
         "MLOPS_LOOKBACK_DAYS": str(lookback),
         "MLFLOW_TRACKING_URI": config.mlflow_tracking_uri,
         "HOME": SCRATCH,

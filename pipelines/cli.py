@@ -420,7 +420,8 @@ def workflows_record_exit(
         ],
         "recorded_at": datetime.now(UTC).isoformat(),
     }
-    storage = open_storage(load_settings().data_url)
+    settings = load_settings()
+    storage = open_storage(settings.data_url, settings.raw_storage_url)
     storage.write_bytes(f"runs/{run_id}/exit.json", json_lib.dumps(record, indent=2).encode())
     if json_out:
         print_json(record)

@@ -71,7 +71,7 @@ def open_run(
         PipelineError: when resuming a run that does not exist, or when options contradict the
             parameters the run already has.
     """
-    storage = open_storage(settings.data_url)
+    storage = open_storage(settings.data_url, settings.raw_storage_url)
     if run_id and storage.exists(run_params(run_id)):
         stored = RunParams.model_validate_json(storage.read_bytes(run_params(run_id)))
         conflicts = _conflicts(stored, settings, options)

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     """Where the storage layout lives: a directory path, ``file://…`` or ``s3://bucket/prefix``.
     Default: ``$MLOPS_HOME/data``."""
 
+    raw_storage_url: str | None = None
+    """Optional separate root for ``raw/`` and ``quarantine/`` (e.g. the raw bucket)."""
+
     source_url: str = "https://data.binance.vision"
     """Archive root in the data.binance.vision layout: ``https://``, ``http://`` or ``file://``."""
 

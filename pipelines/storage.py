@@ -165,7 +165,47 @@ class S3Storage:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
 
-def open_storage(url: str) -> Storage:
+class RoutedStorage:
+    """One storage layout over two roots: ``raw/`` and ``quarantine/`` keys (as downloaded, with
+    their own retention and storage class) on `raw`, everything else on `main`."""
+
+    RAW_PREFIXES = ("raw/", "quarantine/")
+
+    def __init__(self, main: Storage, raw: Storage) -> None:
+        self.main, self.raw = main, raw
+        self.url = main.url
+
+    def _pick(self, key: str) -> Storage:
+        return self.raw if key.startswith(self.RAW_PREFIXES) else self.main
+
+    def read_bytes(self, key: str) -> bytes:
+        return self._pick(key).read_bytes(key)
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self._pick(key).write_bytes(key, data)
+
+    def exists(self, key: str) -> bool:
+        return self._pick(key).exists(key)
+
+    def list(self, prefix: str) -> list[str]:
+        if prefix.startswith(self.RAW_PREFIXES):
+            return self.raw.list(prefix)
+        keys = self.main.list(prefix)
+        if not prefix:
+            keys = sorted([*keys, *self.raw.list("raw/"), *self.raw.list("quarantine/")])
+        return keys
+
+    def delete(self, key: str) -> None:
+        self._pick(key).delete(key)
+
+
+def open_storage(url: str, raw_url: str | None = None) -> Storage:
+    """Storage at `url`; with `raw_url`, ``raw/`` and ``quarantine/`` keys live there instead."""
+    main = _open_one(url)
+    return RoutedStorage(main, _open_one(raw_url)) if raw_url else main
+
+
+def _open_one(url: str) -> Storage:
     """Storage for a directory path, ``file://`` URL or ``s3://bucket/prefix``.
 
     Raises:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipelines.errors import PipelineError
 from stacks.config import load_stack_config, parse_stack_config
@@ -67,51 +69,59 @@ def test_record_exit_keeps_the_failed_steps(tmp_path: Path) -> None:
 
 
 def test_stack_config_errors_name_the_key() -> None:
-    good = {
-        "config": {
-            "mlops-platform:env": "dev",
-            "mlops-platform:owner": "x",
-            "mlops-platform:costCenter": "y",
-            "mlops-platform:workflows": {"env": "dev", "image": "r/p:1.0", "storageUrl": "s3://b"},
-        }
+    good = yaml.safe_load((REPO / "stacks" / "Pulumi.dev.yaml").read_text())
+    config, providers = parse_stack_config(good, "Pulumi.dev.yaml")
+    assert config.workflows.storage_url.startswith("s3://") and providers == {
+        "aws:region": "eu-west-1"
     }
-    config, providers = parse_stack_config(good, "Pulumi.t.yaml")
-    assert config.workflows.storage_url == "s3://b" and providers == {}
-    typo = {"config": {**good["config"], "mlops-platform:costCentre": "y"}}
-    with pytest.raises(
-        PipelineError, match="mlops-platform:costCentre: Extra inputs are not permitted"
-    ):
-        parse_stack_config(typo, "Pulumi.t.yaml")
-    latest = {
-        "config": {
-            **good["config"],
-            "mlops-platform:workflows": {
-                "env": "dev",
-                "image": "r/p:latest",
-                "storageUrl": "s3://b",
-            },
-        }
-    }
-    with pytest.raises(PipelineError, match=r"workflows.image: .*immutable tag"):
-        parse_stack_config(latest, "Pulumi.t.yaml")
-    wrong_type = {
-        "config": {
-            **good["config"],
-            "mlops-platform:workflows": {
-                "env": "dev",
-                "image": "r/p:1",
-                "storageUrl": "s3://b",
-                "lookbackDays": "many",
-            },
-        }
-    }
-    with pytest.raises(
-        PipelineError, match=r"workflows\.lookbackDays: Input should be a valid integer"
-    ):
-        parse_stack_config(wrong_type, "Pulumi.t.yaml")
+
+    def broken(key: str, value: object) -> dict[str, object]:
+        document = copy.deepcopy(good)
+        section, _, field = key.partition(".")
+        if field:
+            document["config"][f"mlops-platform:{section}"][field] = value
+        else:
+            document["config"][f"mlops-platform:{section}"] = value
+        return document
+
+    cases = [
+        ("costCentre", "y", r"mlops-platform:costCentre: Extra inputs are not permitted"),
+        ("workflows.image", "r/p:latest", r"workflows\.image: .*immutable tag"),
+        (
+            "workflows.lookbackDays",
+            "many",
+            r"workflows\.lookbackDays: Input should be a valid integer",
+        ),
+        (
+            "network.privateSubnetCidrs",
+            ["10.20.64.0/19", "10.99.0.0/19"],
+            r"10\.99\.0\.0/19 does not fit the VPC",
+        ),
+        ("network.publicSubnetCidrs", ["10.20.0.0/20", "10.20.64.0/20"], r"overlap"),
+        ("cluster.publicAccessCidrs", ["0.0.0.0/0"], r"opens the API to the whole internet"),
+    ]
+    for key, value, message in cases:
+        with pytest.raises(PipelineError, match=message):
+            parse_stack_config(broken(key, value), "Pulumi.dev.yaml")
 
 
 def test_environments_are_values_of_one_model() -> None:
     configs = {env: load_stack_config(env) for env in ("dev", "staging", "prod")}
     assert {c.env for c in configs.values()} == {"dev", "staging", "prod"}
     assert len({c.workflows.storage_url for c in configs.values()}) == 3
+
+
+def test_routed_storage_keeps_raw_keys_apart(tmp_path: Path) -> None:
+    from pipelines.storage import open_storage
+
+    storage = open_storage(str(tmp_path / "main"), str(tmp_path / "raw"))
+    storage.write_bytes("raw/klines/A/1m/x.zip", b"z")
+    storage.write_bytes("quarantine/klines/A/1m/d.csv", b"q")
+    storage.write_bytes("curated/klines/1m/symbol=A/date=d/part-0.parquet", b"c")
+    assert (tmp_path / "raw" / "raw/klines/A/1m/x.zip").read_bytes() == b"z"
+    assert (tmp_path / "raw" / "quarantine/klines/A/1m/d.csv").exists()
+    assert (tmp_path / "main" / "curated/klines/1m/symbol=A/date=d/part-0.parquet").exists()
+    assert not (tmp_path / "main" / "raw").exists()
+    assert storage.exists("raw/klines/A/1m/x.zip") and storage.list("raw/") == [
+        "raw/klines/A/1m/x.zip"
+    ]
