@@ -6,6 +6,7 @@ import copy
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -75,7 +76,7 @@ def test_stack_config_errors_name_the_key() -> None:
         "aws:region": "eu-west-1"
     }
 
-    def broken(key: str, value: object) -> dict[str, object]:
+        document: dict[str, Any] = copy.deepcopy(good)
         document = copy.deepcopy(good)
         section, _, field = key.partition(".")
         if field:
