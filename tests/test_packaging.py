@@ -76,8 +76,8 @@ def test_stack_config_errors_name_the_key() -> None:
         "aws:region": "eu-west-1"
     }
 
+    def broken(key: str, value: object) -> dict[str, Any]:
         document: dict[str, Any] = copy.deepcopy(good)
-        document = copy.deepcopy(good)
         section, _, field = key.partition(".")
         if field:
             document["config"][f"mlops-platform:{section}"][field] = value
