@@ -431,6 +431,66 @@ def workflows_record_exit(
         out.print(f"{run_id}: {status}; failed steps: {names}")
 
 
+infra_app = typer.Typer(
+    help="Pulumi stacks, planned offline under Pulumi's mocks.", no_args_is_help=True
+)
+app.add_typer(infra_app, name="infra")
+
+
+@infra_app.command("plan")
+def infra_plan(
+    stack: Annotated[
+        str, typer.Option("--stack", help="dev, staging or prod (stacks/Pulumi.<stack>.yaml).")
+    ],
+    program: Annotated[
+        Path | None, typer.Option(help="Another Pulumi Python program's directory.")
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config-file", help="Stack config file (default: <program>/Pulumi.<stack>.yaml)."
+        ),
+    ] = None,
+    update: Annotated[
+        bool,
+        typer.Option(
+            "--update", help="Mock an update instead of a preview (computed values known)."
+        ),
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Run the Pulumi program in-process under mocks (no CLI, no cloud); list its resources."""
+    from rich.tree import Tree
+
+    from stacks.plan import key_properties, plan_stack  # lazily: pipelines does not import stacks
+
+    with err.status(f"planning stack {stack} under mocks …"):
+        result = plan_stack(stack, program, config_file, preview=not update)
+    if json_out:
+        print_json(result.document())
+        return
+    root = Tree(f"[bold]{stack}[/] ({result.mode}, {len(result.resources)} resources)")
+    nodes: dict[str, Any] = {}
+    for resource in result.resources:
+        parent = nodes.get(resource.parent, root)
+        label = f"{resource.type} [bold]{resource.name}[/]"
+        details = key_properties(resource.inputs)
+        node = parent.add(f"{label} [dim]{details}[/]" if details else label)
+        if not resource.custom:  # only components parent other resources
+            nodes[resource.name] = node
+    out.print(root)
+    out.print(
+        "outputs: "
+        + ", ".join(
+            f"{k}={'[secret]' if k in result.secret_outputs else v}"
+            for k, v in result.outputs.items()
+        ),
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
+
+
 def main() -> None:
     """Console-script entry point: one clear line and exit 1 on a user-facing error."""
     try:

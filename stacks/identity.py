@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -99,6 +100,10 @@ def trust_policy(provider_arn: str, issuer: str, namespace: str, account: str) -
     )
 
 
+def _trust(account: ServiceAccount, provider: list[str]) -> str:
+    return trust_policy(provider[0], provider[1], account.namespace, account.name)
+
+
 @dataclass(frozen=True)
 class IdentityArgs:
     """Inputs of `Identity`."""
@@ -122,19 +127,18 @@ class Identity(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         arns = pulumi.Output.all(**args.bucket_arns)
         self.role_arns = {}
+        provider = pulumi.Output.all(args.oidc_provider_arn, args.oidc_issuer)
         for key, account in args.accounts.items():
             role = aws.iam.Role(
                 f"{name}-{key}",
-                assume_role_policy=pulumi.Output.all(
-                    args.oidc_provider_arn, args.oidc_issuer
-                ).apply(lambda v, a=account: trust_policy(v[0], v[1], a.namespace, a.name)),
+                assume_role_policy=provider.apply(functools.partial(_trust, account)),
                 tags={**args.tags, "service-account": f"{account.namespace}/{account.name}"},
                 opts=child,
             )
             aws.iam.RolePolicy(
                 f"{name}-{key}",
                 role=role.id,
-                policy=arns.apply(lambda resolved, a=account: access_policy(a.grants, resolved)),
+                policy=arns.apply(functools.partial(access_policy, account.grants)),
                 opts=child,
             )
             self.role_arns[key] = role.arn

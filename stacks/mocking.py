@@ -1,0 +1,430 @@
+"""Run a Pulumi program in-process under Pulumi's unit-test mocks and record what it registered.
+
+This is how the stacks prove themselves without a Pulumi CLI or a cloud account: ``mlops infra
+plan`` and the tests run the real program against `PlatformMocks`, which answer every resource
+with its inputs plus plausible computed outputs, and every invoke the program makes.
+
+Verified with pulumi 3.272.0, pulumi-aws 7.51.1, pulumi-eks 4.4.0, pulumi-kubernetes 4.34.2,
+pulumi-random 4.21.4.
+
+Usage:
+    from stacks.mocking import run_program, PlatformMocks
+    result = run_program(program, project="mlops-platform", stack="prod",
+                         config={"mlops-platform:workflows": {...}, "aws:region": "eu-west-1"},
+                         preview=True)
+    result.resources   # [Registered(type, name, parent, inputs, ...)], registration order
+    result.outputs     # {"name": plain value}, secrets unwrapped
+    result.secret_outputs  # {"name", ...} exported as secrets
+    result.by_type("aws:s3/bucket:Bucket")
+
+`program` is a zero-arg callable, or a directory / .py path run like the language host runs it
+(runpy.run_path(dir, run_name="__main__") inside run_in_stack).
+
+How it works (the same path the real Python language host takes):
+  1. reset the ambient runtime (root stack ContextVar, pending output tasks, config),
+  2. set_mocks(mocks, project, stack, preview, monitor=RecordingMonitor(mocks)),
+  3. drop the root Stack that set_mocks made (it has already "finished": exports into it
+     would never reach RegisterResourceOutputs), then
+  4. _sync_await(run_in_stack(program)): makes a fresh Stack, runs the program, registers the
+     exports via RegisterResourceOutputs (captured by the monitor, secrets kept), and waits
+     for every RPC and every pending Output task (wait_for_rpcs) before returning.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.runtime import config as _config
+from pulumi.runtime import rpc
+from pulumi.runtime import settings as _settings
+from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs, Mocks, set_mocks
+from pulumi.runtime.stack import run_in_stack
+from pulumi.runtime.sync_await import _sync_await
+
+UNKNOWN = "<unknown>"  # what an unknown (computed, preview-only) input becomes in `inputs`
+
+
+# --------------------------------------------------------------------------- recording
+
+
+@dataclass
+class Registered:
+    type: str  # type token, e.g. "aws:s3/bucket:Bucket", "eks:index:Cluster"
+    name: str  # logical name
+    urn: str
+    parent: str  # parent URN ("" only for the Stack itself; top-level resources -> stack URN)
+    parent_name: str  # logical name of the parent ("<project>-<stack>" for the stack)
+    custom: bool  # CustomResource (True) vs ComponentResource (False)
+    remote: bool  # multi-language component (eks.Cluster, helm.v4.Chart, ...)
+    provider: str  # "urn::id" of an explicit provider ("" = default provider)
+    inputs: dict  # plain python values; secrets unwrapped; unknowns -> UNKNOWN
+    secret_inputs: set  # top-level input keys whose value was secret
+    masked_inputs: dict  # inputs with every secret value (at any depth) replaced by SECRET
+    dependencies: list  # URNs of depends_on / implicit deps
+    id: str | None = None
+    state: dict = field(default_factory=dict)  # what the mock returned (outputs)
+
+
+SECRET = "[secret]"
+
+
+def _plain(value: Any, mask: bool = False) -> Any:
+    """Deserialized gRPC value -> plain python (secrets unwrapped, Unknown -> UNKNOWN)."""
+    from pulumi.output import Unknown
+
+    if isinstance(value, Unknown):
+        return UNKNOWN
+    if rpc.is_rpc_secret(value):
+        return SECRET if mask else _plain(rpc.unwrap_rpc_secret(value))
+    if isinstance(value, dict):
+        return {k: _plain(v, mask) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v, mask) for v in value]
+    if isinstance(value, pulumi.Resource):  # a rehydrated resource reference
+        return f"<resource {type(value).__module__}.{type(value).__name__}>"
+    return value
+
+
+def _secret_keys(props: dict) -> set:
+    return {k for k, v in props.items() if rpc.is_rpc_secret(v)}
+
+
+# --- pulumi/pulumi#6561 guard -------------------------------------------------------------
+# The MockMonitor deserializes each request (in an executor thread). A resource reference in it
+# (any Resource passed as an input: cluster=eks_cluster, role=role, ...) is rehydrated by the
+# package's registered ResourceModule: it constructs e.g. pulumi_eks.Cluster(opts=urn=...), whose
+# "pulumi:pulumi:getResource" RPC task is created on that executor thread's private event loop
+# and appended to the shared rpc_manager. The main loop's wait_for_rpcs then awaits it:
+# "RuntimeError: Task ... got Future ... attached to a different loop", or it hangs, or (if the
+# thread loop happened to be pumped by a later _sync_await on that thread) it passes -> flaky.
+# Fix: while the monitor deserializes, turn resource references into plain dicts instead of
+# constructing resources. The SDK side (main loop) still rehydrates refs in mock *outputs*.
+_IN_MONITOR = threading.local()
+_orig_deserialize_resource = rpc.deserialize_resource
+
+
+def _deserialize_resource(ref_struct, keep_unknowns=None):
+    if getattr(_IN_MONITOR, "active", False):
+        ref = {"urn": str(ref_struct["urn"])}
+        if "id" in ref_struct:
+            ref["id"] = str(ref_struct["id"])
+        return ref  # what Mocks.new_resource sees for a Resource input: {"urn": ..., "id": ...}
+    return _orig_deserialize_resource(ref_struct, keep_unknowns)
+
+
+rpc.deserialize_resource = _deserialize_resource
+
+
+def _no_rehydrate(method):
+    def wrapper(self, request):
+        _IN_MONITOR.active = True
+        try:
+            return method(self, request)
+        finally:
+            _IN_MONITOR.active = False
+
+    wrapper.__name__ = method.__name__
+    return wrapper
+
+
+class RecordingMonitor(MockMonitor):
+    """MockMonitor that records every registration and the stack's outputs (and never
+    rehydrates resource references, see above)."""
+
+    def __init__(self, mocks: Mocks):
+        super().__init__(mocks)
+        self.registered: list[Registered] = []
+        self.stack_outputs_raw: dict | None = None
+        self.stack_urn: str | None = None
+        self.calls: list[tuple[str, dict]] = []
+
+    @_no_rehydrate
+    def RegisterResource(self, request):  # noqa: N802 (the gRPC method name)
+        resp = super().RegisterResource(request)  # calls mocks.new_resource
+        if request.type == "pulumi:pulumi:Stack":
+            self.stack_urn = resp.urn
+            return resp
+        # keep_unknowns=True so preview unknowns are visible (not silently dropped)
+        raw = rpc.deserialize_properties(request.object, keep_unknowns=True)
+        reg = self.resources.get(resp.urn)
+        self.registered.append(
+            Registered(
+                type=request.type,
+                name=request.name,
+                urn=resp.urn,
+                parent=request.parent,
+                parent_name=request.parent.split("::")[-1] if request.parent else "",
+                custom=request.custom,
+                remote=request.remote,
+                provider=request.provider,
+                inputs=_plain(raw),
+                masked_inputs=_plain(raw, mask=True),
+                secret_inputs=_secret_keys(raw),
+                dependencies=list(request.dependencies),
+                id=resp.id or None,
+                state=_plain(reg.state) if reg else {},
+            )
+        )
+        return resp
+
+    @_no_rehydrate
+    def ReadResource(self, request):  # noqa: N802
+        return super().ReadResource(request)
+
+    @_no_rehydrate
+    def RegisterResourceOutputs(self, request):  # noqa: N802
+        # Only the root Stack's outputs are the program's exports; components call this too.
+        if request.urn.split("::")[2] == "pulumi:pulumi:Stack":
+            self.stack_outputs_raw = rpc.deserialize_properties(request.outputs, keep_unknowns=True)
+        return super().RegisterResourceOutputs(request)
+
+    @_no_rehydrate
+    def Invoke(self, request):  # noqa: N802
+        if request.tok != "pulumi:pulumi:getResource":
+            self.calls.append((request.tok, _plain(rpc.deserialize_properties(request.args))))
+        return super().Invoke(request)
+
+
+# --------------------------------------------------------------------------- mocks
+
+FAKE_ACCOUNT = "123456789012"
+FAKE_REGION = "eu-west-1"
+
+
+def fake_kubeconfig(name: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": name,
+                "cluster": {
+                    "server": f"https://{name}.eks.local",
+                    "certificate-authority-data": "Zm9v",
+                },
+            }
+        ],
+        "contexts": [{"name": "aws", "context": {"cluster": name, "user": "aws"}}],
+        "current-context": "aws",
+        "users": [
+            {
+                "name": "aws",
+                "user": {
+                    "exec": {
+                        "apiVersion": "client.authentication.k8s.io/v1beta1",
+                        "command": "aws",
+                        "args": ["eks", "get-token", "--cluster-name", name],
+                    }
+                },
+            }
+        ],
+    }
+
+
+def resource_ref(typ: str, name: str, id_: str, state: dict, parent_type: str = "") -> dict:
+    """A resource-reference value for a mock's returned state (for resource-typed outputs
+    such as eks.Cluster.eks_cluster / core.cluster).
+
+    The SDK rehydrates it as the typed resource (e.g. pulumi_aws.eks.Cluster) whose outputs
+    are looked up with the "pulumi:pulumi:getResource" invoke, which the MockMonitor answers
+    from `monitor.resources` -- so the state is seeded there. A plain dict fails with
+    "AssertionError: Unexpected type; expected a value of type <...Cluster>", and creating a
+    real Resource inside new_resource registers an extra resource from an executor thread.
+    """
+    from pulumi.runtime.mocks import MockMonitor
+
+    qualified = f"{parent_type}${typ}" if parent_type else typ
+    urn = f"urn:pulumi:{pulumi.get_stack()}::{pulumi.get_project()}::{qualified}::{name}"
+    _settings.get_monitor().resources[urn] = MockMonitor.ResourceRegistration(urn, id_, state)
+    return {rpc._special_sig_key: rpc._special_resource_sig, "urn": urn, "id": id_}
+
+
+class PlatformMocks(Mocks):
+    """Inputs echoed as outputs plus plausible computed outputs for the types we use.
+
+    Resource-typed outputs (eks Cluster.eksCluster, core.cluster) are returned as
+    `resource_ref(...)`, never as Resource objects or plain dicts.
+    """
+
+    def new_resource(self, args: MockResourceArgs):
+        t, name, inputs = args.typ, args.name, dict(args.inputs)
+        arn = f"arn:aws:{t.split(':')[1].split('/')[0]}:{FAKE_REGION}:{FAKE_ACCOUNT}:{name}"
+        out: dict[str, Any] = {**inputs, "arn": arn}
+        if t == "eks:index:Cluster":
+            issuer = f"oidc.eks.{FAKE_REGION}.amazonaws.com/id/{name.upper()}0123456789"
+            kcfg = fake_kubeconfig(name)
+            out.update(
+                kubeconfig=kcfg,
+                kubeconfigJson=json.dumps(kcfg),
+                oidcProviderArn=f"arn:aws:iam::{FAKE_ACCOUNT}:oidc-provider/{issuer}",
+                oidcProviderUrl=issuer,
+                oidcIssuer=issuer,
+                clusterSecurityGroupId=f"sg-{name}-cluster",
+                nodeSecurityGroupId=f"sg-{name}-node",
+                clusterIngressRuleId=f"sgr-{name}",
+                defaultNodeGroupAsgName="",
+                fargateProfileId="",
+                fargateProfileStatus="",
+                autoModeNodeRoleName="",
+            )
+            cname = inputs.get("name") or f"{name}-eksCluster-0000000"
+            eks_state = {
+                "name": cname,
+                "arn": f"arn:aws:eks:{FAKE_REGION}:{FAKE_ACCOUNT}:cluster/{cname}",
+                "endpoint": f"https://{cname}.eks.local",
+                "version": inputs.get("version", "1.31"),
+                "certificateAuthority": {"data": "Zm9v"},
+                "roleArn": f"arn:aws:iam::{FAKE_ACCOUNT}:role/{name}-eksRole",
+                "vpcConfig": {
+                    "vpcId": inputs.get("vpcId", ""),
+                    "clusterSecurityGroupId": f"sg-{name}-eks",
+                },
+                "identities": [{"oidcs": [{"issuer": f"https://{issuer}"}]}],
+            }
+            ref = resource_ref(
+                "aws:eks/cluster:Cluster",
+                f"{name}-eksCluster",
+                cname,
+                eks_state,
+                parent_type="eks:index:Cluster",
+            )
+            out["eksCluster"] = ref
+            out["core"] = {
+                "cluster": ref,
+                "endpoint": eks_state["endpoint"],
+                "vpcId": inputs.get("vpcId", ""),
+                "subnetIds": inputs.get("privateSubnetIds", []) + inputs.get("publicSubnetIds", []),
+                "clusterSecurityGroupId": f"sg-{name}-cluster",
+                "oidcProvider": None,
+                "instanceRoles": [],
+                "nodeGroupOptions": {},
+                "tags": inputs.get("tags", {}),
+                "accessEntries": [],
+                "publicSubnetIds": inputs.get("publicSubnetIds", []),
+                "privateSubnetIds": inputs.get("privateSubnetIds", []),
+            }
+            return f"{name}-id", out
+        if t == "eks:index:ManagedNodeGroup":
+            out.pop("cluster", None)  # a resource reference: don't echo it back
+            return f"{name}-id", out
+        if t == "aws:s3/bucket:Bucket":
+            b = inputs.get("bucket") or f"{name}-bucket"
+            out.update(bucket=b, arn=f"arn:aws:s3:::{b}", bucketDomainName=f"{b}.s3.amazonaws.com")
+            return b, out
+        if t == "aws:rds/instance:Instance":
+            out.update(address=f"{name}.db.local", endpoint=f"{name}.db.local:5432", port=5432)
+        if t == "aws:ecr/repository:Repository":
+            out["repositoryUrl"] = (
+                f"{FAKE_ACCOUNT}.dkr.ecr.{FAKE_REGION}.amazonaws.com/{inputs.get('name', name)}"
+            )
+        if t == "random:index/randomPassword:RandomPassword":
+            out["result"] = "mock-password-0123456789"
+        if t == "aws:iam/role:Role":
+            out["arn"] = f"arn:aws:iam::{FAKE_ACCOUNT}:role/{inputs.get('name', name)}"
+        if t == "aws:kms/key:Key":
+            out["keyId"] = f"{name}-key-id"
+        return f"{name}-id", out
+
+    def call(self, args: MockCallArgs):
+        if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            zones = ["a", "b", "c"]
+            return {
+                "names": [f"{FAKE_REGION}{z}" for z in zones],
+                "zoneIds": [f"euw1-az{i}" for i in range(1, 4)],
+                "id": FAKE_REGION,
+                "state": "available",
+            }
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {
+                "accountId": FAKE_ACCOUNT,
+                "arn": f"arn:aws:iam::{FAKE_ACCOUNT}:user/test",
+                "userId": "AIDATEST",
+                "id": FAKE_ACCOUNT,
+            }
+        if args.token == "aws:index/getRegion:getRegion":
+            return {"name": FAKE_REGION, "region": FAKE_REGION, "id": FAKE_REGION}
+        if args.token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
+        return {}
+
+
+# --------------------------------------------------------------------------- running
+
+
+@dataclass
+class RunResult:
+    resources: list[Registered]
+    outputs: dict
+    masked_outputs: dict
+    secret_outputs: set
+    calls: list
+    stack_urn: str | None
+
+    def by_type(self, typ: str) -> list[Registered]:
+        return [r for r in self.resources if r.type == typ]
+
+    def get(self, typ: str, name: str) -> Registered:
+        (hit,) = [r for r in self.resources if r.type == typ and r.name == name]
+        return hit
+
+
+def reset_runtime() -> None:
+    """Forget everything a previous run left in the ambient runtime (same thread/context)."""
+    _settings.ROOT.set(None)  # else set_mocks keeps the OLD Stack (old project/stack, old exports)
+    with _settings.SETTINGS.lock:
+        _settings.SETTINGS.outputs.clear()  # not replaced by set_mocks/MockSettings
+    _settings.SETTINGS.rpc_manager.clear()
+    _settings.SETTINGS.package_refs = {}
+    _config.set_all_config({}, [])
+
+
+def _config_strings(config: dict) -> dict:
+    # Config values are strings on the wire; objects/lists/bools/numbers as JSON (what the CLI does)
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
+
+
+def run_program(
+    program: Callable[[], Any] | str | Path,
+    *,
+    project: str = "project",
+    stack: str = "stack",
+    config: dict | None = None,
+    secret_keys: list | None = None,
+    preview: bool = False,
+    mocks: Mocks | None = None,
+) -> RunResult:
+    """Run `program` under mocks; return every registered resource and the stack outputs."""
+    reset_runtime()
+    _config.set_all_config(_config_strings(config or {}), list(secret_keys or []))
+    mocks = mocks or PlatformMocks()
+    monitor = RecordingMonitor(mocks)
+    set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=monitor)
+    _settings.ROOT.set(None)  # run_in_stack makes the real root Stack
+
+    if callable(program):
+        func = program
+    else:
+        path = Path(program)
+
+        def func() -> None:
+            # like the language host: the dir goes on sys.path, __main__.py runs as __main__
+            runpy.run_path(str(path), run_name="__main__")
+
+    _sync_await(run_in_stack(func))  # raises the program's exception, if any
+
+    raw = monitor.stack_outputs_raw or {}
+    return RunResult(
+        resources=monitor.registered,
+        outputs={k: _plain(v) for k, v in raw.items()},
+        masked_outputs={k: _plain(v, mask=True) for k, v in raw.items()},
+        secret_outputs=_secret_keys(raw),
+        calls=monitor.calls,
+        stack_urn=monitor.stack_urn,
+    )

@@ -1,0 +1,113 @@
+"""The Pulumi program: one stack of the platform, composed from its components."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from pipelines.argo import render
+from pipelines.dag import PIPELINES, get_pipeline
+from stacks.addons import Addons, AddonsArgs
+from stacks.cluster import Cluster, ClusterArgs
+from stacks.config import StackConfig, parse_stack_config
+from stacks.database import Database, DatabaseArgs
+from stacks.identity import Identity, IdentityArgs, service_accounts
+from stacks.network import Network, NetworkArgs
+from stacks.registry import Registry, RegistryArgs
+from stacks.storage import Storage, StorageArgs
+
+
+def _decode(value: Any) -> Any:
+    """Config values arrive as strings; structured ones as JSON."""
+    if (isinstance(value, str) and value[:1] in "{[") or value in ("true", "false"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def config_from_engine() -> StackConfig:
+    """The stack's `StackConfig` from the config the Pulumi engine (or the mocks) handed over."""
+    from pulumi.runtime import config as runtime_config
+
+    merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    document = {"config": {key: _decode(value) for key, value in merged.items()}}
+    return parse_stack_config(document, f"stack {pulumi.get_stack()}")[0]
+
+
+def build(config: StackConfig) -> dict[str, Any]:
+    """Create every resource of the stack; returns what the stack exports."""
+    tags = config.tags
+    zones = aws.get_availability_zones(state="available").names
+    network = Network("network", NetworkArgs(config.network, zones, tags))
+    cluster = Cluster(
+        "cluster",
+        ClusterArgs(
+            config.cluster,
+            config.env,
+            network.vpc_id,
+            network.public_subnet_ids,
+            network.private_subnet_ids,
+            tags,
+        ),
+    )
+    storage = Storage("storage", StorageArgs(config.storage, tags))
+    registry = Registry("registry", RegistryArgs(config.env, tags))
+    database = Database(
+        "database",
+        DatabaseArgs(
+            config.database,
+            config.env,
+            network.vpc_id,
+            config.network.cidr,
+            network.private_subnet_ids,
+            cluster.security_group_id,
+            tags,
+        ),
+    )
+    accounts = service_accounts(
+        config.workflows.namespace, config.workflows.service_account, config.env
+    )
+    identity = Identity(
+        "identity",
+        IdentityArgs(
+            cluster.oidc_provider_arn, cluster.oidc_issuer, storage.bucket_arns, accounts, tags
+        ),
+    )
+    crons = [render(get_pipeline(name), config.workflows) for name in PIPELINES]
+    addons = Addons(
+        "platform",
+        AddonsArgs(
+            config.platform,
+            config.env,
+            cluster.provider,
+            accounts,
+            identity.role_arns,
+            storage.bucket_names["artifacts"],
+            database.backend_store_uri(),
+            crons,
+            {"app.kubernetes.io/part-of": "mlops-platform", "mlops/env": config.env},
+        ),
+    )
+    return {
+        "vpc_id": network.vpc_id,
+        "cluster_name": cluster.name,
+        "kubeconfig": cluster.kubeconfig,
+        "bucket_names": storage.bucket_names,
+        "db_endpoint": database.endpoint,
+        "ecr_repository_urls": registry.repository_urls,
+        "irsa_role_arns": identity.role_arns,
+        "mlflow_url": addons.mlflow_url,
+        "argocd_server": addons.argocd_server,
+        "cron_workflows": [c["metadata"]["name"] for c in crons],
+    }
+
+
+def main() -> None:
+    """Entry point of ``stacks/__main__.py``."""
+    for name, value in build(config_from_engine()).items():
+        pulumi.export(name, value)
