@@ -459,16 +459,30 @@ def infra_plan(
     ] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Run the Pulumi program in-process under mocks (no CLI, no cloud); list its resources."""
-    from rich.tree import Tree
-
-    from stacks.plan import key_properties, plan_stack  # lazily: pipelines does not import stacks
+    """Run the Pulumi program in-process under mocks (no CLI, no cloud); list its resources and
+    the policy pack's verdict. Exit 1 on a config error or a mandatory violation."""
+    from stacks.plan import plan_stack  # lazily: pipelines does not import stacks
 
     with err.status(f"planning stack {stack} under mocks …"):
         result = plan_stack(stack, program, config_file, preview=not update)
+    policy = result.policy
     if json_out:
         print_json(result.document())
-        return
+    else:
+        _show_plan(result, stack)
+    if policy.get("mandatory"):
+        err.print(
+            f"[red]error:[/] {policy['mandatory']} mandatory policy violation(s) in stack {stack}"
+        )
+        raise typer.Exit(1)
+
+
+def _show_plan(result: Any, stack: str) -> None:
+    from rich.table import Table
+    from rich.tree import Tree
+
+    from stacks.plan import key_properties
+
     root = Tree(f"[bold]{stack}[/] ({result.mode}, {len(result.resources)} resources)")
     nodes: dict[str, Any] = {}
     for resource in result.resources:
@@ -489,6 +503,16 @@ def infra_plan(
         highlight=False,
         markup=False,
     )
+    policy = result.policy
+    table = Table(
+        title=f"policies: {policy['mandatory']} mandatory, {policy['advisory']} advisory "
+        f"({policy['skipped_unknown']} checks skipped on unknown values)"
+    )
+    for column in ("rule", "level", "resource", "message"):
+        table.add_column(column)
+    for v in policy["violations"]:
+        table.add_row(v["rule"], v["level"], v["resource"], v["message"])
+    out.print(table)
 
 
 def main() -> None:

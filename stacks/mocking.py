@@ -5,20 +5,26 @@ plan`` and the tests run the real program against `PlatformMocks`, which answer 
 with its inputs plus plausible computed outputs, and every invoke the program makes.
 
 Verified with pulumi 3.272.0, pulumi-aws 7.51.1, pulumi-eks 4.4.0, pulumi-kubernetes 4.34.2,
-pulumi-random 4.21.4.
+pulumi-random 4.21.4, Python 3.11 (no CLI, no cloud).
 
 Usage:
     from stacks.mocking import run_program, PlatformMocks
     result = run_program(program, project="mlops-platform", stack="prod",
                          config={"mlops-platform:workflows": {...}, "aws:region": "eu-west-1"},
                          preview=True)
-    result.resources   # [Registered(type, name, parent, inputs, ...)], registration order
+    result.resources   # [Registered(type, name, parent, inputs, ...)] in registration order,
+                       # which is NOT deterministic (async) -> look up by type+name, not index
     result.outputs     # {"name": plain value}, secrets unwrapped
     result.secret_outputs  # {"name", ...} exported as secrets
     result.by_type("aws:s3/bucket:Bucket")
 
 `program` is a zero-arg callable, or a directory / .py path run like the language host runs it
 (runpy.run_path(dir, run_name="__main__") inside run_in_stack).
+
+Mock-facing quirks kept from the stock MockMonitor: numbers arrive as floats (Struct), secret
+inputs arrive wrapped ({"4dabf18193072939515e22adb298388d": "1b47...", "value": v}), preview
+unknowns arrive as pulumi.output.Unknown; a Resource passed as an input arrives as
+{"urn": ..., "id": ...} (guard below; stock would hand a rehydrated Resource, flakily).
 
 How it works (the same path the real Python language host takes):
   1. reset the ambient runtime (root stack ContextVar, pending output tasks, config),
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import json
 import runpy
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,9 +51,17 @@ import pulumi
 from pulumi.runtime import config as _config
 from pulumi.runtime import rpc
 from pulumi.runtime import settings as _settings
-from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs, Mocks, set_mocks
+from pulumi.runtime.mocks import (
+    MockCallArgs,
+    MockMonitor,
+    MockResourceArgs,
+    Mocks,
+    _resolve_callbacks,
+    set_mocks,
+)
+from pulumi.runtime.proto import provider_pb2, resource_pb2
 from pulumi.runtime.stack import run_in_stack
-from pulumi.runtime.sync_await import _sync_await
+from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 UNKNOWN = "<unknown>"  # what an unknown (computed, preview-only) input becomes in `inputs`
 
@@ -65,8 +80,8 @@ class Registered:
     remote: bool  # multi-language component (eks.Cluster, helm.v4.Chart, ...)
     provider: str  # "urn::id" of an explicit provider ("" = default provider)
     inputs: dict  # plain python values; secrets unwrapped; unknowns -> UNKNOWN
-    secret_inputs: set  # top-level input keys whose value was secret
-    masked_inputs: dict  # inputs with every secret value (at any depth) replaced by SECRET
+    secret_inputs: set
+    masked_inputs: dict  # inputs with every secret (at any depth) replaced by SECRET
     dependencies: list  # URNs of depends_on / implicit deps
     id: str | None = None
     state: dict = field(default_factory=dict)  # what the mock returned (outputs)
@@ -106,12 +121,13 @@ def _secret_keys(props: dict) -> set:
 # thread loop happened to be pumped by a later _sync_await on that thread) it passes -> flaky.
 # Fix: while the monitor deserializes, turn resource references into plain dicts instead of
 # constructing resources. The SDK side (main loop) still rehydrates refs in mock *outputs*.
+GUARD_RESOURCE_REFS = True  # set False to get the stock (flaky) behaviour, for experiments
 _IN_MONITOR = threading.local()
 _orig_deserialize_resource = rpc.deserialize_resource
 
 
 def _deserialize_resource(ref_struct, keep_unknowns=None):
-    if getattr(_IN_MONITOR, "active", False):
+    if GUARD_RESOURCE_REFS and getattr(_IN_MONITOR, "active", False):
         ref = {"urn": str(ref_struct["urn"])}
         if "id" in ref_struct:
             ref["id"] = str(ref_struct["id"])
@@ -146,47 +162,86 @@ class RecordingMonitor(MockMonitor):
         self.calls: list[tuple[str, dict]] = []
 
     @_no_rehydrate
-    def RegisterResource(self, request):  # noqa: N802 (the gRPC method name)
-        resp = super().RegisterResource(request)  # calls mocks.new_resource
+    def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
+        # Same steps as MockMonitor.RegisterResource (pulumi 3.272), plus: deserialize once,
+        # record, and apply additionalSecretOutputs like the engine does (the stock mock ignores
+        # them, so e.g. RandomPassword.result would not be secret).
+        urn = self.make_urn(request.parent, request.type, request.name)
         if request.type == "pulumi:pulumi:Stack":
-            self.stack_urn = resp.urn
-            return resp
-        # keep_unknowns=True so preview unknowns are visible (not silently dropped)
-        raw = rpc.deserialize_properties(request.object, keep_unknowns=True)
-        reg = self.resources.get(resp.urn)
+            self.stack_urn = urn
+            return resource_pb2.RegisterResourceResponse(urn=urn)
+        _ensure_event_loop()
+        inputs = rpc.deserialize_properties(request.object)  # preview: unknowns -> Unknown()
+        id_, state = self.mocks.new_resource(
+            MockResourceArgs(
+                typ=request.type,
+                name=request.name,
+                inputs=dict(inputs),
+                provider=request.provider,
+                resource_id=request.importId,
+                custom=request.custom or False,
+                transforms=_resolve_callbacks(request.transforms),
+            )
+        )
+        state = dict(state or {})
+        for key in request.additionalSecretOutputs:
+            if key in state:
+                state[key] = rpc.wrap_rpc_secret(state[key])
+        # state must be plain data: an Output or a Resource in it would be awaited on this
+        # executor thread's loop (see resource_ref() for resource-typed outputs).
+        obj_proto = _sync_await(rpc.serialize_properties(state, {}))
+        self.resources[urn] = MockMonitor.ResourceRegistration(urn, id_, state)
         self.registered.append(
             Registered(
                 type=request.type,
                 name=request.name,
-                urn=resp.urn,
+                urn=urn,
                 parent=request.parent,
                 parent_name=request.parent.split("::")[-1] if request.parent else "",
                 custom=request.custom,
                 remote=request.remote,
                 provider=request.provider,
-                inputs=_plain(raw),
-                masked_inputs=_plain(raw, mask=True),
-                secret_inputs=_secret_keys(raw),
+                inputs=_plain(inputs),
+                masked_inputs=_plain(inputs, mask=True),
+                secret_inputs=_secret_keys(inputs),
                 dependencies=list(request.dependencies),
-                id=resp.id or None,
-                state=_plain(reg.state) if reg else {},
+                id=id_ or None,
+                state=_plain(state),
             )
         )
-        return resp
+        return resource_pb2.RegisterResourceResponse(urn=urn, id=id_, object=obj_proto)
 
     @_no_rehydrate
-    def ReadResource(self, request):  # noqa: N802
+    def ReadResource(self, request):  # noqa: N802 (gRPC method name)
         return super().ReadResource(request)
 
     @_no_rehydrate
-    def RegisterResourceOutputs(self, request):  # noqa: N802
+    def RegisterResourceOutputs(self, request):  # noqa: N802 (gRPC method name)
         # Only the root Stack's outputs are the program's exports; components call this too.
         if request.urn.split("::")[2] == "pulumi:pulumi:Stack":
             self.stack_outputs_raw = rpc.deserialize_properties(request.outputs, keep_unknowns=True)
         return super().RegisterResourceOutputs(request)
 
     @_no_rehydrate
-    def Invoke(self, request):  # noqa: N802
+    def Call(self, request):  # noqa: N802 (gRPC method name)
+        # Methods of (remote) components, e.g. eks.Cluster.get_kubeconfig() ->
+        # token "eks:index:Cluster/getKubeconfig", args incl. "__self__" (a resource ref).
+        # The stock MockMonitor (3.272) has no Call: "AttributeError: ... has no attribute 'Call'".
+        _ensure_event_loop()
+        args = rpc.deserialize_properties(request.args)
+        self.calls.append((request.tok, _plain(args)))
+        tup = self.mocks.call(MockCallArgs(token=request.tok, args=args, provider=request.provider))
+        ret, failures = (tup, None) if isinstance(tup, dict) else (tup[0], tup[1])
+        ret_proto = _sync_await(rpc.serialize_properties(ret or {}, {}))
+        return provider_pb2.CallResponse(
+            failures=[
+                provider_pb2.CheckFailure(property=f[0], reason=f[1]) for f in failures or []
+            ],
+            **{"return": ret_proto},
+        )
+
+    @_no_rehydrate
+    def Invoke(self, request):  # noqa: N802 (gRPC method name)
         if request.tok != "pulumi:pulumi:getResource":
             self.calls.append((request.tok, _plain(rpc.deserialize_properties(request.args))))
         return super().Invoke(request)
@@ -257,6 +312,10 @@ class PlatformMocks(Mocks):
         t, name, inputs = args.typ, args.name, dict(args.inputs)
         arn = f"arn:aws:{t.split(':')[1].split('/')[0]}:{FAKE_REGION}:{FAKE_ACCOUNT}:{name}"
         out: dict[str, Any] = {**inputs, "arn": arn}
+        if t.startswith("aws:") and "name" not in out:
+            # the real provider auto-names (name + random suffix); without this, Role.name,
+            # SubnetGroup.name, ... resolve to None (update) and inputs fed from them vanish
+            out["name"] = f"{name}-0000abcd"
         if t == "eks:index:Cluster":
             issuer = f"oidc.eks.{FAKE_REGION}.amazonaws.com/id/{name.upper()}0123456789"
             kcfg = fake_kubeconfig(name)
@@ -301,8 +360,6 @@ class PlatformMocks(Mocks):
                 "endpoint": eks_state["endpoint"],
                 "vpcId": inputs.get("vpcId", ""),
                 "subnetIds": inputs.get("privateSubnetIds", []) + inputs.get("publicSubnetIds", []),
-                "clusterSecurityGroupId": f"sg-{name}-cluster",
-                "oidcProvider": None,
                 "instanceRoles": [],
                 "nodeGroupOptions": {},
                 "tags": inputs.get("tags", {}),
@@ -314,6 +371,14 @@ class PlatformMocks(Mocks):
         if t == "eks:index:ManagedNodeGroup":
             out.pop("cluster", None)  # a resource reference: don't echo it back
             return f"{name}-id", out
+        if t.startswith("kubernetes:") and args.custom:
+            # the real provider auto-names metadata.name (name + random suffix); mocks don't
+            meta = dict(inputs.get("metadata") or {})
+            meta.setdefault("name", f"{name}-0000abcd")
+            out["metadata"] = meta
+            out.pop("arn", None)
+            ns = meta.get("namespace", "default")
+            return (meta["name"] if t.endswith(":Namespace") else f"{ns}/{meta['name']}"), out
         if t == "aws:s3/bucket:Bucket":
             b = inputs.get("bucket") or f"{name}-bucket"
             out.update(bucket=b, arn=f"arn:aws:s3:::{b}", bucketDomainName=f"{b}.s3.amazonaws.com")
@@ -350,6 +415,11 @@ class PlatformMocks(Mocks):
             }
         if args.token == "aws:index/getRegion:getRegion":
             return {"name": FAKE_REGION, "region": FAKE_REGION, "id": FAKE_REGION}
+        if args.token == "eks:index:Cluster/getKubeconfig":  # cluster.get_kubeconfig(...)
+            cluster_name = str((args.args.get("__self__") or {}).get("urn", "::eks")).split("::")[
+                -1
+            ]
+            return {"result": json.dumps(fake_kubeconfig(cluster_name))}
         if args.token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
         return {}
@@ -373,6 +443,13 @@ class RunResult:
     def get(self, typ: str, name: str) -> Registered:
         (hit,) = [r for r in self.resources if r.type == typ and r.name == name]
         return hit
+
+
+def value(output: Any) -> tuple[Any, bool, bool]:
+    """(value, is_known, is_secret) of an Output after run_program returned (loop idle)."""
+    out = pulumi.Output.from_input(output)
+    data = _sync_await(out._data)
+    return data.value, data.is_known, data.is_secret
 
 
 def reset_runtime() -> None:
@@ -408,16 +485,28 @@ def run_program(
     set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=monitor)
     _settings.ROOT.set(None)  # run_in_stack makes the real root Stack
 
+    before = set(sys.modules)
     if callable(program):
         func = program
     else:
-        path = Path(program)
+        path = Path(program).resolve()
 
         def func() -> None:
             # like the language host: the dir goes on sys.path, __main__.py runs as __main__
             runpy.run_path(str(path), run_name="__main__")
 
-    _sync_await(run_in_stack(func))  # raises the program's exception, if any
+    try:
+        _sync_await(run_in_stack(func))  # raises the program's exception, if any
+    finally:
+        if not callable(program):
+            # Modules the program imported from its own directory are cached in sys.modules;
+            # a second run would NOT re-execute them (module-level resources silently missing,
+            # stale Outputs from the previous run). Drop them.
+            root = str(path if path.is_dir() else path.parent)
+            for mod in set(sys.modules) - before:
+                f = getattr(sys.modules[mod], "__file__", None) or ""
+                if f.startswith(root):
+                    del sys.modules[mod]
 
     raw = monitor.stack_outputs_raw or {}
     return RunResult(

@@ -128,13 +128,33 @@ def plan_stack(
         ),
         key=lambda r: (r.custom, r.parent, r.type, r.name),
     )
-    return Plan(
+    plan = Plan(
         stack,
         "preview" if preview else "update",
         resources,
         result.masked_outputs,
         sorted(result.secret_outputs),
     )
+    plan.policy = check_policies(stack, result.resources)
+    return plan
+
+
+def check_policies(stack: str, registered: list[Any]) -> dict[str, Any]:
+    """The CrossGuard pack's verdict on the captured resources, with the stack's pack config."""
+    from policies.engine import Resource, evaluate, load_pack_config
+
+    captured = [
+        Resource(r.type, r.name, r.inputs, urn=r.name)
+        for r in registered
+        if not r.type.startswith("mlops:")
+    ]
+    violations, skipped = evaluate(captured, load_pack_config(stack))
+    return {
+        "violations": [v.__dict__ for v in violations],
+        "mandatory": sum(v.level == "mandatory" for v in violations),
+        "advisory": sum(v.level == "advisory" for v in violations),
+        "skipped_unknown": skipped,
+    }
 
 
 def key_properties(inputs: dict[str, Any]) -> str:

@@ -1,0 +1,175 @@
+"""Evaluate the rules offline over resources captured from a (mocked) program run.
+
+It mirrors what Pulumi's analyzer does with the same functions: resource rules see one
+resource at a time, stack rules see them all; a rule that reads a value unknown at preview
+time is skipped for that resource; each rule's enforcement level comes from the pack's config
+(per environment), falling back to the rule's default.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from policies.rules import RULES, Rule
+
+UNKNOWN = "<unknown>"
+"""How a captured resource marks a value unknown at preview time."""
+CONFIG_DIR = Path(__file__).resolve().parent / "config"
+
+
+class UnknownValueError(Exception):
+    """A rule read a value that is not known yet."""
+
+
+def _wrap(value: Any) -> Any:
+    if isinstance(value, str) and value == UNKNOWN:
+        raise UnknownValueError
+    if isinstance(value, Mapping):
+        return _Props(value)
+    if isinstance(value, list):
+        return _List(value)
+    return value
+
+
+class _Props(dict):  # type: ignore[type-arg]
+    """Props whose unknown values raise when read (like pulumi_policy's proxy)."""
+
+    def __getitem__(self, key: Any) -> Any:
+        return _wrap(super().__getitem__(key))
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return _wrap(super().get(key, default))
+
+    def values(self) -> Any:
+        return [_wrap(v) for v in super().values()]
+
+    def items(self) -> Any:
+        return [(k, _wrap(v)) for k, v in super().items()]
+
+
+class _List(list):  # type: ignore[type-arg]
+    def __getitem__(self, index: Any) -> Any:
+        return _wrap(super().__getitem__(index))
+
+    def __iter__(self) -> Any:
+        return (_wrap(v) for v in super().__iter__())
+
+
+@dataclass
+class Resource:
+    """What a rule sees of one resource (the attributes of pulumi_policy's args)."""
+
+    resource_type: str
+    name: str
+    props: Mapping[str, Any]
+    urn: str = ""
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+    def get_config(self) -> Mapping[str, Any]:
+        return self.config
+
+
+@dataclass
+class StackArgs:
+    """What a stack rule sees."""
+
+    resources: list[Resource]
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+    def get_config(self) -> Mapping[str, Any]:
+        return self.config
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One rule broken by one resource (or the stack)."""
+
+    rule: str
+    level: str
+    resource: str
+    message: str
+
+
+def load_pack_config(env: str, directory: Path = CONFIG_DIR) -> dict[str, Any]:
+    """The policy config of an environment (``policies/config/<env>.json``), or ``{}``."""
+    path = directory / f"{env}.json"
+    loaded: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    return loaded
+
+
+def level_of(rule: Rule, pack_config: Mapping[str, Any]) -> str:
+    """The rule's enforcement level: ``all`` or its own entry in the config, else its default."""
+    own = pack_config.get(rule.name)
+    if isinstance(own, str):
+        return own
+    if isinstance(own, Mapping) and "enforcementLevel" in own:
+        return str(own["enforcementLevel"])
+    return (
+        str(pack_config.get("all", rule.level))
+        if isinstance(pack_config.get("all"), str)
+        else rule.level
+    )
+
+
+def rule_config(rule: Rule, pack_config: Mapping[str, Any]) -> dict[str, Any]:
+    own = pack_config.get(rule.name)
+    return (
+        {k: v for k, v in own.items() if k != "enforcementLevel"}
+        if isinstance(own, Mapping)
+        else {}
+    )
+
+
+def evaluate(
+    resources: Iterable[Resource],
+    pack_config: Mapping[str, Any] | None = None,
+    rules: Sequence[Rule] = RULES,
+) -> tuple[list[Violation], int]:
+    """Every violation of `rules` by `resources`, and how many checks were skipped as unknown."""
+    pack_config = pack_config or {}
+    captured = list(resources)
+    violations: list[Violation] = []
+    skipped = 0
+    for rule in rules:
+        level = level_of(rule, pack_config)
+        if level == "disabled":
+            continue
+        config = rule_config(rule, pack_config)
+
+        def report(
+            message: str,
+            urn: str | None = None,
+            *,
+            _rule: Rule = rule,
+            _level: str = level,
+            _who: str = "",
+        ) -> None:
+            violations.append(Violation(_rule.name, _level, urn or _who, message))
+
+        if rule.kind == "stack":
+            wrapped = [
+                Resource(r.resource_type, r.name, _Props(r.props), r.urn, config) for r in captured
+            ]
+            try:
+                rule.validate(StackArgs(wrapped, config), report)
+            except UnknownValueError:
+                skipped += 1
+            continue
+        for r in captured:
+            args = Resource(r.resource_type, r.name, _Props(r.props), r.urn, config)
+            try:
+                rule.validate(
+                    args, lambda message, urn=None, _r=r: report(message, urn or _r.urn or _r.name)
+                )
+            except UnknownValueError:
+                skipped += 1
+    return violations, skipped
+
+
+def mandatory(violations: Iterable[Violation]) -> list[Violation]:
+    """The violations that block a deployment."""
+    return [v for v in violations if v.level == "mandatory"]
