@@ -26,18 +26,6 @@ from pipelines.storage import Storage
 FEATURES_VERSION = 1
 """Bump when the feature code changes meaning: it is part of every dataset hash."""
 
-BAR_COLUMNS = (
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "count",
-    "taker_buy_volume",
-    "taker_buy_quote_volume",
-)
-
 
 class FeatureConfig(BaseModel):
     """How bars become model rows. Part of the dataset hash."""

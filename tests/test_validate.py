@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import keys
-from pipelines.archive import checksum_line, zip_path
+from pipelines.archive import KLINE_COLUMNS, checksum_line, zip_path
 from pipelines.errors import PipelineError
 from pipelines.fetch import fetch
 from pipelines.mirror import make_zip
@@ -50,20 +50,7 @@ def dirty_lines(lines: list[str]) -> tuple[list[str], int]:
 
     def row(i: int, **changes: str) -> str:
         f = list(fields[i])
-        names = [
-            "open_time",
-            "open",
-            "high",
-            "low",
-            "close",
-            "volume",
-            "close_time",
-            "quote_volume",
-            "count",
-            "taker_buy_volume",
-            "taker_buy_quote_volume",
-            "ignore",
-        ]
+        names = list(KLINE_COLUMNS)
         for key, value in changes.items():
             f[names.index(key)] = value
         return ",".join(f)
