@@ -335,3 +335,17 @@ def test_a_bad_program_fails_with_one_named_violation_for_each_problem(tmp_path:
         ("k8s-resources", "latest"),
     } <= fired
     assert all(v["level"] == "mandatory" for v in violations if v["rule"] != "cost-guard")
+
+
+def test_every_rule_becomes_a_pulumi_policy() -> None:
+    from pulumi_policy import EnforcementLevel, StackValidationPolicy
+
+    from policies.pack import build_policies
+
+    policies = build_policies()
+    assert [p.name for p in policies] == [r.name for r in RULES]
+    by_name = {p.name: p for p in policies}
+    assert by_name["cost-guard"].enforcement_level == EnforcementLevel.ADVISORY
+    assert by_name["rds-not-public"].enforcement_level == EnforcementLevel.MANDATORY
+    assert isinstance(by_name["s3-bucket-has-tls-policy"], StackValidationPolicy)
+    assert by_name["rds-backup-retention"].config_schema is not None
