@@ -3,7 +3,6 @@ CIDR-restricted API, managed node groups (system + workloads) and the OIDC provi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -13,6 +12,7 @@ import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
 from stacks.config import ClusterConfig, NodeGroupConfig
+from stacks.identity import service_trust_policy
 
 NODE_POLICIES = (
     "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
@@ -80,18 +80,7 @@ class Cluster(pulumi.ComponentResource):
         )
         node_role = aws.iam.Role(
             f"{name}-nodes",
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"Service": "ec2.amazonaws.com"},
-                            "Action": "sts:AssumeRole",
-                        }
-                    ],
-                }
-            ),
+            assume_role_policy=service_trust_policy("ec2.amazonaws.com"),
             tags=tags,
             opts=child,
         )

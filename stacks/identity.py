@@ -77,6 +77,18 @@ def access_policy(grants: tuple[Grant, ...], arns: Mapping[str, str]) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
 
+def service_trust_policy(service: str) -> str:
+    """A role only the AWS service `service` (e.g. ``ec2.amazonaws.com``) may assume."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
+            ],
+        }
+    )
+
+
 def trust_policy(provider_arn: str, issuer: str, namespace: str, account: str) -> str:
     """Only this service account of this cluster may assume the role."""
     host = issuer.removeprefix("https://")

@@ -9,6 +9,7 @@ import pulumi
 import pulumi_aws as aws
 
 from stacks.config import NetworkConfig
+from stacks.identity import service_trust_policy
 
 
 @dataclass(frozen=True)
@@ -118,18 +119,7 @@ class Network(pulumi.ComponentResource):
         )
         flow_role = aws.iam.Role(
             f"{name}-flow-logs",
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
-                            "Action": "sts:AssumeRole",
-                        }
-                    ],
-                }
-            ),
+            assume_role_policy=service_trust_policy("vpc-flow-logs.amazonaws.com"),
             tags=tags,
             opts=child,
         )
