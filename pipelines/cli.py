@@ -149,6 +149,7 @@ FIGURES: dict[str, tuple[str, ...]] = {
         "metrics.strategy_return",
     ),
     "register": ("version", "aliases"),
+    "package": ("bento", "built"),
 }
 """What the human-readable summary shows of each step (``--json`` has everything)."""
 
@@ -430,6 +431,11 @@ def workflows_record_exit(
         names = ", ".join(str(f["displayName"]) for f in failed_steps) or "none"
         out.print(f"{run_id}: {status}; failed steps: {names}")
 
+
+from pipelines.cli_bento import bento_app, serve  # noqa: E402  (a sibling module of commands)
+
+app.add_typer(bento_app, name="bento")
+app.command("serve")(serve)
 
 infra_app = typer.Typer(
     help="Pulumi stacks, planned offline under Pulumi's mocks.", no_args_is_help=True

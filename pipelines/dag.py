@@ -12,6 +12,7 @@ from pipelines.steps import (
     evaluate_step,
     features_step,
     fetch_step,
+    package_step,
     register_step,
     train_step,
     validate_step,
@@ -63,7 +64,7 @@ def step_command(pipeline: str, step: str, run_id: str, params: Mapping[str, str
 
 
 def training_pipeline() -> Pipeline:
-    """fetch → validate → features → train → evaluate → register (package and gate: later)."""
+    """fetch → validate → features → train → evaluate → register → package (gate: issue 5)."""
     return Pipeline(
         "training",
         (
@@ -116,6 +117,15 @@ def training_pipeline() -> Pipeline:
                 timeout_seconds=600,
                 resources=Resources("250m", "512Mi", "500m", "1Gi"),
                 doc="registry version with alias challenger",
+            ),
+            Step(
+                "package",
+                package_step,
+                needs=("register",),
+                retries=1,
+                timeout_seconds=1200,
+                resources=Resources("500m", "1Gi", "1", "2Gi"),
+                doc="Bento of the new version, exported to storage",
             ),
         ),
         doc="daily: from the archive to a registered challenger",

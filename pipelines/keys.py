@@ -35,3 +35,8 @@ def run_params(run_id: str) -> str:
 def step_result(run_id: str, step: str) -> str:
     """What one step of a run produced (its part of the run summary)."""
     return f"runs/{run_id}/steps/{step}.json"
+
+
+def inference(env: str, model_version: str, day: date, name: str) -> str:
+    """One batch of logged predictions (what the server saw and said)."""
+    return f"inference/{env}/{model_version}/{day.isoformat()}/{name}"

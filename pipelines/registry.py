@@ -111,6 +111,7 @@ def list_versions(settings: Settings) -> list[dict[str, Any]]:
                 "eval_end": tags.get("eval_end"),
                 "metrics": json.loads(tags.get("eval_metrics", "{}")),
                 "mlflow_run_id": mv.run_id,
+                "git_commit": tags.get("git_commit"),
                 "source": mv.source,
             }
         )

@@ -78,3 +78,10 @@ def register_step(ctx: StepContext) -> dict[str, Any]:
     return register(
         ctx.settings, _dataset(ctx), ctx.result_of("train"), ctx.result_of("evaluate"), ctx.run_id
     )
+
+
+def package_step(ctx: StepContext) -> dict[str, Any]:
+    """The registered version as a Bento (the serving image's content), exported to storage."""
+    from bentos.build import package  # lazily: pipelines does not import bentos at module level
+
+    return package(ctx.settings, ctx.storage, int(ctx.result_of("register")["version"]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pulumi_policy import (
     EnforcementLevel,
+    Policy,
     PolicyConfigSchema,
     ResourceValidationPolicy,
     StackValidationPolicy,
@@ -18,9 +19,9 @@ LEVELS = {
 }
 
 
-def build_policies() -> list[ResourceValidationPolicy | StackValidationPolicy]:
+def build_policies() -> list[Policy]:
     """One pulumi_policy policy per rule, with its default level and config schema."""
-    policies: list[ResourceValidationPolicy | StackValidationPolicy] = []
+    policies: list[Policy] = []
     for rule in RULES:
         schema = PolicyConfigSchema(properties=rule.config_schema) if rule.config_schema else None
         kind = StackValidationPolicy if rule.kind == "stack" else ResourceValidationPolicy

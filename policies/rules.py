@@ -197,7 +197,7 @@ def s3_public_access_block(args: Any, report: Report) -> None:
 
 
 def _versioning_ok(props: Any) -> bool:
-    return _get(props, "versioningConfiguration", "status") == "Enabled"
+    return bool(_get(props, "versioningConfiguration", "status") == "Enabled")
 
 
 def s3_versioning(args: Any, report: Report) -> None:

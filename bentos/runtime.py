@@ -1,0 +1,148 @@
+"""What the service needs at run time: its settings, the model, metrics, and the image spec."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipelines.storage import Storage
+
+REQUIREMENTS = Path(__file__).with_name("requirements.txt")
+"""Pinned closure of the serving dependencies, exported from ``uv.lock`` (``mlops bento
+requirements`` regenerates it; a test fails when it is stale)."""
+
+PYTHON_IMAGE = "python:3.11.7-slim-bookworm"
+"""Base image, pinned to the Python the project is tested with."""
+
+SERVICE_ENVS: list[dict[str, str]] = [
+    {"name": "OMP_NUM_THREADS", "value": "1"},
+    {"name": "OPENBLAS_NUM_THREADS", "value": "1"},
+    {"name": "MKL_NUM_THREADS", "value": "1"},
+    {"name": "MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "value": "false"},
+]
+"""One BLAS/OpenMP thread per worker: with more, tail latency collapses on small machines
+(DESIGN.md section 7). Models are skops files, so pickle loading stays off."""
+
+
+class ServiceArgs(BaseModel):
+    """Bento arguments (``--arg model=…``), stored in the built Bento."""
+
+    model: str = "market-direction:latest"
+    """BentoML model tag to serve."""
+
+
+class ServingSettings(BaseSettings):
+    """Run-time settings of the service, from ``MLOPS_*`` variables (same names as the
+    pipelines' where they overlap)."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore")
+
+    home: Path = Path(".mlops")
+    env: str = "local"
+    storage_url: str | None = None
+    """Where ``inference/`` is written; default ``$MLOPS_HOME/data``."""
+    max_rows: int = Field(default=10_000, ge=1)
+    """Largest number of rows (or klines) one request may carry."""
+    max_batch_size: int = Field(default=2_000, ge=1)
+    """Most rows the runner scores in one adaptive batch."""
+    max_latency_ms: int = Field(default=2_000, ge=10)
+    """Latency budget of one batched call: BentoML sheds requests it predicts will miss it
+    (503), so it is sized from measurements (benchmarks/README.md), not set tight."""
+    inference_flush_seconds: float = Field(default=2.0, gt=0)
+    """Longest a logged prediction waits in memory before it is written."""
+
+    def open_storage(self) -> Storage:
+        """The storage layout the inference log goes to."""
+        from pipelines.storage import open_storage
+
+        return open_storage(self.storage_url or str(self.home / "data"))
+
+
+def local_model(tag: str) -> Any:
+    """The BentoML model `tag` from the local store (a built Bento carries its own store).
+
+    Raises:
+        bentoml.exceptions.NotFound: with how to import one, instead of BentoML's attempt to
+            fetch it from BentoCloud.
+    """
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        return bentoml.models.get(tag)
+    except NotFound:
+        raise NotFound(
+            f"no BentoML model {tag!r} in the store at $BENTOML_HOME; "
+            "import one with: mlops bento build --alias champion"
+        ) from None
+
+
+def load_estimator(model: Any) -> Any:
+    """The scikit-learn pipeline inside an imported MLflow model, limited to one thread.
+
+    Loaded with skops against the allow-list in *our* code (`SKOPS_TRUSTED_TYPES`), not the one
+    the model file carries — so pickle-style loading stays off in MLflow
+    (``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``) and a crafted artifact cannot widen it.
+
+    Raises:
+        ValueError: the model was not saved in the skops format.
+    """
+    import skops.io
+    import yaml
+    from threadpoolctl import threadpool_limits
+
+    from pipelines.modeling import SKOPS_TRUSTED_TYPES
+
+    threadpool_limits(1)
+    root = Path(model.path_of("mlflow_model"))
+    flavor = yaml.safe_load((root / "MLmodel").read_text())["flavors"]["sklearn"]
+    if flavor.get("serialization_format") != "skops":
+        raise ValueError(
+            f"{model.tag}: serialization format {flavor.get('serialization_format')!r} is not "
+            "skops; retrain with this version of the pipelines (it logs skops models)"
+        )
+    return skops.io.load(root / flavor["pickled_model"], trusted=SKOPS_TRUSTED_TYPES)
+
+
+@dataclass
+class ServingMetrics:
+    """Prometheus metrics of the service beyond BentoML's request metrics."""
+
+    rows: Any
+    log_failures: Any
+
+
+def serving_metrics() -> ServingMetrics:
+    """Create the service's metrics (once per worker)."""
+    import bentoml
+
+    return ServingMetrics(
+        rows=bentoml.metrics.Counter(
+            name="mlops_predicted_rows",
+            documentation="Rows predicted, by endpoint",
+            labelnames=["endpoint"],
+        ),
+        log_failures=bentoml.metrics.Counter(
+            name="mlops_inference_log_write_failures",
+            documentation="Failed writes of the inference log (rows are kept and retried)",
+        ),
+    )
+
+
+def image() -> Any:
+    """The container image spec: pinned Python, no extra system packages, pinned wheels.
+
+    BentoML's Dockerfile runs the server as its non-root ``bentoml`` user; the service's
+    ``envs`` become ``ENV`` lines (one thread per worker, pickle loading off).
+    """
+    import bentoml
+
+    spec = bentoml.images.Image(base_image=PYTHON_IMAGE, distro="debian", python_version="3.11")
+    spec.commands.clear()  # BentoML's default adds build-essential, git, gnupg: not needed
+    spec.lock_python_packages = False  # requirements.txt is already the locked closure
+    pins = [line for line in REQUIREMENTS.read_text().splitlines() if line and line[0] != "#"]
+    return spec.python_packages(*pins)

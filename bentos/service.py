@@ -1,0 +1,252 @@
+"""The BentoML service: a registered model version behind HTTP.
+
+Two services, one Bento:
+
+- ``MarketDirection`` (the API): ``/predict`` (unbatched, low latency), ``/predict_batch``
+  (adaptive batching through ``ModelRunner``), ``/predict_klines`` (raw klines in, features by
+  the training feature module), ``/metadata`` (GET), and BentoML's ``/livez``, ``/readyz``
+  (ready once the model is loaded) and ``/metrics``. Every request is validated here, against
+  strict models of the contract, before any batching. Every prediction goes to the inference
+  log.
+- ``ModelRunner``: the same model behind one batchable method; BentoML merges concurrent
+  ``/predict_batch`` calls into one ``predict_proba``.
+
+Which model: the Bento argument ``model`` (a BentoML model tag), set by ``mlops bento build``
+and stored in the Bento; from the repository: ``bentoml serve bentos.service:MarketDirection
+--arg model=market-direction:v3`` (default: the newest imported version).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import bentoml
+import numpy as np
+from fastapi import FastAPI
+from pydantic import BaseModel
+from starlette.responses import JSONResponse
+
+from bentos.card import ModelCard
+from bentos.contract import (
+    KlinePrediction,
+    Prediction,
+    error_body,
+    klines_frame,
+    klines_request_model,
+    predict_request_model,
+    rows_matrix,
+)
+from bentos.runtime import (
+    SERVICE_ENVS,
+    ServiceArgs,
+    ServingSettings,
+    image,
+    load_estimator,
+    local_model,
+)
+
+ARGS = bentoml.use_arguments(ServiceArgs)
+SETTINGS = ServingSettings()
+MODEL = local_model(ARGS.model)
+CARD = ModelCard.from_metadata(MODEL.info.metadata)
+FEATURES = tuple(CARD.features)
+PredictRequest = predict_request_model(FEATURES, SETTINGS.max_rows)
+KlinesRequest = klines_request_model(CARD.interval, CARD.config.warmup_bars, SETTINGS.max_rows)
+
+
+@bentoml.service(
+    name="market-direction-runner",
+    workers=1,
+    envs=SERVICE_ENVS,
+    traffic={"timeout": 30},
+)
+class ModelRunner:
+    """The model behind one batchable method (adaptive batching)."""
+
+    model = bentoml.models.BentoModel(MODEL.tag)
+
+    def __init__(self) -> None:
+        self.estimator = load_estimator(self.model)
+
+    @bentoml.api(
+        batchable=True,
+        max_batch_size=SETTINGS.max_batch_size,
+        max_latency_ms=SETTINGS.max_latency_ms,
+    )
+    def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
+        """Probability of an up move for each row of `matrix` (model column order)."""
+        return np.asarray(self.estimator.predict_proba(matrix)[:, 1])
+
+
+class _JSONOnly:
+    """ASGI middleware: a POST whose body is not declared as JSON gets 415 (the JSON serde
+    would otherwise try to read any body as JSON)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            headers = dict(scope.get("headers") or [])
+            media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+            if media != b"application/json":
+                shown = media.decode("latin-1") or "(none)"
+                body = error_body(
+                    f"content type {shown!r} is not supported; send JSON with "
+                    "'Content-Type: application/json'",
+                    [{"loc": ["header", "content-type"], "type": "unsupported_media_type"}],
+                )
+                await JSONResponse(body, status_code=415)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+info = FastAPI(title="market-direction metadata", openapi_url=None, docs_url=None)
+"""GET routes (BentoML APIs are POST-only); mounted on the service, so `self` is the instance."""
+
+
+@bentoml.asgi_app(info, path="/")
+@bentoml.service(
+    name="market-direction",
+    workers=1,
+    envs=SERVICE_ENVS,
+    image=image(),
+    traffic={"timeout": 30},
+    labels=CARD.labels(),
+)
+class MarketDirection:
+    """Direction of the next `horizon` bars for feature rows or raw klines."""
+
+    model = bentoml.models.BentoModel(MODEL.tag)
+    runner = bentoml.depends(ModelRunner)
+
+    def __init__(self) -> None:
+        from bentos.inference_log import InferenceLog
+        from bentos.runtime import serving_metrics
+
+        self.card = CARD
+        self.estimator = load_estimator(self.model)
+        self.metrics = serving_metrics()
+        self.log = InferenceLog(
+            SETTINGS.open_storage(),
+            SETTINGS.env,
+            CARD.model_version,
+            FEATURES,
+            flush_seconds=SETTINGS.inference_flush_seconds,
+            on_failure=self.metrics.log_failures.inc,
+        )
+        self.log.start()
+
+    def __is_ready__(self) -> bool:
+        return self.estimator is not None
+
+    @bentoml.on_shutdown
+    def _flush_inference_log(self) -> None:
+        self.log.close()
+
+    def _answer(
+        self,
+        endpoint: str,
+        matrix: np.ndarray,
+        probability: np.ndarray,
+        symbols: list[str | None],
+        open_times: list[int | None],
+        ctx: bentoml.Context,
+    ) -> list[Prediction]:
+        from bentos.inference_log import Chunk
+
+        request_id = ctx.request.headers.get("x-request-id") or uuid.uuid4().hex
+        ctx.response.headers["x-request-id"] = request_id
+        self.log.append(
+            Chunk(
+                request_id,
+                endpoint,
+                int(time.time() * 1000),
+                matrix,
+                probability,
+                symbols,
+                open_times,
+            )
+        )
+        self.metrics.rows.labels(endpoint=endpoint).inc(len(probability))
+        version = self.card.model_version
+        return [
+            Prediction(
+                probability_up=float(p),
+                direction="up" if p >= 0.5 else "down",
+                model_version=version,
+            )
+            for p in probability
+        ]
+
+    @bentoml.api(input_spec=PredictRequest)
+    def predict(self, rows: list[BaseModel], ctx: bentoml.Context) -> list[Prediction]:
+        """Feature rows in; per row the probability of an up move. Unbatched: lowest latency."""
+        matrix = rows_matrix(rows, FEATURES)
+        probability = self.estimator.predict_proba(matrix)[:, 1]
+        return self._answer(
+            "predict",
+            matrix,
+            probability,
+            [getattr(r, "symbol", None) for r in rows],
+            [getattr(r, "open_time", None) for r in rows],
+            ctx,
+        )
+
+    @bentoml.api(input_spec=PredictRequest)
+    async def predict_batch(self, rows: list[BaseModel], ctx: bentoml.Context) -> list[Prediction]:
+        """Same contract as ``/predict``; concurrent requests are batched by the runner."""
+        matrix = rows_matrix(rows, FEATURES)
+        probability = np.asarray(await self.runner.to_async.predict_proba(matrix))
+        return self._answer(
+            "predict_batch",
+            matrix,
+            probability,
+            [getattr(r, "symbol", None) for r in rows],
+            [getattr(r, "open_time", None) for r in rows],
+            ctx,
+        )
+
+    @bentoml.api(input_spec=KlinesRequest)
+    def predict_klines(
+        self, symbol: str, klines: list[Any], ctx: bentoml.Context
+    ) -> KlinePrediction:
+        """The latest raw klines of one symbol in; features by the training feature module;
+        the prediction for the last bar."""
+        from pipelines.features import compute_features
+
+        bars = klines_frame(klines)
+        features = compute_features(bars, CARD.config)
+        last = features.iloc[[-1]]
+        matrix = last[list(FEATURES)].to_numpy(dtype=np.float64)
+        if not np.isfinite(matrix).all():  # e.g. a zero price range all along: no variance
+            bad = [f for f in FEATURES if not np.isfinite(last[f].iloc[0])]
+            return JSONResponse(  # type: ignore[return-value]
+                error_body(
+                    f"klines: features {bad} of the last bar are undefined for these bars",
+                    [
+                        {
+                            "loc": ["klines"],
+                            "msg": f"undefined features {bad}",
+                            "type": "value_error",
+                        }
+                    ],
+                ),
+                status_code=400,
+            )
+        probability = self.estimator.predict_proba(matrix)[:, 1]
+        open_time = int(klines[-1].open_time)
+        symbol = symbol.upper()
+        answer = self._answer("predict_klines", matrix, probability, [symbol], [open_time], ctx)[0]
+        return KlinePrediction(**answer.model_dump(), symbol=symbol, open_time=open_time)
+
+    @info.get("/metadata")
+    def metadata(self) -> dict[str, Any]:
+        """The served model: name, version, aliases, features and types, interval, horizon,
+        training window, dataset hash, evaluation metrics."""
+        return self.card.model_dump()
+
+
+MarketDirection.add_asgi_middleware(_JSONOnly)
