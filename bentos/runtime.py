@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,8 @@ def load_estimator(model: Any) -> Any:
     from pipelines.modeling import SKOPS_TRUSTED_TYPES
 
     threadpool_limits(1)
+    # Requests arrive as matrices in the model's column order (checked by the request models).
+    warnings.filterwarnings("ignore", message="X does not have valid feature names")
     root = Path(model.path_of("mlflow_model"))
     flavor = yaml.safe_load((root / "MLmodel").read_text())["flavors"]["sklearn"]
     if flavor.get("serialization_format") != "skops":

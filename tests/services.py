@@ -87,3 +87,29 @@ def mlflow_server(root: Path) -> Iterator[str]:
     finally:
         stop(process)
         log.close()
+
+
+@contextmanager
+def bento_server(
+    env: dict[str, str], log_path: Path
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``mlops serve`` (real ``bentoml serve``) of the champion's built Bento; yields its URL
+    and process. The caller may stop it early (e.g. to test a clean shutdown)."""
+    port = free_port()
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipelines", "serve", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **env},
+        cwd=Path(__file__).resolve().parent.parent,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/readyz", process, timeout=120)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            stop(process)
+        log.close()
