@@ -19,6 +19,9 @@ requirements`` regenerates it; a test fails when it is stale)."""
 PYTHON_IMAGE = "python:3.11.7-slim-bookworm"
 """Base image, pinned to the Python the project is tested with."""
 
+UV_VERSION = "0.13.9"
+"""The installer inside the image (the same uv as CI)."""
+
 SERVICE_ENVS: list[dict[str, str]] = [
     {"name": "OMP_NUM_THREADS", "value": "1"},
     {"name": "OPENBLAS_NUM_THREADS", "value": "1"},
@@ -144,8 +147,12 @@ def image() -> Any:
     """
     import bentoml
 
-    spec = bentoml.images.Image(base_image=PYTHON_IMAGE, distro="debian", python_version="3.11")
-    spec.commands.clear()  # BentoML's default adds build-essential, git, gnupg: not needed
+    # A distro BentoML has no recipe for: it then adds no system packages of its own (its debian
+    # recipe installs build-essential, git and gnupg, and re-adds them on every copy of the spec).
+    spec = bentoml.images.Image(
+        base_image=PYTHON_IMAGE, distro="bookworm-slim", python_version="3.11"
+    )
+    spec.run(f"pip install --no-cache-dir uv=={UV_VERSION}")  # BentoML's own step is unpinned
     spec.lock_python_packages = False  # requirements.txt is already the locked closure
     pins = [line for line in REQUIREMENTS.read_text().splitlines() if line and line[0] != "#"]
     return spec.python_packages(*pins)

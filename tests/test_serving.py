@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import pandas as pd
 import pytest
 
 from bentos.inference_log import read_inference
+from bentos.runtime import PYTHON_IMAGE, REQUIREMENTS, SERVICE_ENVS, UV_VERSION
 from pipelines.archive import KLINE_COLUMNS
 from pipelines.dataset import read_dataset
 from pipelines.features import FeatureConfig, compute_features, load_curated
@@ -40,6 +42,7 @@ class Served:
     env: dict[str, str]
     summary: dict[str, Any]
     process: Any
+    built: dict[str, Any]
 
     @property
     def storage(self) -> LocalStorage:
@@ -84,9 +87,11 @@ def served(trained: tuple[Path, dict[str, Any]]) -> Iterator[Served]:
     env = training_env(home)
     built = run_cli(["bento", "build", "--alias", "champion", "--json"], env)
     assert built.returncode == 0, built.stderr[-3000:]
-    assert json.loads(built.stdout)["bento"] == summary["steps"]["package"]["bento"]
+    document = json.loads(built.stdout)
+    assert document["bento"] == summary["steps"]["package"]["bento"]
+    assert document["built"] is False, "the package step already built it: reused, not rebuilt"
     with bento_server(env, home / "serve.log") as (url, process):
-        yield Served(url, home, env, summary, process)
+        yield Served(url, home, env, summary, process, document)
 
 
 def post(url: str, body: Any, content_type: str = "application/json") -> httpx.Response:
@@ -147,6 +152,36 @@ def test_the_run_packages_the_new_version(served: Served) -> None:
     assert package["bento"].startswith("market-direction:v1-")
     key = package["archive"].removeprefix(str(served.home / "data") + "/")
     assert served.storage.exists(key)
+
+
+def test_the_generated_dockerfile_is_pinned_minimal_and_non_root(served: Served) -> None:
+    bento = Path(served.built["path"])
+    dockerfile = (bento / "env/docker/Dockerfile").read_text()
+    lines = [line.strip() for line in dockerfile.splitlines()]
+    assert f"FROM {PYTHON_IMAGE} AS base-container" in lines
+    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", PYTHON_IMAGE), "Python pinned to a patch"
+    assert "apt-get" not in dockerfile and "build-essential" not in dockerfile
+    assert f"RUN pip install --no-cache-dir uv=={UV_VERSION}" in lines
+    last = [line for line in lines if line][-2:]
+    assert last == ["USER bentoml", 'ENTRYPOINT [ "/home/bentoml/bento/env/docker/entrypoint.sh" ]']
+    assert "ARG BENTO_USER_UID=1034" in lines  # non-root uid, matched by the pod securityContext
+    for name, value in [(e["name"], e["value"]) for e in SERVICE_ENVS]:
+        assert f"ARG {name}={value}" in lines and f"ENV {name}=${name}" in lines
+    assert "ARG MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false" in lines
+    assert "ARG OMP_NUM_THREADS=1" in lines
+    pins = (bento / "env/python/requirements.txt").read_text().split("\n")
+    pins = [p for p in pins if p and not p.startswith("#")]
+    ours = [p for p in REQUIREMENTS.read_text().split("\n") if p and not p.startswith("#")]
+    def pin(line: str) -> str:  # BentoML rewrites environment markers' quoting
+        return line.split(";")[0].strip()
+
+    assert [pin(p) for p in pins[: len(ours)]] == [pin(p) for p in ours]
+    assert all("==" in p for p in pins), [p for p in pins if "==" not in p]
+
+
+def test_serving_requirements_are_fresh_from_the_lock() -> None:
+    done = run_cli(["bento", "requirements", "--check"])
+    assert done.returncode == 0, done.stderr
 
 
 def test_metadata_describes_the_served_version(served: Served) -> None:
