@@ -172,6 +172,7 @@ def test_the_generated_dockerfile_is_pinned_minimal_and_non_root(served: Served)
     pins = (bento / "env/python/requirements.txt").read_text().split("\n")
     pins = [p for p in pins if p and not p.startswith("#")]
     ours = [p for p in REQUIREMENTS.read_text().split("\n") if p and not p.startswith("#")]
+
     def pin(line: str) -> str:  # BentoML rewrites environment markers' quoting
         return line.split(";")[0].strip()
 
