@@ -242,7 +242,13 @@ def package(settings: Settings, storage: Storage, version: int) -> dict[str, Any
 
     import bentoml
 
+    from pipelines.tracking import client as mlflow_client
+
     result = build(settings, version=version)
+    # The registry version remembers its Bento: promotion and rollback pin it in GitOps.
+    mlflow_client(settings).set_model_version_tag(
+        settings.model_name, str(version), "bento", result.bento
+    )
     key = bento_key(result.bento)
     exported = storage.exists(key)
     if not exported:

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import keys
+from pipelines.inference import read_inference as read_inference  # re-exported
 from pipelines.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -205,14 +206,3 @@ class InferenceLog:
             self.stats.pending,
             self.stats.last_error,
         )
-
-
-def read_inference(storage: Storage, env: str, model_version: str | None = None) -> pa.Table:
-    """Every logged prediction of `env` (optionally one model version), oldest file first."""
-    prefix = f"inference/{env}/" + (f"{model_version}/" if model_version else "")
-    tables = [
-        pq.read_table(io.BytesIO(storage.read_bytes(key)))
-        for key in storage.list(prefix)
-        if key.endswith(".parquet")
-    ]
-    return pa.concat_tables(tables) if tables else pa.table({})

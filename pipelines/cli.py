@@ -150,6 +150,8 @@ FIGURES: dict[str, tuple[str, ...]] = {
     ),
     "register": ("version", "aliases"),
     "package": ("bento", "built"),
+    "gate": ("decision", "record"),
+    "monitor": ("decision", "record"),
 }
 """What the human-readable summary shows of each step (``--json`` has everything)."""
 
@@ -436,6 +438,20 @@ from pipelines.cli_bento import bento_app, serve  # noqa: E402  (a sibling modul
 
 app.add_typer(bento_app, name="bento")
 app.command("serve")(serve)
+
+from pipelines.cli_decisions import (  # noqa: E402  (a sibling module of commands)
+    drift_app,
+    gate,
+    models_history,
+    monitor,
+    rollback,
+)
+
+app.command("gate")(gate)
+app.command("monitor")(monitor)
+app.command("rollback")(rollback)
+app.add_typer(drift_app, name="drift")
+models_app.command("history")(models_history)
 
 infra_app = typer.Typer(
     help="Pulumi stacks, planned offline under Pulumi's mocks.", no_args_is_help=True

@@ -12,6 +12,8 @@ from pipelines.steps import (
     evaluate_step,
     features_step,
     fetch_step,
+    gate_step,
+    monitor_step,
     package_step,
     register_step,
     train_step,
@@ -64,7 +66,7 @@ def step_command(pipeline: str, step: str, run_id: str, params: Mapping[str, str
 
 
 def training_pipeline() -> Pipeline:
-    """fetch → validate → features → train → evaluate → register → package (gate: issue 5)."""
+    """fetch → validate → features → train → evaluate → register → package → gate."""
     return Pipeline(
         "training",
         (
@@ -127,13 +129,22 @@ def training_pipeline() -> Pipeline:
                 resources=Resources("500m", "1Gi", "1", "2Gi"),
                 doc="Bento of the new version, exported to storage",
             ),
+            Step(
+                "gate",
+                gate_step,
+                needs=("package",),
+                retries=1,
+                timeout_seconds=1200,
+                resources=Resources("1", "2Gi", "2", "4Gi"),
+                doc="challenger vs champion + drift: promote (aliases + GitOps) or reject",
+            ),
         ),
         doc="daily: from the archive to a registered challenger",
     )
 
 
 def monitor_pipeline() -> Pipeline:
-    """Hourly: keep the latest klines fetched and curated (drift and rollback steps: issue 5)."""
+    """Hourly: fresh klines curated, then the champion judged on live evidence."""
     return Pipeline(
         "monitor",
         (
@@ -153,6 +164,15 @@ def monitor_pipeline() -> Pipeline:
                 timeout_seconds=900,
                 resources=Resources("500m", "1Gi", "1", "2Gi"),
                 doc="curate them (realized outcomes for live quality)",
+            ),
+            Step(
+                "monitor",
+                monitor_step,
+                needs=("validate",),
+                retries=1,
+                timeout_seconds=900,
+                resources=Resources("500m", "1Gi", "1", "2Gi"),
+                doc="live quality and drift of the champion; rollback after N bad windows",
             ),
         ),
         doc="hourly: fresh curated klines for live monitoring",

@@ -85,3 +85,25 @@ def package_step(ctx: StepContext) -> dict[str, Any]:
     from bentos.build import package  # lazily: pipelines does not import bentos at module level
 
     return package(ctx.settings, ctx.storage, int(ctx.result_of("register")["version"]))
+
+
+def gate_step(ctx: StepContext) -> dict[str, Any]:
+    """Challenger vs champion on the same window, drift check; promote or reject, recorded."""
+    from pipelines.gate import gate
+
+    return gate(
+        ctx.settings,
+        ctx.storage,
+        _dataset(ctx),
+        ctx.result_of("evaluate"),
+        ctx.result_of("register"),
+        ctx.result_of("package"),
+        ctx.run_id,
+    )
+
+
+def monitor_step(ctx: StepContext) -> dict[str, Any]:
+    """Live quality and drift of the serving champion; roll back after N degraded windows."""
+    from pipelines.monitor import monitor
+
+    return monitor(ctx.settings, ctx.storage, ctx.run_id)

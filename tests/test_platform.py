@@ -17,7 +17,9 @@ from stacks.config import load_stack_config
 from tests.conftest import REPO
 from tests.support.tools import checkov, kustomize_build
 
-ENVS = ("dev", "staging", "prod")
+ENVS = ("local", "dev", "staging", "prod")
+STACKS = ("dev", "staging", "prod")
+"""Envs with a Pulumi stack (``local`` is a local cluster: kind, minikube)."""
 PLATFORM = REPO / "platform"
 KUBERNETES_VERSION = "1.33"
 KINDS = {
@@ -65,7 +67,8 @@ def test_the_workload_is_hardened(env: str) -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert set(container["resources"]) == {"requests", "limits"}
     repository, tag = container["image"].rsplit(":", 1)
-    assert tag and tag != "latest" and "/" in repository
+    assert tag and tag != "latest"
+    assert "/" in repository or env == "local"  # a registry, except the locally built image
     env_vars = {e["name"]: e["value"] for e in container["env"]}
     assert env_vars["OMP_NUM_THREADS"] == "1"
     assert pod["serviceAccountName"] == "serving"
@@ -73,21 +76,21 @@ def test_the_workload_is_hardened(env: str) -> None:
 
 def test_envs_differ_only_where_they_should() -> None:
     replicas = {env: by_kind(env, "Deployment")["spec"]["replicas"] for env in ENVS}
-    assert replicas == {"dev": 1, "staging": 2, "prod": 3}
+    assert replicas == {"local": 1, "dev": 1, "staging": 2, "prod": 3}
     for env in ENVS:
         hpa = by_kind(env, "HorizontalPodAutoscaler")["spec"]
         assert hpa["minReplicas"] == replicas[env] < hpa["maxReplicas"]
-    strip = {"dev": None, "staging": None, "prod": None}
-    for env in ENVS:
+    strip = {}
+    for env in STACKS:
         deployment = json.loads(json.dumps(by_kind(env, "Deployment")))
         pod = deployment["spec"]["template"]["spec"]
         del deployment["spec"]["replicas"], pod["containers"][0]["resources"]
         pod["containers"][0]["image"] = pod["containers"][0]["envFrom"] = None
-        strip[env] = deployment  # type: ignore[assignment]
+        strip[env] = deployment
     assert strip["dev"] == strip["staging"] == strip["prod"]
 
 
-@pytest.mark.parametrize("env", ENVS)
+@pytest.mark.parametrize("env", STACKS)
 def test_overlays_agree_with_the_stacks(env: str) -> None:
     """Same account, region and buckets as the Pulumi stack that builds the env."""
     config = load_stack_config(env)
