@@ -15,6 +15,10 @@ RUN uv sync --locked --no-dev --no-editable
 
 FROM python:3.11.7-slim-bookworm
 ARG GIT_COMMIT=unknown
+# git: the gate and the monitor commit promotions and rollbacks to the GitOps repository.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends git \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 mlops \
     && useradd --system --uid 10001 --gid mlops --home-dir /tmp --shell /usr/sbin/nologin mlops
 COPY --from=build --chown=10001:10001 /app/.venv /app/.venv

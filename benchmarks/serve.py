@@ -89,8 +89,18 @@ def wrk(url: str, body: bytes, clients: int, seconds: int, work: Path) -> dict[s
     script.write_text(LUA)
     threads = min(2, clients)
     done = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{clients}", f"-d{seconds}s", "--latency", "--timeout", "10s",
-         "-s", str(script), url],
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{clients}",
+            f"-d{seconds}s",
+            "--latency",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            url,
+        ],
         env={**os.environ, "BODY_FILE": str(body_file)},
         capture_output=True,
         text=True,
@@ -101,7 +111,9 @@ def wrk(url: str, body: bytes, clients: int, seconds: int, work: Path) -> dict[s
     duration = float(re.search(r"requests in ([\d.]+)s", text).group(1))  # type: ignore[union-attr]
     non_2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", text)) else 0
     errors = 0
-    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text):
+    if m := re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text
+    ):
         errors = sum(int(g) for g in m.groups())
 
     def percentile(p: str) -> float:
@@ -139,46 +151,88 @@ def main() -> None:
         f"http://127.0.0.1:{bento_port}/readyz",
     )
     mlflow = start(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/market-direction@champion",
-         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(mlflow_port),
-         "--workers", "1"],
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            "models:/market-direction@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(mlflow_port),
+            "--workers",
+            "1",
+        ],
         {**one_thread, "MLFLOW_TRACKING_URI": f"sqlite:///{home.resolve()}/mlflow.db"},
         work / "mlflow.log",
         f"http://127.0.0.1:{mlflow_port}/ping",
     )
     try:
+
         def bento_body(rows: np.ndarray) -> bytes:
-            return json.dumps({"rows": [dict(zip(features, r, strict=True)) for r in rows.tolist()]}).encode()
+            return json.dumps(
+                {"rows": [dict(zip(features, r, strict=True)) for r in rows.tolist()]}
+            ).encode()
 
         def mlflow_body(rows: np.ndarray) -> bytes:
-            return json.dumps({"dataframe_split": {"columns": features, "data": rows.tolist()}}).encode()
+            return json.dumps(
+                {"dataframe_split": {"columns": features, "data": rows.tolist()}}
+            ).encode()
 
         bento_url = f"http://127.0.0.1:{bento_port}/predict"
         mlflow_url = f"http://127.0.0.1:{mlflow_port}/invocations"
         headers = {"Content-Type": "application/json"}
-        ours = [p["probability_up"] for p in httpx.post(bento_url, content=bento_body(matrix), headers=headers).json()]
-        theirs = httpx.post(mlflow_url, content=mlflow_body(matrix), headers=headers).json()["predictions"]
+        ours = [
+            p["probability_up"]
+            for p in httpx.post(bento_url, content=bento_body(matrix), headers=headers).json()
+        ]
+        theirs = httpx.post(mlflow_url, content=mlflow_body(matrix), headers=headers).json()[
+            "predictions"
+        ]
         np.testing.assert_allclose(ours, np.asarray(theirs)[:, 1], rtol=1e-12)
         print(f"same answers on 100 rows; bento {tag}", file=sys.stderr)
-        scenarios = [("32 clients, 1 row", 32, 1), ("32 clients, 100 rows", 32, 100), ("1 client, 1 row", 1, 1)]
+        scenarios = [
+            ("32 clients, 1 row", 32, 1),
+            ("32 clients, 100 rows", 32, 100),
+            ("1 client, 1 row", 1, 1),
+        ]
         results: list[dict[str, Any]] = []
         for name, clients, n in scenarios:
             rows = matrix[-n:]
-            for server, url, body in (("bento", bento_url, bento_body(rows)), ("mlflow", mlflow_url, mlflow_body(rows))):
+            for server, url, body in (
+                ("bento", bento_url, bento_body(rows)),
+                ("mlflow", mlflow_url, mlflow_body(rows)),
+            ):
                 print(f"{name}: {server} …", file=sys.stderr)
-                results.append({"scenario": name, "server": server, **wrk(url, body, clients, args.duration, work)})
+                results.append(
+                    {
+                        "scenario": name,
+                        "server": server,
+                        **wrk(url, body, clients, args.duration, work),
+                    }
+                )
                 time.sleep(2)
     finally:
         stop(bento)
         stop(mlflow)
-    print(f"\n| scenario | server | ok req/s | p50 ms | p99 ms | non-2xx | socket errors |")
+    print("\n| scenario | server | ok req/s | p50 ms | p99 ms | non-2xx | socket errors |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['scenario']} | {r['server']} | {r['ok_rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['non_2xx']} | {r['socket_errors']} |")
+        print(
+            f"| {r['scenario']} | {r['server']} | {r['ok_rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['non_2xx']} | {r['socket_errors']} |"
+        )
     print("\n| scenario | ok req/s ratio (bento / mlflow) | p99 ratio |")
     print("|---|---:|---:|")
     for name, *_ in scenarios:
-        b, m = (next(r for r in results if r["scenario"] == name and r["server"] == s) for s in ("bento", "mlflow"))
+        b, m = (
+            next(r for r in results if r["scenario"] == name and r["server"] == s)
+            for s in ("bento", "mlflow")
+        )
         print(f"| {name} | {b['ok_rps'] / m['ok_rps']:.2f}x | {b['p99_ms'] / m['p99_ms']:.2f} |")
     print(json.dumps({"bento": tag, "results": results}))
 

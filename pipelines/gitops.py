@@ -59,8 +59,22 @@ class GitOpsRepo:
         return done.stdout.strip()
 
     def ensure(self) -> None:
-        """Create the repository from ``platform/`` (one initial commit) if it does not exist."""
+        """Clone the remote (when set) or create the repository from ``platform/`` (one initial
+        commit), if the working copy does not exist yet."""
         if (self.path / ".git").exists():
+            return
+        if self.remote:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            done = subprocess.run(
+                ["git", "clone", "-q", "--branch", self.branch, self.remote, str(self.path)],
+                capture_output=True,
+                text=True,
+            )
+            if done.returncode != 0:
+                raise PipelineError(
+                    f"cloning the GitOps repository {self.remote} failed: {done.stderr.strip()}",
+                    "check MLOPS_GITOPS_REMOTE, MLOPS_GITOPS_BRANCH and the git credentials",
+                )
             return
         self.path.mkdir(parents=True, exist_ok=True)
         shutil.copytree(self.source, self.path / "platform", dirs_exist_ok=True)

@@ -130,7 +130,10 @@ def monitor(settings: Settings, storage: Storage, run_id: str | None = None) -> 
     reports: list[str] = []
     metrics: dict[str, Any] = {"logged_rows": len(log), "keyed_rows": len(keyed)}
     if not keyed.empty and recorded is not None:
-        keyed = keyed.sort_values("timestamp").drop_duplicates(["symbol", "open_time"], keep="last")
+        # a bar predicted more than once: the latest answer is the one that stands
+        keyed = keyed.sort_values("timestamp", kind="stable").drop_duplicates(
+            ["symbol", "open_time"], keep="last"
+        )
         outcomes = realized_outcomes(
             storage,
             sorted(keyed["symbol"].unique()),

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from pipelines.mirror import write_mirror
@@ -209,9 +209,9 @@ def log_predictions(history: History, version: int, days: list[date], good: bool
         )
         logger.append(
             Chunk(
-                f"day-{day}",
+                f"day-{day}-{'good' if good else 'bad'}",
                 "predict",
-                int(pd.Timestamp(day, tz="UTC").value // 1_000_000),
+                time.time_ns() // 1_000_000,  # later answers for the same bar supersede
                 part[features].to_numpy(),
                 np.asarray(probability, dtype=float),
                 part["symbol"].tolist(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -80,7 +81,7 @@ def test_decisions_are_serialized_by_the_lock(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     spans.sort()
-    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
+    assert all(later[0] >= earlier[1] for earlier, later in pairwise(spans))
 
 
 @pytest.mark.parametrize(
@@ -96,3 +97,16 @@ def test_decisions_are_serialized_by_the_lock(tmp_path: Path) -> None:
 def test_trailing_degraded_windows(flags: list[bool | None], expected: int) -> None:
     windows = [{"judged": flag is not None, "degraded": bool(flag)} for flag in flags]
     assert trailing_degraded(windows) == expected
+
+
+def test_a_remote_gitops_repository_is_cloned_and_pushed_to(tmp_path: Path) -> None:
+    origin = GitOpsRepo(tmp_path / "origin", source=REPO / "platform")
+    origin.ensure()
+    bare = tmp_path / "bare.git"
+    origin.git("clone", "-q", "--bare", str(origin.path), str(bare))
+    clone = GitOpsRepo(tmp_path / "clone", remote=str(bare))
+    commit = clone.pin("staging", "v3-def", "promote v3 in staging")
+    assert commit is not None
+    assert origin.git("ls-remote", str(bare), "refs/heads/main").split()[0] == commit
+    with pytest.raises(PipelineError, match="cloning the GitOps repository"):
+        GitOpsRepo(tmp_path / "nowhere", remote=str(tmp_path / "missing.git")).ensure()
