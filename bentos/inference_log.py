@@ -98,8 +98,12 @@ class InferenceLog:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start the background writer (idempotent)."""
+        """Start the background writer (idempotent). The first Arrow conversion of a UTC
+        timestamp costs ~1 s (time-zone setup) with the GIL held; it is paid here, before the
+        service reports ready, not by whichever requests arrive during the first flush."""
         if self._thread is None:
+            width = len(self.features)
+            self.to_table([Chunk("warm-up", "", 0, np.zeros((1, width)), np.zeros(1), [None], [0])])
             self._thread = threading.Thread(target=self._loop, name="inference-log", daemon=True)
             self._thread.start()
 
@@ -171,14 +175,21 @@ class InferenceLog:
         repeat = np.repeat
         probability = np.concatenate([c.probability_up for c in chunks])
         matrix = np.vstack([c.features for c in chunks])
+        # strings as Python lists: pyarrow converts NumPy unicode arrays very slowly (~1 ms a row)
         columns: dict[str, pa.Array] = {
-            "request_id": pa.array(repeat([c.request_id for c in chunks], sizes)),
+            "request_id": pa.array(
+                [c.request_id for c, n in zip(chunks, sizes, strict=True) for _ in range(n)],
+                pa.string(),
+            ),
             "row": pa.array(np.concatenate([np.arange(n) for n in sizes]), pa.int32()),
             "timestamp": pa.array(
                 repeat([c.timestamp_ms for c in chunks], sizes), pa.timestamp("ms", tz="UTC")
             ),
-            "endpoint": pa.array(repeat([c.endpoint for c in chunks], sizes)),
-            "model_version": pa.array([self.model_version] * len(probability)),
+            "endpoint": pa.array(
+                [c.endpoint for c, n in zip(chunks, sizes, strict=True) for _ in range(n)],
+                pa.string(),
+            ),
+            "model_version": pa.array([self.model_version] * len(probability), pa.string()),
             "symbol": pa.array([s for c in chunks for s in c.symbols], pa.string()),
             "open_time": pa.array(
                 [t for c in chunks for t in c.open_times], pa.timestamp("ms", tz="UTC")
@@ -187,7 +198,9 @@ class InferenceLog:
         for j, name in enumerate(self.features):
             columns[name] = pa.array(matrix[:, j], pa.float64())
         columns["probability_up"] = pa.array(probability, pa.float64())
-        columns["direction"] = pa.array(np.where(probability >= 0.5, "up", "down"))
+        columns["direction"] = pa.array(
+            ["up" if p >= 0.5 else "down" for p in probability.tolist()], pa.string()
+        )
         return pa.table(columns)
 
     def close(self, attempts: int = 5, backoff: float = 0.2) -> None:

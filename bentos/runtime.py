@@ -114,6 +114,28 @@ def load_estimator(model: Any) -> Any:
     return skops.io.load(root / flavor["pickled_model"], trusted=SKOPS_TRUSTED_TYPES)
 
 
+class Scorer:
+    """P(up) for a matrix of rows: the flattened forest for small requests (~10x faster for one
+    row, identical answers), scikit-learn for large ones and for models it does not cover."""
+
+    SMALL = 32
+    """Rows up to which the flattened forest is faster (measured: 1 row 0.16 vs 1.7 ms;
+    100 rows 2.5 vs 2.1 ms)."""
+
+    def __init__(self, estimator: Any) -> None:
+        from bentos.fast_trees import flatten
+
+        self.estimator = estimator
+        self.forest = flatten(estimator)
+
+    def __call__(self, matrix: Any) -> Any:
+        import numpy as np
+
+        if self.forest is not None and matrix.shape[0] <= self.SMALL:
+            return self.forest.predict_proba_up(matrix)
+        return np.asarray(self.estimator.predict_proba(matrix)[:, 1])
+
+
 @dataclass
 class ServingMetrics:
     """Prometheus metrics of the service beyond BentoML's request metrics."""

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from pipelines.dag import RUN_PARAMETERS, Pipeline, Step, lint, step_command
+from pipelines.errors import PipelineError
 
 SCRATCH = "/tmp"
 """The only writable path in a step container (an emptyDir): MLOPS_HOME and HOME live there."""
@@ -55,8 +56,16 @@ class WorkflowSettings(BaseModel):
     ttl_after_success_seconds: int = Field(default=86_400, ge=0)
     ttl_after_failure_seconds: int = Field(default=7 * 86_400, ge=0)
     scratch_size: str = "4Gi"
+    settings: dict[str, str] = Field(default_factory=dict)
+    """More ``MLOPS_*`` settings for every step of this env — the gate's and the monitor's
+    thresholds, the GitOps remote — checked against `pipelines.settings.Settings`."""
     retry_backoff: str = "30s"
     retry_backoff_max: str = "10m"
+
+    @field_validator("settings")
+    @classmethod
+    def _known_settings(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_settings(value)
 
     @field_validator("image")
     @classmethod
@@ -100,6 +109,25 @@ def _security_context() -> Any:
     )
 
 
+def check_settings(values: dict[str, str]) -> dict[str, str]:
+    """Refuse unknown ``MLOPS_*`` names and values the pipelines would reject."""
+    from pydantic import ValidationError
+
+    from pipelines.settings import Settings
+
+    known = {f"MLOPS_{name.upper()}" for name in Settings.model_fields}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {unknown}; each must be one of {sorted(known)}")
+    try:
+        Settings(**{k.removeprefix("MLOPS_").lower(): v for k, v in values.items()})
+    except ValidationError as error:
+        first = error.errors()[0]
+        name = "MLOPS_" + str(first["loc"][0]).upper()
+        raise ValueError(f"{name}: {first['msg']}") from None
+    return values
+
+
 def _env(config: WorkflowSettings, pipeline: Pipeline) -> list[Any]:
     from hera.workflows import Env
 
@@ -113,6 +141,8 @@ def _env(config: WorkflowSettings, pipeline: Pipeline) -> list[Any]:
         "MLFLOW_TRACKING_URI": config.mlflow_tracking_uri,
         "HOME": SCRATCH,
         "OMP_NUM_THREADS": "1",
+        "MLOPS_GITOPS_REPO": f"{SCRATCH}/gitops",
+        **config.settings,
     }
     return [Env(name=k, value=v) for k, v in values.items()]
 
@@ -199,7 +229,7 @@ def cron_workflow(pipeline: Pipeline, config: WorkflowSettings) -> Any:
     )
     exit_handler = _container(config, pipeline, on_exit_step, command=exit_command())
     dag = DAG(
-        name=pipeline.name,
+        name=f"{pipeline.name}-dag",  # not the pipeline's name: a step may share it (monitor)
         tasks=[
             Task(name=s.name, template=containers[s.name], dependencies=list(s.needs) or None)
             for s in steps
@@ -235,6 +265,9 @@ def cron_workflow(pipeline: Pipeline, config: WorkflowSettings) -> Any:
             value="1",
         ),
     ]
+    names = [dag.name, *(c.name for c in containers.values()), exit_handler.name]
+    if len(set(names)) != len(names):  # Argo resolves templates by name
+        raise PipelineError(f"pipeline {pipeline.name!r}: template names collide: {names}")
     return CronWorkflow(
         name=f"mlops-{pipeline.name}",
         namespace=config.namespace,
@@ -246,7 +279,7 @@ def cron_workflow(pipeline: Pipeline, config: WorkflowSettings) -> Any:
         starting_deadline_seconds=config.starting_deadline_seconds,
         successful_jobs_history_limit=config.successful_history,
         failed_jobs_history_limit=config.failed_history,
-        entrypoint=pipeline.name,
+        entrypoint=dag.name,
         on_exit=exit_handler,
         active_deadline_seconds=config.active_deadline_seconds[pipeline.name],
         pod_gc=m.PodGC(strategy="OnPodCompletion"),

@@ -263,13 +263,64 @@ def test_4_degraded_live_quality_rolls_back_only_after_n_windows(history: Histor
     assert history.pinned() == history.bento(champion)
 
 
-def test_the_evidently_workspace_lists_the_reports(history: History) -> None:
-    from evidently.ui.workspace import Workspace
+def test_evidently_ui_lists_the_reports(history: History) -> None:
+    """A real `evidently ui` on the workspace the gate and the monitor fill."""
+    import os
+    import sys
 
-    workspace = Workspace.create(str(history.home / "evidently"))
-    projects = workspace.search_project("market-direction-local")
-    assert len(projects) == 1
-    assert len(list(workspace.list_runs(projects[0].id))) >= 3
+    import httpx
+
+    from tests.services import free_port, stop, wait_http
+
+    port = free_port()
+    log = (history.root / "evidently-ui.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "evidently",
+            "ui",
+            "--workspace",
+            str(history.home / "evidently"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, "DO_NOT_TRACK": "1"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/api/projects", process, timeout=120)
+        projects = httpx.get(f"{url}/api/projects").json()
+        (project,) = [p for p in projects if p["name"] == "market-direction-local"]
+        snapshots = httpx.get(f"{url}/api/projects/{project['id']}/snapshots").json()
+        names = {s.get("name") for s in snapshots}
+        gate_reports = {
+            r["gate"]["report"]
+            for r in ({"gate": run["steps"]["gate"]} for run in history.runs)
+            if r["gate"]["report"]
+        }
+        assert gate_reports and gate_reports <= names, (gate_reports, names)
+        assert any(str(n).startswith("reports/local/live_quality/") for n in names)
+    finally:
+        stop(process)
+        log.close()
+
+
+def test_an_ad_hoc_drift_report_by_date_windows(history: History) -> None:
+    dataset = history.runs[-1]["steps"]["features"]["prefix"]
+    common = ["drift", "report", "--dataset", dataset, "--reference", "2024-03-01..2024-03-06"]
+    calm = history.cli(*common, "--current", "2024-03-07..2024-03-07", "--json")
+    shifted = history.cli(*common, "--current", f"{SHIFT}..{SHIFT}", "--json")
+    assert calm["kind"] == shifted["kind"] == "adhoc"
+    assert calm["drift_share"] < 0.5 <= shifted["drift_share"]
+    assert calm["reference_rows"] == shifted["reference_rows"] > calm["current_rows"] > 1000
+    listed = [r["path"] for r in history.cli("drift", "list", "--json")["reports"]]
+    assert shifted["prefix"] in listed and calm["prefix"] in listed
 
 
 def test_an_env_without_an_overlay_is_refused_clearly(history: History, tmp_path: Path) -> None:

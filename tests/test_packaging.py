@@ -100,6 +100,16 @@ def test_stack_config_errors_name_the_key() -> None:
         ),
         ("network.publicSubnetCidrs", ["10.20.0.0/20", "10.20.64.0/20"], r"overlap"),
         ("cluster.publicAccessCidrs", ["0.0.0.0/0"], r"opens the API to the whole internet"),
+        (
+            "workflows.settings",
+            {"MLOPS_GATE_MIN_AUC_DELTAS": "0.1"},
+            r"workflows\.settings: .*unknown setting\(s\) \['MLOPS_GATE_MIN_AUC_DELTAS'\]",
+        ),
+        (
+            "workflows.settings",
+            {"MLOPS_MONITOR_WINDOWS": "zero"},
+            r"workflows\.settings: .*MLOPS_MONITOR_WINDOWS: Input should be a valid integer",
+        ),
     ]
     for key, value, message in cases:
         with pytest.raises(PipelineError, match=message):
@@ -110,6 +120,15 @@ def test_environments_are_values_of_one_model() -> None:
     configs = {env: load_stack_config(env) for env in ("dev", "staging", "prod")}
     assert {c.env for c in configs.values()} == {"dev", "staging", "prod"}
     assert len({c.workflows.storage_url for c in configs.values()}) == 3
+    # the gate is stricter in prod, and every env's decisions commit to its GitOps repository
+    delta = {
+        env: float(c.workflows.settings["MLOPS_GATE_MIN_AUC_DELTA"]) for env, c in configs.items()
+    }
+    assert delta["dev"] <= delta["staging"] <= delta["prod"] and delta["prod"] > 0
+    assert all(
+        c.workflows.settings["MLOPS_GITOPS_REMOTE"] == c.platform.gitops_repo_url
+        for c in configs.values()
+    )
 
 
 def test_routed_storage_keeps_raw_keys_apart(tmp_path: Path) -> None:

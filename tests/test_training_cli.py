@@ -78,7 +78,17 @@ def test_hourly_history_with_market_closed_gaps_runs_the_whole_dag(tmp_path: Pat
     assert steps["validate"]["missing_bars"] == weekdays * 2 * 3  # gaps counted, never filled
     assert steps["features"]["interval"] == "1h"
     assert steps["register"]["version"] == 1 and "challenger" in steps["register"]["aliases"]
-    assert set(steps) == {"fetch", "validate", "features", "train", "evaluate", "register"}
+    assert set(steps) == {
+        "fetch",
+        "validate",
+        "features",
+        "train",
+        "evaluate",
+        "register",
+        "package",
+        "gate",
+    }
+    assert steps["gate"]["decision"] == "promote"  # the first version: bootstrap, pinned
 
 
 def test_run_against_a_real_mlflow_server(tmp_path: Path, mirror_root: Path) -> None:
