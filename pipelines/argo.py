@@ -120,7 +120,7 @@ def check_settings(values: dict[str, str]) -> dict[str, str]:
     if unknown:
         raise ValueError(f"unknown setting(s) {unknown}; each must be one of {sorted(known)}")
     try:
-        Settings(**{k.removeprefix("MLOPS_").lower(): v for k, v in values.items()})
+        Settings.model_validate({k.removeprefix("MLOPS_").lower(): v for k, v in values.items()})
     except ValidationError as error:
         first = error.errors()[0]
         name = "MLOPS_" + str(first["loc"][0]).upper()
