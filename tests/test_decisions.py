@@ -276,9 +276,7 @@ def test_evidently_ui_lists_the_reports(history: History) -> None:
     log = (history.root / "evidently-ui.log").open("wb")
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "evidently",
+            str(Path(sys.executable).parent / "evidently"),  # the CLI a user runs
             "ui",
             "--workspace",
             str(history.home / "evidently"),
