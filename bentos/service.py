@@ -19,6 +19,7 @@ and stored in the Bento; from the repository: ``bentoml serve bentos.service:Mar
 from __future__ import annotations
 
 import gc
+import json
 import time
 import uuid
 from typing import Any
@@ -28,7 +29,7 @@ import bentoml
 import numpy as np
 from fastapi import FastAPI
 from pydantic import BaseModel
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from bentos.card import ModelCard
 from bentos.contract import (
@@ -81,6 +82,14 @@ class ModelRunner:
     def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
         """Probability of an up move for each row of `matrix` (model column order)."""
         return np.asarray(self.score(matrix))
+
+
+def as_json(answers: list[dict[str, Any]]) -> Response:
+    """The answer as JSON bytes. The endpoints keep ``list[Prediction]`` as their declared output
+    (the OpenAPI schema), but hand BentoML a ready Response: for a returned model it rebuilds
+    the output's JSON schema on every request to pick a media type — 23% of a worker's CPU at
+    32 clients, profiled with py-spy."""
+    return Response(json.dumps(answers).encode(), media_type="application/json")
 
 
 class _JSONOnly:
@@ -161,7 +170,7 @@ class MarketDirection:
         symbols: list[str | None],
         open_times: list[int | None],
         ctx: bentoml.Context,
-    ) -> list[Prediction]:
+    ) -> list[dict[str, Any]]:
         from bentos.inference_log import Chunk
 
         request_id = ctx.request.headers.get("x-request-id") or uuid.uuid4().hex
@@ -180,12 +189,12 @@ class MarketDirection:
         self.metrics.rows.labels(endpoint=endpoint).inc(len(probability))
         version = self.card.model_version
         return [
-            Prediction(
-                probability_up=float(p),
-                direction="up" if p >= 0.5 else "down",
-                model_version=version,
-            )
-            for p in probability
+            {
+                "probability_up": p,
+                "direction": "up" if p >= 0.5 else "down",
+                "model_version": version,
+            }
+            for p in probability.tolist()
         ]
 
     @bentoml.api(input_spec=PredictRequest)
@@ -198,13 +207,15 @@ class MarketDirection:
             probability = self.score(matrix)
         else:
             probability = await anyio.to_thread.run_sync(self.score, matrix)
-        return self._answer(
-            "predict",
-            matrix,
-            probability,
-            [getattr(r, "symbol", None) for r in rows],
-            [getattr(r, "open_time", None) for r in rows],
-            ctx,
+        return as_json(  # type: ignore[return-value]
+            self._answer(
+                "predict",
+                matrix,
+                probability,
+                [getattr(r, "symbol", None) for r in rows],
+                [getattr(r, "open_time", None) for r in rows],
+                ctx,
+            )
         )
 
     @bentoml.api(input_spec=PredictRequest)
@@ -212,13 +223,15 @@ class MarketDirection:
         """Same contract as ``/predict``; concurrent requests are batched by the runner."""
         matrix = rows_matrix(rows, FEATURES)
         probability = np.asarray(await self.runner.to_async.predict_proba(matrix))
-        return self._answer(
-            "predict_batch",
-            matrix,
-            probability,
-            [getattr(r, "symbol", None) for r in rows],
-            [getattr(r, "open_time", None) for r in rows],
-            ctx,
+        return as_json(  # type: ignore[return-value]
+            self._answer(
+                "predict_batch",
+                matrix,
+                probability,
+                [getattr(r, "symbol", None) for r in rows],
+                [getattr(r, "open_time", None) for r in rows],
+                ctx,
+            )
         )
 
     @bentoml.api(input_spec=KlinesRequest)
@@ -235,6 +248,7 @@ class MarketDirection:
         matrix = last[list(FEATURES)].to_numpy(dtype=np.float64)
         if not np.isfinite(matrix).all():  # e.g. a zero price range all along: no variance
             bad = [f for f in FEATURES if not np.isfinite(last[f].iloc[0])]
+            ctx.response.status_code = 400  # BentoML applies the context's status to a Response
             return JSONResponse(  # type: ignore[return-value]
                 error_body(
                     f"klines: features {bad} of the last bar are undefined for these bars",
@@ -252,7 +266,7 @@ class MarketDirection:
         open_time = int(klines[-1].open_time)
         symbol = symbol.upper()
         answer = self._answer("predict_klines", matrix, probability, [symbol], [open_time], ctx)[0]
-        return KlinePrediction(**answer.model_dump(), symbol=symbol, open_time=open_time)
+        return KlinePrediction(**answer, symbol=symbol, open_time=open_time)
 
     @info.get("/metadata")
     def metadata(self) -> dict[str, Any]:
