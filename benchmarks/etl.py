@@ -4,7 +4,7 @@ Builds (once, cached under benchmarks/.work) a synthetic archive of 2 symbols x 
 1m bars (730 zips, ~1.05M rows), fetches it into a local storage and unzips the CSVs for
 DuckDB. Then, for each repetition, runs in a fresh subprocess (so peak RSS is its own):
 
-* ours:   `pipelines.validate.validate` — header detection, typed parse, row rules,
+* ours:   `pipelines.data.validate.validate` — header detection, typed parse, row rules,
           dedupe, quarantine, curated Parquet partitioned by symbol and date;
 * duckdb: read the same CSVs (typed columns, header rows skipped as errors), DISTINCT,
           the same OHLC/volume/close_time rules, Parquet partitioned by symbol and date,
@@ -39,7 +39,7 @@ def peak_mib():
     return int(line.split()[1]) / 1024
 from datetime import date
 from pipelines.storage import LocalStorage
-from pipelines.validate import validate
+from pipelines.data.validate import validate
 storage = LocalStorage(__import__('pathlib').Path(sys.argv[1]))
 start, end = date.fromisoformat(sys.argv[2]), date.fromisoformat(sys.argv[3])
 t = time.perf_counter()
@@ -88,10 +88,10 @@ print(json.dumps({"wall": wall, "rows": rows, "errors": 0, "days": len(daily),
 
 def prepare(days: int) -> tuple[Path, Path, date]:
     """Mirror, fetched storage and unzipped CSVs for `days` days (built once, then reused)."""
-    from pipelines.fetch import fetch
-    from pipelines.mirror import write_mirror
+    from pipelines.data.fetch import fetch
     from pipelines.settings import Settings
     from pipelines.storage import LocalStorage
+    from pipelines.synthetic.mirror import write_mirror
 
     end = START + timedelta(days=days - 1)
     base = WORK / f"{days}d"

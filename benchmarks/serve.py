@@ -55,8 +55,8 @@ def mlops(home: Path, *args: str) -> str:
 
 def sample_rows(home: Path, n: int) -> tuple[list[str], np.ndarray]:
     """The champion's feature list and its latest `n` evaluation rows."""
-    from pipelines.dataset import read_dataset
-    from pipelines.registry import list_versions
+    from pipelines.ml.dataset import read_dataset
+    from pipelines.ml.registry import list_versions
     from pipelines.settings import Settings
     from pipelines.storage import open_storage
 

@@ -1,0 +1,1 @@
+"""The BentoML service (runtime: service, contract, model, inference log) and its build."""

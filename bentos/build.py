@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from bentos.card import ModelCard
 from bentos.runtime import REQUIREMENTS
+from pipelines import layout
 from pipelines.errors import PipelineError
 from pipelines.settings import Settings
 from pipelines.storage import Storage
@@ -22,6 +23,16 @@ SERVICE = "bentos.service:MarketDirection"
 BENTO_NAME = "market-direction"
 """The API service's name: the Bento (and image) name."""
 SOURCES = ("bentos", "pipelines", "pyproject.toml", "uv.lock")
+BENTO_INCLUDE = (
+    "bentos/*.py",
+    "bentos/requirements.txt",
+    # The serving runtime's share of `pipelines`: the foundations and the feature code (the
+    # import contract in pyproject.toml keeps the runtime from reaching anything else).
+    "pipelines/*.py",
+    "pipelines/ml/__init__.py",
+    "pipelines/ml/features.py",
+    "pipelines/ml/modeling.py",
+)
 """What the Bento's code is made of: its digest is part of the Bento version."""
 
 
@@ -71,7 +82,7 @@ def resolve_version(settings: Settings, alias: str | None, version: int | None) 
     Raises:
         PipelineError: the model, alias or version does not exist (with what does).
     """
-    from pipelines.registry import list_versions
+    from pipelines.ml.registry import list_versions
 
     rows = list_versions(settings)
     if not rows:
@@ -136,7 +147,7 @@ def import_model(settings: Settings, row: dict[str, Any]) -> tuple[str, bool]:
     import bentoml
     from bentoml.exceptions import NotFound
 
-    from pipelines.tracking import configure
+    from pipelines.ml.tracking import configure
 
     tag = model_tag(settings, row["version"])
     try:
@@ -171,7 +182,7 @@ def build(settings: Settings, alias: str | None = None, version: int | None = No
             SERVICE,
             version=bento_tag.split(":")[1],
             labels={"model_version": str(row["version"]), "model": tag},
-            include=["bentos/*.py", "bentos/requirements.txt", "pipelines/*.py"],
+            include=list(BENTO_INCLUDE),
             build_ctx=str(REPO),
             args={"model": tag},
         )
@@ -231,8 +242,7 @@ def export_requirements() -> str:
 
 def bento_key(tag: str) -> str:
     """Storage key of an exported Bento archive."""
-    name, version = tag.split(":")
-    return f"bentos/{name}/{version}.bento"
+    return layout.bento_archive(tag)
 
 
 def package(settings: Settings, storage: Storage, version: int) -> dict[str, Any]:
@@ -242,7 +252,7 @@ def package(settings: Settings, storage: Storage, version: int) -> dict[str, Any
 
     import bentoml
 
-    from pipelines.tracking import client as mlflow_client
+    from pipelines.ml.tracking import client as mlflow_client
 
     result = build(settings, version=version)
     # The registry version remembers its Bento: promotion and rollback pin it in GitOps.

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pipelines.features import FeatureConfig
+from pipelines.ml.features import FeatureConfig
 
 CARD_KEY = "mlops_card"
 

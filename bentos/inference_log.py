@@ -22,8 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import keys
-from pipelines.inference import read_inference as read_inference  # re-exported
+from pipelines import layout
 from pipelines.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -165,7 +164,7 @@ class InferenceLog:
         sink = io.BytesIO()
         pq.write_table(table, sink, compression="zstd")
         self.storage.write_bytes(
-            keys.inference(self.env, self.model_version, day, name), sink.getvalue()
+            layout.inference(self.env, self.model_version, day, name), sink.getvalue()
         )
         return int(table.num_rows)
 

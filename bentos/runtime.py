@@ -29,7 +29,7 @@ SERVICE_ENVS: list[dict[str, str]] = [
     {"name": "MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "value": "false"},
 ]
 """One BLAS/OpenMP thread per worker: with more, tail latency collapses on small machines
-(DESIGN.md section 7). Models are skops files, so pickle loading stays off."""
+(docs/architecture.md §7). Models are skops files, so pickle loading stays off."""
 
 
 class ServiceArgs(BaseModel):
@@ -99,7 +99,7 @@ def load_estimator(model: Any) -> Any:
     import yaml
     from threadpoolctl import threadpool_limits
 
-    from pipelines.modeling import SKOPS_TRUSTED_TYPES
+    from pipelines.ml.modeling import SKOPS_TRUSTED_TYPES
 
     threadpool_limits(1)
     # Requests arrive as matrices in the model's column order (checked by the request models).
@@ -129,6 +129,7 @@ class Scorer:
         self.forest = flatten(estimator)
 
     def __call__(self, matrix: Any) -> Any:
+        """P(up) for each row of `matrix` (columns in the model's feature order)."""
         import numpy as np
 
         if self.forest is not None and matrix.shape[0] <= self.SMALL:

@@ -240,7 +240,7 @@ class MarketDirection:
     ) -> KlinePrediction:
         """The latest raw klines of one symbol in; features by the training feature module;
         the prediction for the last bar."""
-        from pipelines.features import compute_features
+        from pipelines.ml.features import compute_features
 
         bars = klines_frame(klines)
         features = compute_features(bars, CARD.config)

@@ -1,4 +1,4 @@
-"""The data.binance.vision layout of USD-M futures daily klines (DESIGN.md section 5)."""
+"""The data.binance.vision layout of USD-M futures daily klines (docs/architecture.md §5)."""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class PipelineError(Exception):
     """An error the CLI prints as one line (no traceback) before exiting non-zero.
@@ -15,3 +17,12 @@ class PipelineError(Exception):
         self.message = message
         self.hint = hint
         super().__init__(f"{message} — {hint}" if hint else message)
+
+
+def describe_validation_error(error: ValidationError, prefix: str = "") -> str:
+    """One line naming each invalid field and why."""
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(x) for x in item["loc"]) or "value"
+        parts.append(f"{prefix}{where}: {item['msg']}")
+    return "invalid " + "; ".join(parts)

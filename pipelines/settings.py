@@ -10,6 +10,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pipelines.intervals import SUPPORTED
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+"""The source tree (``platform/`` manifests, the git commit a model is trained from)."""
+
 
 def split_symbols(value: object) -> list[str]:
     """Accept ``"BTCUSDT,ETHUSDT"`` or a list; upper-case, strip, drop empties."""

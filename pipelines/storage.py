@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+from pipelines import layout
 from pipelines.errors import PipelineError
 
 
@@ -31,7 +32,7 @@ def write_file_atomic(path: Path, data: bytes, tmp_dir: Path | None = None) -> N
 
 
 class Storage(Protocol):
-    """Keys are ``/``-separated paths of the storage layout (DESIGN.md section 4)."""
+    """Keys are ``/``-separated paths of the storage layout (docs/architecture.md §4)."""
 
     url: str
 
@@ -166,7 +167,7 @@ class RoutedStorage:
     """One storage layout over two roots: ``raw/`` and ``quarantine/`` keys (as downloaded, with
     their own retention and storage class) on `raw`, everything else on `main`."""
 
-    RAW_PREFIXES = ("raw/", "quarantine/")
+    RAW_PREFIXES = layout.RAW_PREFIXES
 
     def __init__(self, main: Storage, raw: Storage) -> None:
         self.main, self.raw = main, raw
@@ -189,7 +190,7 @@ class RoutedStorage:
             return self.raw.list(prefix)
         keys = self.main.list(prefix)
         if not prefix:
-            keys = sorted([*keys, *self.raw.list("raw/"), *self.raw.list("quarantine/")])
+            keys = sorted([*keys, *(k for p in self.RAW_PREFIXES for k in self.raw.list(p))])
         return keys
 
     def delete(self, key: str) -> None:

@@ -1,0 +1,1 @@
+"""The CrossGuard policy pack: pure rule functions, evaluated by Pulumi or offline."""

@@ -70,6 +70,7 @@ class Resource:
     config: Mapping[str, Any] = field(default_factory=dict)
 
     def get_config(self) -> Mapping[str, Any]:
+        """The rule's config (as Pulumi's policy API asks for it)."""
         return self.config
 
 
@@ -81,6 +82,7 @@ class StackArgs:
     config: Mapping[str, Any] = field(default_factory=dict)
 
     def get_config(self) -> Mapping[str, Any]:
+        """The rule's config (as Pulumi's policy API asks for it)."""
         return self.config
 
 
@@ -116,6 +118,7 @@ def level_of(rule: Rule, pack_config: Mapping[str, Any]) -> str:
 
 
 def rule_config(rule: Rule, pack_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The rule's config: its schema's defaults overlaid with the pack config's entry for it."""
     own = pack_config.get(rule.name)
     return (
         {k: v for k, v in own.items() if k != "enforcementLevel"}

@@ -1,0 +1,1 @@
+"""The platform's Pulumi program: config model, program, components and offline harness."""

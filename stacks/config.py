@@ -15,8 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-from pipelines.argo import WorkflowSettings
 from pipelines.errors import PipelineError
+from pipelines.orchestration.argo import WorkflowSettings
 
 PROJECT = "mlops-platform"
 STACKS_DIR = Path(__file__).resolve().parent

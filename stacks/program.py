@@ -8,16 +8,16 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from pipelines.argo import render
-from pipelines.dag import PIPELINES, get_pipeline
-from stacks.addons import Addons, AddonsArgs
-from stacks.cluster import Cluster, ClusterArgs
+from pipelines.orchestration.argo import render
+from pipelines.orchestration.dag import PIPELINES, get_pipeline
+from stacks.components.buckets import Storage, StorageArgs
+from stacks.components.cluster import Cluster, ClusterArgs
+from stacks.components.cluster_services import ClusterServices, ClusterServicesArgs
+from stacks.components.database import Database, DatabaseArgs
+from stacks.components.ecr import Registry, RegistryArgs
+from stacks.components.identity import Identity, IdentityArgs, service_accounts
+from stacks.components.network import Network, NetworkArgs
 from stacks.config import StackConfig, parse_stack_config
-from stacks.database import Database, DatabaseArgs
-from stacks.identity import Identity, IdentityArgs, service_accounts
-from stacks.network import Network, NetworkArgs
-from stacks.registry import Registry, RegistryArgs
-from stacks.storage import Storage, StorageArgs
 
 
 def _decode(value: Any) -> Any:
@@ -79,9 +79,12 @@ def build(config: StackConfig) -> dict[str, Any]:
         ),
     )
     crons = [render(get_pipeline(name), config.workflows) for name in PIPELINES]
-    addons = Addons(
-        "platform",
-        AddonsArgs(
+    # Logical name and type were "platform" / "mlops:addons:Addons". No real stack exists yet, so
+    # the rename needs no pulumi.Alias; after a first deploy, a rename must carry
+    # aliases=[pulumi.Alias(name=..., type_=...)] or Pulumi replaces every resource under it.
+    services = ClusterServices(
+        "cluster-services",
+        ClusterServicesArgs(
             config.platform,
             config.env,
             cluster.provider,
@@ -101,8 +104,8 @@ def build(config: StackConfig) -> dict[str, Any]:
         "db_endpoint": database.endpoint,
         "ecr_repository_urls": registry.repository_urls,
         "irsa_role_arns": identity.role_arns,
-        "mlflow_url": addons.mlflow_url,
-        "argocd_server": addons.argocd_server,
+        "mlflow_url": services.mlflow_url,
+        "argocd_server": services.argocd_server,
         "cron_workflows": [c["metadata"]["name"] for c in crons],
     }
 

@@ -11,14 +11,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pipelines.mirror import write_mirror
 from pipelines.settings import Settings
+from pipelines.synthetic.mirror import write_mirror
+
+if TYPE_CHECKING:
+    from stacks.offline.plan import Plan
 
 REPO = Path(__file__).resolve().parent.parent
+# joblib asks `lscpu`/`cat /proc/cpuinfo` for the physical cores unless told: no process needed.
+os.environ.setdefault("LOKY_MAX_CPU_COUNT", str(os.cpu_count() or 1))
 MIRROR_START = date(2024, 3, 1)
 MIRROR_DAYS = 6
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
@@ -106,3 +111,61 @@ def run_cli(
         text=True,
         timeout=600,
     )
+
+
+class StackPlans(dict[str, "Plan"]):
+    """Stack plans (``mlops infra plan`` under mocks) by env, each computed once, on first use.
+
+    ``plans[env]`` is the update-mode plan; ``plans.of(env, preview)`` either mode.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.previews: dict[str, Plan] = {}
+
+    def __missing__(self, env: str) -> Plan:
+        from stacks.offline.plan import plan_stack  # lazily: most tests never plan a stack
+
+        plan = self[env] = plan_stack(env, preview=False)
+        return plan
+
+    def of(self, env: str, preview: bool) -> Plan:
+        """The plan of `env` in preview (True) or update (False) mode."""
+        if not preview:
+            return self[env]
+        if env not in self.previews:
+            from stacks.offline.plan import plan_stack
+
+            self.previews[env] = plan_stack(env, preview=True)
+        return self.previews[env]
+
+
+@pytest.fixture(scope="session")
+def plans() -> StackPlans:
+    """The stacks' plans, shared by every module that inspects them (each env planned once)."""
+    return StackPlans()
+
+
+class ProcessStartedError(RuntimeError):
+    """A test outside the ``integration`` marker tried to start a process."""
+
+
+@pytest.fixture(autouse=True)
+def _fast_lane_starts_no_process(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keep the markers honest: a test not marked ``integration`` may not start a process.
+
+    The fast lane (``pytest -m "not integration"``) is then in-process only by construction; a
+    test that needs a process, a server or a tool binary must say so with the marker.
+    """
+    if request.node.get_closest_marker("integration") is not None:
+        return
+
+    def refuse(self: subprocess.Popen[Any], args: Any, *rest: Any, **kwargs: Any) -> None:
+        raise ProcessStartedError(
+            f"{request.node.nodeid} starts a process ({args!r}); mark it "
+            "@pytest.mark.integration (see README, 'Tests')"
+        )
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)

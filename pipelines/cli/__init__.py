@@ -1,0 +1,57 @@
+"""The ``mlops`` command line (typer + rich): thin commands, one module per group.
+
+mlops quickstart | run | step           the DAG, in-process (cli/run.py)
+mlops data mirror                       the synthetic archive (cli/data.py)
+mlops models list | history             the registry and alias moves (cli/models.py)
+mlops decisions gate | monitor | rollback   promotion and rollback (cli/decisions.py)
+mlops drift report | list               Evidently reports (cli/decisions.py)
+mlops bento build | requirements, mlops serve   packaging and serving (cli/bento.py)
+mlops workflows render | record-exit    Argo CronWorkflows (cli/workflows.py)
+mlops infra plan                        the Pulumi stacks offline (cli/infra.py)
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from pipelines.cli.bento import bento_app, serve
+from pipelines.cli.console import err
+from pipelines.cli.data import data_app
+from pipelines.cli.decisions import decisions_app, drift_app
+from pipelines.cli.infra import infra_app
+from pipelines.cli.models import models_app
+from pipelines.cli.run import quickstart, run, step
+from pipelines.cli.workflows import workflows_app
+from pipelines.errors import PipelineError
+
+app = typer.Typer(
+    help="MLOps platform: Binance USD-M klines -> daily model -> MLflow -> BentoML.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("quickstart")(quickstart)
+app.command("run")(run)
+app.command("step")(step)
+app.command("serve")(serve)
+app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
+app.add_typer(decisions_app, name="decisions")
+app.add_typer(drift_app, name="drift")
+app.add_typer(bento_app, name="bento")
+app.add_typer(workflows_app, name="workflows")
+app.add_typer(infra_app, name="infra")
+
+
+def main() -> None:
+    """Console-script entry point: one clear line and exit 1 on a user-facing error."""
+    try:
+        app()
+    except PipelineError as error:
+        err.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except ValueError as error:  # e.g. a bad symbol list from split_symbols
+        err.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(2)

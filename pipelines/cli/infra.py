@@ -1,0 +1,93 @@
+"""``mlops infra …``: the Pulumi stacks, planned offline under Pulumi's mocks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pipelines.cli.common import JsonFlag
+from pipelines.cli.console import err, out, print_json
+
+infra_app = typer.Typer(
+    help="Pulumi stacks, planned offline under Pulumi's mocks.", no_args_is_help=True
+)
+
+
+@infra_app.command("plan")
+def infra_plan(
+    stack: Annotated[
+        str, typer.Option("--stack", help="dev, staging or prod (stacks/Pulumi.<stack>.yaml).")
+    ],
+    program: Annotated[
+        Path | None, typer.Option(help="Another Pulumi Python program's directory.")
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config-file", help="Stack config file (default: <program>/Pulumi.<stack>.yaml)."
+        ),
+    ] = None,
+    update: Annotated[
+        bool,
+        typer.Option(
+            "--update", help="Mock an update instead of a preview (computed values known)."
+        ),
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Run the Pulumi program in-process under mocks (no CLI, no cloud); list its resources and
+    the policy pack's verdict. Exit 1 on a config error or a mandatory violation."""
+    from stacks.offline.plan import plan_stack  # lazily: pipelines does not import stacks
+
+    with err.status(f"planning stack {stack} under mocks …"):
+        result = plan_stack(stack, program, config_file, preview=not update)
+    policy = result.policy
+    if json_out:
+        print_json(result.document())
+    else:
+        _show_plan(result, stack)
+    if policy.get("mandatory"):
+        err.print(
+            f"[red]error:[/] {policy['mandatory']} mandatory policy violation(s) in stack {stack}"
+        )
+        raise typer.Exit(1)
+
+
+def _show_plan(result: Any, stack: str) -> None:
+    from rich.table import Table
+    from rich.tree import Tree
+
+    from stacks.offline.plan import key_properties
+
+    root = Tree(f"[bold]{stack}[/] ({result.mode}, {len(result.resources)} resources)")
+    nodes: dict[str, Any] = {}
+    for resource in result.resources:
+        parent = nodes.get(resource.parent, root)
+        label = f"{resource.type} [bold]{resource.name}[/]"
+        details = key_properties(resource.inputs)
+        node = parent.add(f"{label} [dim]{details}[/]" if details else label)
+        if not resource.custom:  # only components parent other resources
+            nodes[resource.name] = node
+    out.print(root)
+    out.print(
+        "outputs: "
+        + ", ".join(
+            f"{k}={'[secret]' if k in result.secret_outputs else v}"
+            for k, v in result.outputs.items()
+        ),
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
+    policy = result.policy
+    table = Table(
+        title=f"policies: {policy['mandatory']} mandatory, {policy['advisory']} advisory "
+        f"({policy['skipped_unknown']} checks skipped on unknown values)"
+    )
+    for column in ("rule", "level", "resource", "message"):
+        table.add_column(column)
+    for v in policy["violations"]:
+        table.add_row(v["rule"], v["level"], v["resource"], v["message"])
+    out.print(table)

@@ -1,0 +1,224 @@
+"""``mlops run``, ``mlops step`` and ``mlops quickstart``: the DAG, in-process."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import typer
+
+from pipelines.cli.common import IntervalOpt, JsonFlag, PipelineOpt, SymbolsOpt, load_settings
+from pipelines.cli.console import err, out, print_json, progress_bars
+from pipelines.errors import PipelineError
+
+
+def build_context(
+    run_id: str | None,
+    source: str | None,
+    symbols: str | None,
+    interval: str | None,
+    start: str | None,
+    end: str | None,
+    resume: bool = False,
+) -> Any:
+    """The run's context: stored parameters when it exists, else options over settings."""
+    from pipelines.orchestration.runs import open_run
+
+    options = {
+        "source": source,
+        "symbols": symbols,
+        "interval": interval,
+        "start": start,
+        "end": end,
+    }
+    return open_run(load_settings(), run_id, options, resume=resume)
+
+
+FIGURES: dict[str, tuple[str, ...]] = {
+    "fetch": ("files_downloaded", "files_skipped", "files_missing", "retries"),
+    "validate": ("rows_valid", "rows_quarantined", "rows_duplicate", "missing_bars"),
+    "features": ("rows", "dataset_hash", "reused"),
+    "train": ("train_rows", "mlflow_run_id"),
+    "evaluate": (
+        "metrics.roc_auc",
+        "metrics.log_loss",
+        "metrics.accuracy",
+        "metrics.strategy_return",
+    ),
+    "register": ("version", "aliases"),
+    "package": ("bento", "built"),
+    "gate": ("decision", "record"),
+    "monitor": ("decision", "record"),
+}
+"""What the human-readable summary shows of each step (``--json`` has everything)."""
+
+
+def _figure(step: dict[str, Any], key: str) -> str | None:
+    value: Any = step
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    name = key.split(".")[-1]
+    if isinstance(value, float):
+        return f"{name}={value:.4f}"
+    if isinstance(value, list):
+        return (
+            f"{name}={len(value)}"
+            if name == "files_missing"
+            else f"{name}={','.join(map(str, value))}"
+        )
+    return f"{name}={value}"
+
+
+def show_summary(summary: dict[str, Any]) -> None:
+    """A human-readable run summary on stdout."""
+    from rich.table import Table
+
+    table = Table(title=f"{summary['run_id']} — {summary['status']}")
+    for column in ("step", "status", "seconds", "figures"):
+        table.add_column(column)
+    for name, step in summary["steps"].items():
+        shown = (_figure(step, key) for key in FIGURES.get(name, ()))
+        figures = ", ".join(f for f in shown if f)
+        status = step.get("status", "?") + (" (resumed)" if step.get("resumed") else "")
+        table.add_row(name, status, str(step.get("seconds", "")), figures)
+    out.print(table)
+
+
+def execute(ctx: Any, pipeline: str, until: str | None, resume: bool, json_out: bool) -> None:
+    """Run a pipeline with progress bars; print the summary; exit 1 on failure."""
+    from pipelines.orchestration.dag import get_pipeline
+    from pipelines.orchestration.runner import run_pipeline
+
+    def report(step: str, event: str) -> None:
+        err.print(f"[dim]{step}: {event}[/]")
+
+    steps = get_pipeline(pipeline).steps
+    # Libraries that print go to stderr: stdout carries only our result (one JSON document).
+    with progress_bars() as bars, contextlib.redirect_stdout(sys.stderr):
+        ctx.progress = bars
+        summary = run_pipeline(ctx, steps, until=until, resume=resume, report=report)
+    summary["pipeline"] = pipeline
+    if json_out:
+        print_json(summary)
+    else:
+        show_summary(summary)
+    if summary["status"] != "succeeded":
+        err.print(f"[red]error:[/] {summary['error']}\n  resume with: {summary['resume']}")
+        raise typer.Exit(1)
+
+
+def run(
+    source: Annotated[
+        str | None,
+        typer.Option(help="Archive root: https://, http:// or file://. (env MLOPS_SOURCE_URL)"),
+    ] = None,
+    symbols: SymbolsOpt = None,
+    interval: IntervalOpt = None,
+    start: Annotated[
+        str | None,
+        typer.Option(help="First day (YYYY-MM-DD). Default: MLOPS_LOOKBACK_DAYS before --end."),
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(help="Last day (YYYY-MM-DD). Default: yesterday, UTC.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Stop after this step (and what it needs).")
+    ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            help="Resume RUN_ID: keep steps that succeeded on the same inputs, re-run the rest."
+        ),
+    ] = None,
+    pipeline: PipelineOpt = "training",
+    plan_only: Annotated[
+        bool, typer.Option("--plan", help="Print the DAG and each step's command; run nothing.")
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Run a pipeline's DAG locally, in-process (default: training)."""
+    from pipelines.orchestration.dag import get_pipeline, plan
+
+    ctx = build_context(resume, source, symbols, interval, start, end, resume=resume is not None)
+    if plan_only:
+        params = ctx.params.model_dump(mode="json")
+        document = plan(
+            get_pipeline(pipeline), ctx.run_id, {**params, "symbols": ",".join(ctx.params.symbols)}
+        )
+        if json_out:
+            print_json(document)
+        else:
+            for item in document["steps"]:
+                needs = f" (after {', '.join(item['needs'])})" if item["needs"] else ""
+                out.print(
+                    f"[bold]{item['name']}[/]{needs}: {' '.join(item['command'])}", soft_wrap=True
+                )
+        return
+    execute(ctx, pipeline, until, resume is not None, json_out)
+
+
+def step(
+    name: Annotated[str, typer.Argument(help="Step to run, e.g. fetch or validate.")],
+    run_id: Annotated[
+        str,
+        typer.Option("--run-id", help="Run the step belongs to (Argo passes {{workflow.name}})."),
+    ],
+    source: Annotated[
+        str | None, typer.Option(help="Archive root; must agree with the run's.")
+    ] = None,
+    symbols: SymbolsOpt = None,
+    interval: IntervalOpt = None,
+    start: Annotated[
+        str | None, typer.Option(help="First day; empty = default (a new run only).")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(help="Last day; empty = default (a new run only).")
+    ] = None,
+    pipeline: PipelineOpt = "training",
+    json_out: JsonFlag = False,
+) -> None:
+    """Run one step of a run — what each Argo container executes."""
+    from pipelines.orchestration.dag import get_pipeline, upstream
+    from pipelines.orchestration.runner import run_step, save_params, stored_result
+
+    ctx = build_context(run_id, source, symbols, interval, start, end)
+    target = upstream(get_pipeline(pipeline).steps, name)[-1]
+    for need in target.needs:
+        previous = stored_result(ctx, need)
+        if not previous or previous.get("status") != "succeeded":
+            raise PipelineError(
+                f"step {name} needs {need}, which has not succeeded in run {run_id}",
+                f"run: mlops step {need} --run-id {run_id}",
+            )
+    save_params(ctx)
+    with progress_bars() as bars, contextlib.redirect_stdout(sys.stderr):
+        ctx.progress = bars
+        result = run_step(ctx, target)
+    if json_out:
+        print_json({"run_id": run_id, "step": name, **result})
+    else:
+        out.print(f"{name}: {result['status']} in {result['seconds']}s")
+
+
+def quickstart(
+    json_out: JsonFlag = False,
+    days: Annotated[int, typer.Option(min=1, help="Days of synthetic data.")] = 60,
+) -> None:
+    """The embedded default: write a synthetic mirror under $MLOPS_HOME/mirror, then run on it."""
+    from pipelines.synthetic.mirror import write_mirror
+
+    settings = load_settings()
+    root = settings.home / "mirror"
+    end = datetime.now(UTC).date() - timedelta(days=1)
+    first = end - timedelta(days=days - 1)
+    with progress_bars() as bars:
+        advance = bars("mirror", days * len(settings.symbols))
+        write_mirror(root, settings.symbols, settings.interval, first, days, on_file=advance)
+    ctx = build_context(
+        None, root.resolve().as_uri(), None, None, first.isoformat(), end.isoformat()
+    )
+    execute(ctx, "training", None, False, json_out)

@@ -1,0 +1,1 @@
+"""Ingestion: the archive over HTTP(S) or files → verified ``raw/`` → validated ``curated/``."""

@@ -1,0 +1,116 @@
+"""The decision ledger: one append-only JSON record per gate, monitor and rollback decision,
+under ``decisions/{env}/{timestamp}-{kind}.json``. Nothing is ever rewritten."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from pipelines import layout
+from pipelines.storage import Storage
+
+Kind = Literal["gate", "monitor", "rollback"]
+
+
+class Decision(BaseModel):
+    """What was decided, from what evidence, and what changed."""
+
+    kind: Kind
+    env: str
+    model_name: str
+    decision: str
+    """``promote``, ``reject``, ``rollback``, ``hold`` or ``failed``."""
+    reasons: list[str]
+    decision_id: str
+    """Identity of the question decided (kind, env, versions, data): the same question asked
+    again finds this record instead of acting twice."""
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    thresholds: dict[str, Any] = Field(default_factory=dict)
+    reports: list[str] = Field(default_factory=list)
+    aliases_before: dict[str, int] = Field(default_factory=dict)
+    aliases_after: dict[str, int] = Field(default_factory=dict)
+    gitops_commit: str | None = None
+    gitops_pin: str | None = None
+    run_id: str | None = None
+    started_at: str
+    decided_at: str = ""
+    key: str = ""
+    """Storage key of the record (set when written)."""
+
+
+def decision_id(*parts: object) -> str:
+    """16 hex digits identifying a decision's question."""
+    return hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:16]
+
+
+def now_iso() -> str:
+    """UTC now, ISO 8601 with milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def reserve_key(storage: Storage, env: str, kind: str) -> str:
+    """A fresh record key: ``decisions/{env}/{UTC timestamp}-{kind}.json`` (never an existing
+    one, so a record is never overwritten)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    n = 1
+    while storage.exists(key := layout.decision(env, stamp, kind, n)):
+        n += 1
+    return key
+
+
+def write(storage: Storage, record: Decision) -> Decision:
+    """Append `record` (at its reserved key, or a new one) and return it as written."""
+    if not record.key:
+        record = record.model_copy(update={"key": reserve_key(storage, record.env, record.kind)})
+    if storage.exists(record.key):
+        raise FileExistsError(f"decision record {record.key} exists; records are append-only")
+    if not record.decided_at:
+        record = record.model_copy(update={"decided_at": now_iso()})
+    storage.write_bytes(record.key, record.model_dump_json(indent=2).encode())
+    return record
+
+
+def read_all(storage: Storage, env: str) -> list[Decision]:
+    """Every record of `env`, oldest first."""
+    return [
+        Decision.model_validate_json(storage.read_bytes(key))
+        for key in storage.list(layout.decisions_prefix(env))
+        if key.endswith(".json")
+    ]
+
+
+def find(storage: Storage, env: str, identity: str) -> Decision | None:
+    """The latest record answering the question `identity` (ignoring failed attempts)."""
+    matches = [
+        d for d in read_all(storage, env) if d.decision_id == identity and d.decision != "failed"
+    ]
+    return matches[-1] if matches else None
+
+
+def alias_history(storage: Storage, env: str) -> list[dict[str, Any]]:
+    """Alias moves over time, from the ledger: one row per record that changed an alias."""
+    rows = []
+    for record in read_all(storage, env):
+        moved = {
+            alias: {"from": record.aliases_before.get(alias), "to": record.aliases_after.get(alias)}
+            for alias in sorted(set(record.aliases_before) | set(record.aliases_after))
+            if record.aliases_before.get(alias) != record.aliases_after.get(alias)
+        }
+        if moved or record.decision in ("promote", "rollback"):
+            rows.append(
+                {
+                    "when": record.decided_at,
+                    "kind": record.kind,
+                    "decision": record.decision,
+                    "moves": moved,
+                    "gitops_commit": record.gitops_commit,
+                    "record": record.key,
+                    "reasons": record.reasons,
+                }
+            )
+    return rows

@@ -1,0 +1,287 @@
+"""The live monitor (hourly on the cluster, ``mlops decisions monitor`` by hand).
+
+Joins the champion's inference log with realized outcomes computed from freshly curated klines
+(the label of a logged bar is known `horizon` bars later), judges live quality per window of
+``monitor_window_hours`` against the champion's recorded evaluation, and reports drift of the
+live features against the champion's training rows (Evidently). It rolls back — ``champion`` ←
+``previous``, the env's GitOps pin with it — only when the latest ``monitor_windows`` judged
+windows are all degraded: one noisy window never triggers it. Every run is a ledger record.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from pipelines.data.bars import load_curated, prepare_bars
+from pipelines.decisions import ledger
+from pipelines.decisions.inference import read_inference
+from pipelines.decisions.ledger import Decision
+from pipelines.decisions.promotion import current_aliases, rollback
+from pipelines.ml.dataset import read_dataset
+from pipelines.ml.features import compute_labels
+from pipelines.ml.tracking import client as mlflow_client
+from pipelines.settings import Settings
+from pipelines.storage import Storage
+
+
+def realized_outcomes(
+    storage: Storage,
+    symbols: list[str],
+    source_interval: str,
+    model_interval: str,
+    horizon: int,
+    first: pd.Timestamp,
+    last: pd.Timestamp,
+) -> pd.DataFrame:
+    """``symbol, open_time, label`` for every bar whose outcome is known by now."""
+    frames = []
+    for symbol in symbols:
+        bars = load_curated(
+            storage, symbol, source_interval, first.date(), (last + timedelta(days=2)).date()
+        )
+        if bars.empty:
+            continue
+        bars = prepare_bars(bars, source_interval, model_interval).reset_index(drop=True)
+        labels = compute_labels(bars, horizon)
+        frame = pd.DataFrame(
+            {"symbol": symbol, "open_time": bars["open_time"], "label": labels["label"]}
+        )
+        frames.append(frame.dropna(subset=["label"]))
+    if not frames:
+        return pd.DataFrame(columns=["symbol", "open_time", "label"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def judge_windows(
+    joined: pd.DataFrame, hours: float, min_rows: int, recorded_auc: float, max_drop: float
+) -> list[dict[str, Any]]:
+    """Per window of predictions (by bar time): rows, live ROC-AUC, and whether it is judged
+    (enough rows, both classes) and degraded (below the recorded AUC by more than `max_drop`)."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    if joined.empty:
+        return []
+    width = pd.Timedelta(hours=hours)
+    epoch = pd.Timestamp(0, tz="UTC")
+    starts = epoch + ((joined["open_time"] - epoch) // width) * width
+    windows = []
+    for start, rows in joined.groupby(starts, sort=True):
+        y = rows["label"].to_numpy(dtype=int)
+        p = rows["probability_up"].to_numpy(dtype=float)
+        judged = bool(len(rows) >= min_rows and y.min() != y.max())
+        auc = float(roc_auc_score(y, p)) if y.min() != y.max() else None
+        windows.append(
+            {
+                "start": str(start),
+                "end": str(start + width),
+                "rows": len(rows),
+                "roc_auc": auc,
+                "log_loss": float(log_loss(y, p, labels=[0, 1])),
+                "judged": judged,
+                "degraded": bool(judged and auc is not None and auc < recorded_auc - max_drop),
+            }
+        )
+    return windows
+
+
+def trailing_degraded(windows: list[dict[str, Any]]) -> int:
+    """How many of the latest judged windows in a row are degraded."""
+    count = 0
+    for window in reversed([w for w in windows if w["judged"]]):
+        if not window["degraded"]:
+            break
+        count += 1
+    return count
+
+
+def monitor(settings: Settings, storage: Storage, run_id: str | None = None) -> MonitorResult:
+    """Judge the serving champion on live evidence; roll back after N degraded windows."""
+    client = mlflow_client(settings)
+    name, env = settings.model_name, settings.env
+    aliases = current_aliases(client, name)
+    champion = aliases.get("champion")
+    started = ledger.now_iso()
+    if champion is None:
+        return MonitorResult(decision="hold", reasons=[f"{name} has no champion yet"], record=None)
+    tags = client.get_model_version(name, str(champion)).tags or {}
+    recorded = json.loads(tags.get("eval_metrics", "{}")).get("roc_auc")
+    features = tags.get("features", "").split(",")
+    horizon = int(tags.get("horizon", settings.horizon))
+    interval = tags.get("interval", settings.model_interval or settings.interval)
+    log = read_inference(storage, env, str(champion)).to_pandas()
+    thresholds = {
+        "window_hours": settings.monitor_window_hours,
+        "windows": settings.monitor_windows,
+        "max_auc_drop": settings.monitor_max_auc_drop,
+        "min_rows": settings.monitor_min_rows,
+        "recorded_roc_auc": recorded,
+    }
+    keyed = (
+        log.dropna(subset=["symbol", "open_time"])
+        if {"symbol", "open_time"} <= set(log.columns)
+        else pd.DataFrame()
+    )
+    windows: list[dict[str, Any]] = []
+    reports: list[str] = []
+    metrics: dict[str, Any] = {"logged_rows": len(log), "keyed_rows": len(keyed)}
+    if not keyed.empty and recorded is not None:
+        # a bar predicted more than once: the latest answer is the one that stands
+        keyed = keyed.sort_values("timestamp", kind="stable").drop_duplicates(
+            ["symbol", "open_time"], keep="last"
+        )
+        outcomes = realized_outcomes(
+            storage,
+            sorted(keyed["symbol"].unique()),
+            settings.interval,
+            interval,
+            horizon,
+            keyed["open_time"].min(),
+            keyed["open_time"].max(),
+        )
+        joined = keyed.merge(outcomes, on=["symbol", "open_time"], how="inner")
+        metrics["joined_rows"] = len(joined)
+        windows = judge_windows(
+            joined,
+            settings.monitor_window_hours,
+            settings.monitor_min_rows,
+            float(recorded),
+            settings.monitor_max_auc_drop,
+        )
+        reports = _reports(settings, storage, joined, windows, tags, features, str(champion))
+    degraded = trailing_degraded(windows)
+    metrics.update({"windows": windows, "trailing_degraded": degraded})
+    last = windows[-1]["start"] if windows else None
+    identity = ledger.decision_id("monitor", env, name, champion, last, len(windows), degraded)
+    if (done := ledger.find(storage, env, identity)) is not None:
+        return _result(done, reused=True)
+    judged = sum(1 for w in windows if w["judged"])
+    if degraded >= settings.monitor_windows:
+        reasons = [
+            f"live ROC-AUC below {recorded:.4f} - {settings.monitor_max_auc_drop} in the last "
+            f"{degraded} judged windows (limit {settings.monitor_windows}): roll back"
+        ]
+        record = rollback(
+            settings,
+            storage,
+            reasons=reasons,
+            kind="monitor",
+            extra={
+                "metrics": metrics,
+                "thresholds": thresholds,
+                "reports": reports,
+                "run_id": run_id,
+            },
+        )
+        return _result(record)
+    reasons = [
+        f"{judged} judged window(s); the latest {degraded} degraded "
+        f"(rollback after {settings.monitor_windows} in a row): hold"
+    ]
+    if recorded is None:
+        reasons = [f"version {champion} has no recorded ROC-AUC to compare with: hold"]
+    elif keyed.empty:
+        reasons = ["no logged predictions with symbol and open_time yet: hold"]
+    record = Decision(
+        kind="monitor",
+        env=env,
+        model_name=name,
+        decision="hold",
+        reasons=reasons,
+        decision_id=identity,
+        inputs={"champion": champion, "previous": aliases.get("previous")},
+        metrics=metrics,
+        thresholds=thresholds,
+        reports=reports,
+        aliases_before=aliases,
+        aliases_after=aliases,
+        run_id=run_id,
+        started_at=started,
+    )
+    return _result(ledger.write(storage, record))
+
+
+def _reports(
+    settings: Settings,
+    storage: Storage,
+    joined: pd.DataFrame,
+    windows: list[dict[str, Any]],
+    tags: dict[str, str],
+    features: list[str],
+    version: str,
+) -> list[str]:
+    """Evidently: live quality of the latest judged window, and drift of its features against
+    the champion's training rows."""
+    from pipelines.reports.drift import data_drift, drift_features
+    from pipelines.reports.quality import quality_report
+
+    judged = [w for w in windows if w["judged"]]
+    if not judged:
+        return []
+    start = pd.Timestamp(judged[-1]["start"])
+    end = pd.Timestamp(judged[-1]["end"])
+    latest = joined[(joined["open_time"] >= start) & (joined["open_time"] < end)]
+    common = {
+        "storage": storage,
+        "env": settings.env,
+        "model_version": version,
+        "workspace": settings.home / "evidently",
+        "project": f"{settings.model_name}-{settings.env}",
+    }
+    quality = quality_report(
+        latest.assign(label=latest["label"].astype(int)),
+        metadata={"window": [str(start), str(end)]},
+        **common,  # type: ignore[arg-type]
+    )
+    out = [quality.prefix]
+    prefix = tags.get("dataset_prefix")
+    if prefix and storage.exists(f"{prefix}/labelled.parquet"):
+        rows = read_dataset(storage, prefix)
+        reference = rows[
+            rows["open_time"] < pd.Timestamp(tags.get("eval_start", rows["open_time"].max()))
+        ]
+        names = [f for f in drift_features(features) if f in latest.columns]
+        if names and len(reference) and np.all([latest[f].notna().any() for f in names]):
+            drift = data_drift(
+                reference,
+                latest,
+                names,
+                kind="live_drift",
+                drift_share=settings.gate_max_drift_share,
+                method=settings.drift_method or None,
+                column_threshold=settings.drift_threshold,
+                metadata={"window": [str(start), str(end)]},
+                **common,  # type: ignore[arg-type]
+            )
+            out.append(drift.prefix)
+    return out
+
+
+class MonitorResult(BaseModel):
+    """The monitor step's result: hold or rollback, its reasons and where its evidence is."""
+
+    decision: str
+    reasons: list[str]
+    record: str | None
+    """The ledger record's key (None when there is nothing to judge yet)."""
+    reports: list[str] = []
+    gitops_commit: str | None = None
+    aliases: dict[str, int] = {}
+    reused: bool = False
+
+
+def _result(record: Decision, reused: bool = False) -> MonitorResult:
+    return MonitorResult(
+        decision=record.decision,
+        reasons=record.reasons,
+        record=record.key,
+        reports=record.reports,
+        gitops_commit=record.gitops_commit,
+        aliases=record.aliases_after or record.aliases_before,
+        reused=reused,
+    )

@@ -1,0 +1,175 @@
+"""Alias moves and the GitOps pin as one transaction, recorded in the ledger.
+
+Order: reserve the record's key → move the aliases → commit the new pin (message names the
+record) → write the record. If an alias move fails, the moves made are undone and nothing is
+committed; if the commit fails, the aliases go back to where they were. Either way a ``failed``
+record says what happened, and the error reaches the caller (the step can be re-run).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipelines.decisions import ledger
+from pipelines.decisions.gitops import GitOpsRepo
+from pipelines.decisions.ledger import Decision
+from pipelines.errors import PipelineError
+from pipelines.ml.tracking import client as mlflow_client
+from pipelines.settings import Settings
+from pipelines.storage import Storage
+
+ALIASES = ("champion", "challenger", "previous")
+
+
+def repo_of(settings: Settings) -> GitOpsRepo:
+    """The GitOps working copy the settings name."""
+    return GitOpsRepo(settings.gitops_path, settings.gitops_branch, settings.gitops_remote)
+
+
+def current_aliases(client: Any, name: str) -> dict[str, int]:
+    """alias → version of the registered model."""
+    return {a: int(v) for a, v in client.get_registered_model(name).aliases.items()}
+
+
+def set_aliases(client: Any, name: str, wanted: dict[str, int | None]) -> None:
+    """Point each alias at its version (None: remove the alias)."""
+    for alias, version in wanted.items():
+        if version is None:
+            if alias in current_aliases(client, name):
+                client.delete_registered_model_alias(name, alias)
+        else:
+            client.set_registered_model_alias(name, alias, str(version))
+
+
+def bento_of(client: Any, name: str, version: int) -> str:
+    """The Bento version (image tag) built for a registry version, from its ``bento`` tag.
+
+    Raises:
+        PipelineError: the version was never packaged.
+    """
+    tags = client.get_model_version(name, str(version)).tags or {}
+    if "bento" not in tags:
+        raise PipelineError(
+            f"{name} version {version} has no Bento", f"run: mlops bento build --version {version}"
+        )
+    return str(tags["bento"]).split(":", 1)[1]
+
+
+def apply(
+    settings: Settings,
+    storage: Storage,
+    record: Decision,
+    moves: dict[str, int | None],
+    pin: str | None,
+    message: str,
+) -> Decision:
+    """Move aliases and pin `pin` (a Bento version) for the env, all or nothing; write `record`.
+
+    `message` may hold ``{record}``, replaced by the record's storage key.
+    """
+    client = mlflow_client(settings)
+    name = settings.model_name
+    repo = repo_of(settings)
+    before = current_aliases(client, name)
+    record = record.model_copy(
+        update={
+            "key": ledger.reserve_key(storage, record.env, record.kind),
+            "aliases_before": before,
+            "gitops_pin": pin,
+        }
+    )
+    restore = {a: before.get(a) for a in moves}
+    try:
+        set_aliases(client, name, moves)
+    except Exception as error:
+        set_aliases(client, name, restore)
+        _failed(storage, record, f"moving aliases failed and was undone: {error}")
+        raise PipelineError(f"{record.kind}: moving aliases failed (undone): {error}") from error
+    try:
+        commit = repo.pin(record.env, pin, message.format(record=record.key)) if pin else None
+    except Exception as error:
+        set_aliases(client, name, restore)
+        _failed(storage, record, f"GitOps commit failed; aliases moved back: {error}")
+        raise PipelineError(
+            f"{record.kind}: the GitOps commit failed, aliases moved back: {error}",
+            "fix the GitOps repository, then re-run (the decision is re-made)",
+        ) from error
+    after = current_aliases(client, name)
+    return ledger.write(
+        storage,
+        record.model_copy(
+            update={
+                "aliases_after": after,
+                "gitops_commit": commit or (repo.head() if pin else None),
+            }
+        ),
+    )
+
+
+def _failed(storage: Storage, record: Decision, reason: str) -> None:
+    ledger.write(
+        storage,
+        record.model_copy(
+            update={
+                "decision": "failed",
+                "reasons": [*record.reasons, reason],
+                "key": "",
+            }
+        ),
+    )
+
+
+def rollback(
+    settings: Settings,
+    storage: Storage,
+    to: int | None = None,
+    reasons: list[str] | None = None,
+    kind: ledger.Kind = "rollback",
+    extra: dict[str, Any] | None = None,
+) -> Decision:
+    """``champion`` ← `to` (default: ``previous``), ``previous`` cleared; the env's overlay pins
+    that version's Bento. Recorded; idempotent when `to` already serves."""
+    client = mlflow_client(settings)
+    name = settings.model_name
+    aliases = current_aliases(client, name)
+    target = to if to is not None else aliases.get("previous")
+    if target is None:
+        raise PipelineError(
+            f"{name} has no 'previous' version to roll back to", "pass --to VERSION"
+        )
+    repo = repo_of(settings)
+    with repo.lock():
+        repo.ensure()
+        pin = bento_of(client, name, target)
+        record = Decision(
+            kind=kind,
+            env=settings.env,
+            model_name=name,
+            decision="rollback",
+            reasons=reasons or [f"by hand: champion back to version {target}"],
+            decision_id=ledger.decision_id(
+                kind, settings.env, name, aliases.get("champion"), target
+            ),
+            inputs={"from": aliases.get("champion"), "to": target},
+            started_at=ledger.now_iso(),
+            **(extra or {}),
+        )
+        if aliases.get("champion") == target and repo.pinned(settings.env) == pin:
+            return ledger.write(
+                storage,
+                record.model_copy(
+                    update={
+                        "decision": "hold",
+                        "reasons": [f"version {target} already serves; nothing to roll back"],
+                        "aliases_before": aliases,
+                        "aliases_after": aliases,
+                    }
+                ),
+            )
+        message = (
+            f"rollback: {name} v{aliases.get('champion')} -> v{target} in {settings.env} "
+            "(decision {record})"
+        )
+        return apply(
+            settings, storage, record, {"champion": target, "previous": None}, pin, message
+        )

@@ -1,0 +1,127 @@
+"""The storage layout: every key family, the same on a local directory and on an S3 bucket.
+
+Nothing else in the code spells a storage key; the S3 lifecycle rules of the stack are checked
+against the prefixes named here (``PREFIXES``).
+
+    raw/klines/{symbol}/{interval}/{symbol}-{interval}-{date}.zip[.CHECKSUM]  as downloaded
+    quarantine/klines/{symbol}/{interval}/{date}.csv                         rejected rows
+    curated/klines/{interval}/symbol={symbol}/date={date}/part-0.parquet     clean bars
+    features/{interval}/{dataset_hash}/{labelled,scoring}.parquet, manifest.json
+    runs/{run_id}/params.json, steps/{step}.json, exit.json
+    bentos/{name}/{version}.bento                                            exported Bentos
+    inference/{env}/{model_version}/{date}/{batch}.parquet                   serving log
+    reports/{env}/{kind}/{timestamp}/report.{html,json}, summary.json        Evidently
+    decisions/{env}/{timestamp}[-{n}]-{kind}.json                            the ledger
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pipelines.archive import zip_name
+
+RAW = "raw/"
+QUARANTINE = "quarantine/"
+CURATED = "curated/"
+FEATURES = "features/"
+RUNS = "runs/"
+BENTOS = "bentos/"
+INFERENCE = "inference/"
+REPORTS = "reports/"
+DECISIONS = "decisions/"
+PREFIXES = (RAW, QUARANTINE, CURATED, FEATURES, RUNS, BENTOS, INFERENCE, REPORTS, DECISIONS)
+"""Every top-level prefix the platform writes."""
+RAW_PREFIXES = (RAW, QUARANTINE)
+"""The prefixes that may live in a separate raw bucket (``MLOPS_RAW_STORAGE_URL``)."""
+
+
+def raw_zip(symbol: str, interval: str, day: date) -> str:
+    """Verified archive zip, as downloaded."""
+    return f"{RAW}klines/{symbol}/{interval}/{zip_name(symbol, interval, day)}"
+
+
+def raw_checksum(symbol: str, interval: str, day: date) -> str:
+    """The ``.CHECKSUM`` the zip was verified against, kept beside it."""
+    return raw_zip(symbol, interval, day) + ".CHECKSUM"
+
+
+def quarantine(symbol: str, interval: str, day: date) -> str:
+    """Rejected rows of one day, each with its reason."""
+    return f"{QUARANTINE}klines/{symbol}/{interval}/{day.isoformat()}.csv"
+
+
+def curated(symbol: str, interval: str, day: date) -> str:
+    """Clean, typed, deduplicated bars of one symbol and day."""
+    return f"{CURATED}klines/{interval}/symbol={symbol}/date={day.isoformat()}/part-0.parquet"
+
+
+def dataset(interval: str, dataset_hash: str) -> str:
+    """Prefix of one content-addressed dataset (``labelled.parquet``, ``scoring.parquet``,
+    ``manifest.json``, written last)."""
+    return f"{FEATURES}{interval}/{dataset_hash}"
+
+
+def run_params(run_id: str) -> str:
+    """Parameters a run was started with (read by every step of that run)."""
+    return f"{RUNS}{run_id}/params.json"
+
+
+def step_result(run_id: str, step: str) -> str:
+    """What one step of a run produced (its part of the run summary)."""
+    return f"{RUNS}{run_id}/steps/{step}.json"
+
+
+def run_exit(run_id: str) -> str:
+    """How a cluster run ended (the Argo exit handler's record)."""
+    return f"{RUNS}{run_id}/exit.json"
+
+
+def bento_archive(tag: str) -> str:
+    """Exported Bento archive of ``name:version``."""
+    name, version = parse_bento_tag(tag)
+    return f"{BENTOS}{name}/{version}.bento"
+
+
+def parse_bento_tag(tag: str) -> tuple[str, str]:
+    """``("market-direction", "v3-abc123")`` from ``market-direction:v3-abc123``.
+
+    Raises:
+        ValueError: if `tag` is not ``name:version`` with both parts non-empty.
+    """
+    name, sep, version = tag.partition(":")
+    if not sep or not name or not version or ":" in version:
+        raise ValueError(f"Bento tag {tag!r} is not NAME:VERSION")
+    return name, version
+
+
+def inference_prefix(env: str, model_version: str | None = None) -> str:
+    """Prefix of the inference log of `env` (optionally of one model version)."""
+    return f"{INFERENCE}{env}/" + (f"{model_version}/" if model_version else "")
+
+
+def inference(env: str, model_version: str, day: date, name: str) -> str:
+    """One batch of logged predictions (what the server saw and said)."""
+    return f"{inference_prefix(env, model_version)}{day.isoformat()}/{name}"
+
+
+def reports_prefix(env: str | None = None, kind: str | None = None) -> str:
+    """Prefix of the reports of `env` (and `kind`), or of all reports."""
+    if env is None:
+        return REPORTS
+    return f"{REPORTS}{env}/" + (f"{kind}/" if kind else "")
+
+
+def report(env: str, kind: str, stamp: str) -> str:
+    """Prefix of one report (Evidently's HTML and JSON and our ``summary.json``)."""
+    return f"{reports_prefix(env, kind)}{stamp}"
+
+
+def decisions_prefix(env: str) -> str:
+    """Prefix of the decision ledger of `env`."""
+    return f"{DECISIONS}{env}/"
+
+
+def decision(env: str, stamp: str, kind: str, n: int = 1) -> str:
+    """Key of one ledger record; ``n`` > 1 disambiguates records of the same instant."""
+    suffix = f"-{n}" if n > 1 else ""
+    return f"{decisions_prefix(env)}{stamp}{suffix}-{kind}.json"

@@ -1,0 +1,1 @@
+"""Curated bars → dataset → model → MLflow registry → Bento (through the packaging adapter)."""

@@ -1,0 +1,59 @@
+"""The one adapter through which ``pipelines`` reaches ``bentos`` (the package step and the
+``mlops bento`` commands): imported lazily, so the pipeline image's CLI starts fast and the
+dependency stays one declared edge (checked by the import contract in ``pyproject.toml``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+from pipelines.settings import Settings
+from pipelines.storage import Storage
+
+if TYPE_CHECKING:
+    from bentos.build import BuildResult
+
+
+class PackageResult(BaseModel):
+    """The package step's result: the Bento built for the version and where it was exported."""
+
+    bento: str
+    """``market-direction:v<version>-<code digest>``: what the GitOps pin names."""
+    model: str
+    model_version: int
+    aliases: list[str]
+    imported: bool
+    built: bool
+    archive: str
+    """Storage URL of the exported ``.bento`` archive."""
+
+
+def build_bento(settings: Settings, alias: str | None, version: int | None) -> BuildResult:
+    """Import a registry version into BentoML and build its Bento (idempotent)."""
+    from bentos.build import build
+
+    return build(settings, alias, version)
+
+
+def find_bento(settings: Settings, alias: str | None, version: int | None) -> str:
+    """The tag of the built Bento of a registry version."""
+    from bentos.build import find_bento as find
+
+    return find(settings, alias, version)
+
+
+def export_requirements() -> tuple[Path, str]:
+    """``(path, fresh text)`` of the serving image's pinned requirements, from ``uv.lock``."""
+    from bentos.build import export_requirements as export
+    from bentos.runtime import REQUIREMENTS
+
+    return REQUIREMENTS, export()
+
+
+def package(settings: Settings, storage: Storage, version: int) -> PackageResult:
+    """The package step: build the version's Bento and export it to storage."""
+    from bentos.build import package as package_bento
+
+    return PackageResult.model_validate(package_bento(settings, storage, version))

@@ -1,0 +1,89 @@
+"""MLflow wiring: local sqlite default, a real server when MLFLOW_TRACKING_URI says so."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import Any
+
+from pipelines.settings import REPO_ROOT, Settings
+
+
+def tracking_uri(settings: Settings) -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///$MLOPS_HOME/mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{settings.home.resolve()}/mlflow.db"
+
+
+def configure(settings: Settings) -> str:
+    """Point MLflow at the tracking store and make sure the experiment exists.
+
+    Returns the experiment id. A local store keeps artifacts under ``$MLOPS_HOME/mlartifacts``
+    (MLflow would otherwise put them in ``./mlruns`` of whatever the current directory is); a
+    server decides its own artifact location.
+    """
+    # No telemetry call-home: the machines have no internet, and runs must not wait on DNS.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # With a server URI MLflow prints "View run … at …" on stdout, which `--json` reserves.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    import mlflow
+
+    quiet_mlflow()
+    from_user = "MLFLOW_TRACKING_URI" in os.environ
+    uri = tracking_uri(settings)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    if not from_user:
+        # mlflow.set_*_uri also export MLFLOW_*_URI; keep the environment meaning "what the user
+        # chose", or every later configure (and child process) would inherit this local store.
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        os.environ.pop("MLFLOW_REGISTRY_URI", None)
+    existing = mlflow.get_experiment_by_name(settings.experiment)
+    if existing is not None:
+        experiment_id: str = existing.experiment_id
+    else:
+        location = None
+        if uri.startswith("sqlite:"):
+            location = (settings.home.resolve() / "mlartifacts").as_uri()
+        experiment_id = mlflow.create_experiment(settings.experiment, artifact_location=location)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def quiet_mlflow() -> None:
+    """Keep MLflow's chatter out of our progress output (its real warnings still show)."""
+    import logging
+    import warnings
+
+    for name, level in {
+        "mlflow.store.db.utils": logging.WARNING,  # "Creating initial MLflow database tables..."
+        "mlflow.utils.environment": logging.ERROR,  # "Failed to resolve … pip version" (uv venv)
+        "mlflow.utils.uv_utils": logging.WARNING,  # "Detected uv project"
+        "alembic": logging.WARNING,
+    }.items():
+        logging.getLogger(name).setLevel(level)
+    # Our dataset source is a storage URL; MLflow finds two equal readings of it and says so.
+    warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+    # The label is an int column of the logged dataset; it never has missing values.
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+
+
+def git_commit() -> str:
+    """The commit of the code that runs: ``MLOPS_GIT_COMMIT`` (set in images), else ``git``."""
+    if commit := os.environ.get("MLOPS_GIT_COMMIT"):
+        return commit
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
+
+
+def client(settings: Settings) -> Any:
+    """An MlflowClient on the configured store."""
+    configure(settings)
+    from mlflow import MlflowClient
+
+    return MlflowClient()

@@ -1,0 +1,180 @@
+"""The local executor: runs a pipeline's steps in-process, in dependency order.
+
+Independent steps run in parallel (bounded); failures other than a `PipelineError` (a verdict
+about the inputs) are retried with exponential backoff; every step's result is recorded in
+storage with a digest of its inputs, so ``--resume`` skips exactly the steps that already
+succeeded on the same inputs and re-runs from the first one that did not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+from pipelines import layout
+from pipelines.errors import PipelineError
+from pipelines.orchestration.context import StepContext
+from pipelines.orchestration.dag import Step, lint, upstream
+
+Reporter = Callable[[str, str], None]
+"""Called with (step name, event): started/succeeded/failed/resumed/retrying."""
+
+VOLATILE = ("seconds", "attempts", "inputs_digest", "resumed", "status")
+
+
+def _silent(step: str, event: str) -> None:
+    return None
+
+
+def save_params(ctx: StepContext) -> None:
+    """Record the run's parameters once, so later steps and resumes use the same ones."""
+    ctx.storage.write_bytes(
+        layout.run_params(ctx.run_id), ctx.params.model_dump_json(indent=2).encode()
+    )
+
+
+def stored_result(ctx: StepContext, step: str) -> dict[str, Any] | None:
+    """The recorded result of `step` in this run, or None."""
+    try:
+        return ctx.result_of(step)
+    except FileNotFoundError:
+        return None
+
+
+def inputs_digest(ctx: StepContext, step: Step) -> str:
+    """A digest of what `step` consumes: the run parameters and its dependencies' results."""
+    upstream_results = {}
+    for need in step.needs:
+        result = stored_result(ctx, need) or {}
+        upstream_results[need] = {k: v for k, v in result.items() if k not in VOLATILE}
+    document = {"params": ctx.params.model_dump(mode="json"), "needs": upstream_results}
+    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[
+        :16
+    ]
+
+
+def run_step(ctx: StepContext, step: Step, report: Reporter = _silent) -> dict[str, Any]:
+    """Run one step (retrying unexpected failures with backoff), record and return its result.
+
+    Raises:
+        PipelineError: naming the step and the cause, once retries are exhausted.
+    """
+    started = time.monotonic()
+    digest = inputs_digest(ctx, step)
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            result = step.run(ctx)
+            break
+        except PipelineError as error:
+            _record(
+                ctx, step.name, {"status": "failed", "error": str(error)}, started, attempt, digest
+            )
+            raise
+        except Exception as error:
+            message = f"{type(error).__name__}: {error}"
+            if attempt > step.retries:
+                _record(
+                    ctx, step.name, {"status": "failed", "error": message}, started, attempt, digest
+                )
+                raise PipelineError(
+                    f"step {step.name} failed after {attempt} attempt(s): {message}"
+                ) from error
+            report(step.name, "retrying")
+            time.sleep(min(ctx.settings.step_retry_backoff * 2 ** (attempt - 1), 60.0))
+    body = {"status": "succeeded", **result.model_dump(mode="json")}
+    return _record(ctx, step.name, body, started, attempt, digest)
+
+
+def _record(
+    ctx: StepContext, name: str, body: dict[str, Any], started: float, attempts: int, digest: str
+) -> dict[str, Any]:
+    body.update(
+        seconds=round(time.monotonic() - started, 3), attempts=attempts, inputs_digest=digest
+    )
+    ctx.storage.write_bytes(
+        layout.step_result(ctx.run_id, name), json.dumps(body, indent=2).encode()
+    )
+    return body
+
+
+def run_pipeline(
+    ctx: StepContext,
+    steps: Sequence[Step],
+    until: str | None = None,
+    resume: bool = False,
+    report: Reporter = _silent,
+    parallel: int = 2,
+) -> dict[str, Any]:
+    """Run `steps` (up to and including `until`) and return the run summary.
+
+    With `resume`, a step whose recorded result succeeded on the same inputs is kept, not
+    re-run. On failure the summary holds ``status: failed``, the failed step, the error and the
+    command that resumes the run; steps that could not start are listed as ``not_run``.
+    """
+    plan = upstream(steps, until) if until else lint(steps)
+    save_params(ctx)
+    summary: dict[str, Any] = {
+        "run_id": ctx.run_id,
+        "status": "running",
+        "params": json.loads(ctx.params.model_dump_json()),
+        "storage": ctx.storage.url,
+        "steps": {},
+    }
+    started = time.monotonic()
+    done: set[str] = set()
+    failed: list[tuple[str, PipelineError]] = []
+    pending = list(plan)
+    running: dict[Future[dict[str, Any]], Step] = {}
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        while pending or running:
+            if not failed:
+                for step in [s for s in pending if all(n in done for n in s.needs)]:
+                    pending.remove(step)
+                    previous = stored_result(ctx, step.name) if resume else None
+                    if (
+                        previous
+                        and previous.get("status") == "succeeded"
+                        and previous.get("inputs_digest") == inputs_digest(ctx, step)
+                    ):
+                        summary["steps"][step.name] = {**previous, "resumed": True}
+                        done.add(step.name)
+                        report(step.name, "resumed")
+                        continue
+                    report(step.name, "started")
+                    running[pool.submit(run_step, ctx, step, report)] = step
+                if not running and pending and not failed:
+                    continue  # resumed steps unlocked others: schedule again
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                step = running.pop(future)
+                try:
+                    summary["steps"][step.name] = future.result()
+                    done.add(step.name)
+                    report(step.name, "succeeded")
+                except PipelineError as error:
+                    summary["steps"][step.name] = stored_result(ctx, step.name) or {
+                        "status": "failed"
+                    }
+                    failed.append((step.name, error))
+                    report(step.name, "failed")
+    if failed:
+        name, first_error = failed[0]
+        summary.update(
+            status="failed",
+            failed_step=name,
+            error=str(first_error),
+            resume=f"mlops run --resume {ctx.run_id}",
+            not_run=[s.name for s in pending],
+        )
+    else:
+        summary["status"] = "succeeded"
+    summary["seconds"] = round(time.monotonic() - started, 3)
+    return summary

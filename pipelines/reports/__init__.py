@@ -1,0 +1,1 @@
+"""Evidently reports: feature drift, live classification quality, and where they are stored."""

@@ -1,0 +1,60 @@
+"""EKS: a restricted API endpoint, control-plane logging and secrets encryption."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from policies.rules.base import WORLD, Report, as_list, get, rule, who
+
+
+def _eks(args: Any) -> tuple[Any, Any, Any, Any] | None:
+    """(public access, public CIDRs, log types, encryption) of an EKS cluster, or None."""
+    p = args.props
+    if args.resource_type == "eks:index:Cluster":
+        return (
+            get(p, "endpointPublicAccess", default=True),
+            get(p, "publicAccessCidrs"),
+            get(p, "enabledClusterLogTypes"),
+            get(p, "encryptionConfigKeyArn"),
+        )
+    if args.resource_type == "aws:eks/cluster:Cluster":
+        vpc = get(p, "vpcConfig", default={})
+        return (
+            get(vpc, "endpointPublicAccess", default=True),
+            get(vpc, "publicAccessCidrs"),
+            get(p, "enabledClusterLogTypes"),
+            get(p, "encryptionConfig"),
+        )
+    return None
+
+
+@rule("eks-endpoint-restricted", "EKS API endpoint not open to the internet", "mandatory")
+def eks_endpoint(args: Any, report: Report) -> None:
+    """The API endpoint private, or public only to listed CIDRs (never 0.0.0.0/0)."""
+    cluster = _eks(args)
+    if cluster is None:
+        return
+    public, cidrs = cluster[0], as_list(cluster[1])
+    if public is not False and (not cidrs or WORLD & set(cidrs)):
+        report(
+            f"{who(args)}: endpointPublicAccess is open to the internet "
+            f"(publicAccessCidrs={cidrs or 'unset'}); make it private or restrict the CIDRs"
+        )
+
+
+@rule("eks-control-plane-logging", "EKS control-plane logs (api, audit)", "mandatory")
+def eks_logging(args: Any, report: Report) -> None:
+    """Control-plane logging, at least api and audit."""
+    cluster = _eks(args)
+    if cluster is not None and not {"api", "audit"} <= set(as_list(cluster[2])):
+        report(f"{who(args)}: enabledClusterLogTypes must include api and audit")
+
+
+@rule("eks-secrets-encryption", "EKS secrets encrypted with KMS", "mandatory")
+def eks_secrets_encryption(args: Any, report: Report) -> None:
+    """Kubernetes secrets encrypted with a KMS key."""
+    cluster = _eks(args)
+    if cluster is not None and not cluster[3]:
+        report(
+            f"{who(args)}: secrets encryption is off (encryptionConfigKeyArn / encryptionConfig)"
+        )

@@ -1,0 +1,1 @@
+"""The platform's Pulumi components (`pulumi.ComponentResource`), one module each."""

@@ -1,0 +1,141 @@
+"""Cluster: EKS (pulumi-eks) with KMS secrets encryption, control-plane logs, private or
+CIDR-restricted API, managed node groups (system + workloads) and the OIDC provider for IRSA."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_eks as eks
+import pulumi_kubernetes as k8s
+
+from stacks.components.identity import service_trust_policy
+from stacks.config import ClusterConfig, NodeGroupConfig
+
+NODE_POLICIES = (
+    "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
+    "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
+    "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
+)
+
+
+@dataclass(frozen=True)
+class ClusterArgs:
+    """Inputs of `Cluster`."""
+
+    config: ClusterConfig
+    env: str
+    vpc_id: pulumi.Input[str]
+    public_subnet_ids: Sequence[pulumi.Input[str]]
+    private_subnet_ids: Sequence[pulumi.Input[str]]
+    tags: dict[str, str]
+
+
+class Cluster(pulumi.ComponentResource):
+    """The EKS cluster, its node groups, and a Kubernetes provider bound to it."""
+
+    name: pulumi.Output[str]
+    kubeconfig: pulumi.Output[str]
+    """Kubeconfig JSON (secret)."""
+    oidc_provider_arn: pulumi.Output[str]
+    oidc_issuer: pulumi.Output[str]
+    security_group_id: pulumi.Output[str]
+    """The cluster security group (attached to control plane and managed nodes)."""
+    provider: k8s.Provider
+
+    def __init__(
+        self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        """Register the KMS key, EKS cluster, node role and groups, and Kubernetes provider."""
+        super().__init__("mlops:cluster:Cluster", name, None, opts)
+        config, tags = args.config, args.tags
+        child = pulumi.ResourceOptions(parent=self)
+        key = aws.kms.Key(
+            f"{name}-secrets",
+            description=f"EKS secrets encryption ({args.env})",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            tags=tags,
+            opts=child,
+        )
+        cluster = eks.Cluster(
+            f"{name}-eks",
+            name=f"mlops-{args.env}",
+            version=config.version,
+            vpc_id=args.vpc_id,
+            public_subnet_ids=list(args.public_subnet_ids),
+            private_subnet_ids=list(args.private_subnet_ids),
+            node_associate_public_ip_address=False,
+            skip_default_node_group=True,
+            create_oidc_provider=True,
+            authentication_mode=eks.AuthenticationMode.API,
+            endpoint_private_access=True,
+            endpoint_public_access=config.endpoint_public_access,
+            public_access_cidrs=config.public_access_cidrs or None,
+            enabled_cluster_log_types=config.log_types,
+            encryption_config_key_arn=key.arn,
+            tags=tags,
+            opts=child,
+        )
+        node_role = aws.iam.Role(
+            f"{name}-nodes",
+            assume_role_policy=service_trust_policy("ec2.amazonaws.com"),
+            tags=tags,
+            opts=child,
+        )
+        attachments = [
+            aws.iam.RolePolicyAttachment(
+                f"{name}-nodes-{i}", role=node_role.name, policy_arn=arn, opts=child
+            )
+            for i, arn in enumerate(NODE_POLICIES)
+        ]
+        for group, group_config, labels in (
+            ("system", config.system_nodes, {"mlops/pool": "system"}),
+            ("workloads", config.workload_nodes, {"mlops/pool": "workloads"}),
+        ):
+            self._node_group(
+                f"{name}-{group}", cluster, node_role, group_config, args, labels, attachments
+            )
+
+        self.name = cluster.eks_cluster.name
+        self.kubeconfig = pulumi.Output.secret(cluster.kubeconfig_json)
+        self.oidc_provider_arn = cluster.oidc_provider_arn
+        self.oidc_issuer = cluster.oidc_provider_url
+        self.security_group_id = cluster.cluster_security_group_id
+        self.provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=cluster.kubeconfig_json,
+            enable_server_side_apply=True,
+            opts=child,
+        )
+        self.register_outputs({"name": self.name, "oidc_provider_arn": self.oidc_provider_arn})
+
+    def _node_group(
+        self,
+        name: str,
+        cluster: eks.Cluster,
+        role: aws.iam.Role,
+        config: NodeGroupConfig,
+        args: ClusterArgs,
+        labels: dict[str, str],
+        attachments: Sequence[pulumi.Resource],
+    ) -> None:
+        eks.ManagedNodeGroup(
+            name,
+            cluster=cluster,
+            node_role_arn=role.arn,
+            subnet_ids=list(args.private_subnet_ids),
+            instance_types=config.instance_types,
+            capacity_type=config.capacity_type,
+            disk_size=config.disk_size_gib,
+            scaling_config={
+                "min_size": config.min_size,
+                "desired_size": config.desired_size,
+                "max_size": config.max_size,
+            },
+            labels=labels,
+            tags=args.tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(attachments)),
+        )

@@ -1,0 +1,270 @@
+"""What runs on the cluster: namespaces, IRSA service accounts, ArgoCD and Argo Workflows (Helm),
+the MLflow server (RDS backend, S3 artifacts), the ArgoCD root Application (GitOps) and the
+pipelines' CronWorkflows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from stacks.components.identity import ServiceAccount
+from stacks.config import PlatformConfig
+
+ARGO_HELM = "https://argoproj.github.io/argo-helm"
+NAMESPACES = ("argocd", "argo", "mlflow", "mlops", "serving")
+MLFLOW_PORT = 5000
+
+
+@dataclass(frozen=True)
+class ClusterServicesArgs:
+    """Inputs of `ClusterServices`."""
+
+    config: PlatformConfig
+    env: str
+    provider: k8s.Provider
+    service_accounts: Mapping[str, ServiceAccount]
+    role_arns: Mapping[str, pulumi.Output[str]]
+    artifacts_bucket: pulumi.Input[str]
+    mlflow_backend_uri: pulumi.Output[str]
+    cron_workflows: Sequence[dict[str, Any]]
+    """Rendered CronWorkflow manifests (pipelines.orchestration.argo.render)."""
+    labels: dict[str, str]
+
+
+def restricted_container_security() -> dict[str, Any]:
+    """Pod Security "restricted" for one container."""
+    return {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+class ClusterServices(pulumi.ComponentResource):
+    """Cluster-side platform, all through the cluster's Kubernetes provider."""
+
+    mlflow_url: str
+    argocd_server: str
+
+    def __init__(
+        self, name: str, args: ClusterServicesArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        """Register everything that runs on the cluster through `args.provider`."""
+        # Formerly "mlops:addons:Addons" (class Addons); no stack was ever deployed, so the
+        # rename carries no pulumi.Alias (see stacks/program.py).
+        super().__init__("mlops:cluster:ClusterServices", name, None, opts)
+        k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
+        labels = args.labels
+        namespaces = {
+            ns: k8s.core.v1.Namespace(
+                f"{name}-ns-{ns}",
+                metadata={
+                    "name": ns,
+                    "labels": {**labels, "pod-security.kubernetes.io/enforce": "restricted"},
+                },
+                opts=k8s_opts,
+            )
+            for ns in NAMESPACES
+        }
+
+        def in_ns(ns: str, *extra: pulumi.Resource) -> pulumi.ResourceOptions:
+            return pulumi.ResourceOptions(
+                parent=self, provider=args.provider, depends_on=[namespaces[ns], *extra]
+            )
+
+        for key, account in args.service_accounts.items():
+            k8s.core.v1.ServiceAccount(
+                f"{name}-sa-{key}",
+                metadata={
+                    "name": account.name,
+                    "namespace": account.namespace,
+                    "labels": labels,
+                    "annotations": {"eks.amazonaws.com/role-arn": args.role_arns[key]},
+                },
+                opts=in_ns(account.namespace),
+            )
+
+        argocd = k8s.helm.v4.Chart(
+            f"{name}-argocd",
+            chart="argo-cd",
+            version=args.config.argocd_chart_version,
+            namespace="argocd",
+            repository_opts={"repo": ARGO_HELM},
+            values={
+                "global": {"domain": f"argocd.{args.env}.internal"},
+                "configs": {"params": {"server.insecure": False}},
+                "controller": {"metrics": {"enabled": True}},
+                "server": {"metrics": {"enabled": True}},
+            },
+            opts=in_ns("argocd"),
+        )
+        workflows = k8s.helm.v4.Chart(
+            f"{name}-argo-workflows",
+            chart="argo-workflows",
+            version=args.config.argo_workflows_chart_version,
+            namespace="argo",
+            repository_opts={"repo": ARGO_HELM},
+            values={
+                "controller": {
+                    "workflowNamespaces": ["mlops"],
+                    "metricsConfig": {"enabled": True},
+                    "telemetryConfig": {"enabled": True},
+                },
+                "server": {"authModes": ["sso", "client"]},
+                "useDefaultArtifactRepo": True,
+                "artifactRepository": {
+                    "archiveLogs": True,
+                    "s3": {
+                        "bucket": args.artifacts_bucket,
+                        "endpoint": "s3.amazonaws.com",
+                        "keyFormat": "argo/{{workflow.name}}/{{pod.name}}",
+                        "useSDKCreds": True,
+                    },
+                },
+            },
+            opts=in_ns("argo"),
+        )
+
+        backend = k8s.core.v1.Secret(
+            f"{name}-mlflow-backend",
+            metadata={"name": "mlflow-backend", "namespace": "mlflow", "labels": labels},
+            string_data={"backend-store-uri": args.mlflow_backend_uri},
+            opts=in_ns("mlflow"),
+        )
+        self._mlflow(name, args, in_ns("mlflow", backend))
+        self.mlflow_url = f"http://mlflow.mlflow.svc.cluster.local:{MLFLOW_PORT}"
+        self.argocd_server = "https://argocd-server.argocd.svc.cluster.local"
+
+        k8s.apiextensions.CustomResource(
+            f"{name}-root-app",
+            api_version="argoproj.io/v1alpha1",
+            kind="Application",
+            metadata={
+                "name": f"mlops-{args.env}",
+                "namespace": "argocd",
+                "labels": labels,
+                "finalizers": ["resources-finalizer.argocd.argoproj.io"],
+            },
+            spec={
+                "project": "default",
+                "source": {
+                    "repoURL": args.config.gitops_repo_url,
+                    "targetRevision": args.config.gitops_revision,
+                    "path": f"platform/envs/{args.env}",
+                    "directory": {"recurse": True},
+                },
+                "destination": {"server": "https://kubernetes.default.svc", "namespace": "serving"},
+                "syncPolicy": {
+                    "automated": {"prune": True, "selfHeal": True},
+                    "syncOptions": ["CreateNamespace=false", "ServerSideApply=true"],
+                },
+            },
+            opts=in_ns("argocd", argocd),
+        )
+        for manifest in args.cron_workflows:
+            meta = manifest["metadata"]
+            k8s.apiextensions.CustomResource(
+                f"{name}-cron-{meta['name']}",
+                api_version=manifest["apiVersion"],
+                kind=manifest["kind"],
+                metadata=meta,
+                spec=manifest["spec"],
+                opts=in_ns(meta["namespace"], workflows),
+            )
+        self.register_outputs({"mlflow_url": self.mlflow_url})
+
+    def _mlflow(self, name: str, args: ClusterServicesArgs, opts: pulumi.ResourceOptions) -> None:
+        labels = {**args.labels, "app.kubernetes.io/name": "mlflow"}
+        selector = {"app.kubernetes.io/name": "mlflow"}
+        artifacts = pulumi.Output.from_input(args.artifacts_bucket).apply(
+            lambda b: f"s3://{b}/mlflow"
+        )
+        command = pulumi.Output.all(artifacts).apply(
+            lambda v: [
+                "mlflow",
+                "server",
+                "--host",
+                "0.0.0.0",
+                "--port",
+                str(MLFLOW_PORT),
+                "--workers",
+                "2",
+                "--backend-store-uri",
+                "$(MLFLOW_BACKEND_STORE_URI)",
+                "--artifacts-destination",
+                v[0],
+                "--allowed-hosts",
+                f"mlflow.mlflow.svc.cluster.local:{MLFLOW_PORT},mlflow.mlflow:{MLFLOW_PORT},"
+                f"mlflow:{MLFLOW_PORT},localhost:*,127.0.0.1:*",
+            ]
+        )
+        probe = {"httpGet": {"path": "/health", "port": MLFLOW_PORT}, "periodSeconds": 10}
+        k8s.apps.v1.Deployment(
+            f"{name}-mlflow",
+            metadata={"name": "mlflow", "namespace": "mlflow", "labels": labels},
+            spec={
+                "replicas": 2,
+                "selector": {"matchLabels": selector},
+                "template": {
+                    "metadata": {"labels": {**labels, **selector}},
+                    "spec": {
+                        "serviceAccountName": "mlflow",
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": 10001,
+                            "fsGroup": 10001,
+                        },
+                        "containers": [
+                            {
+                                "name": "mlflow",
+                                "image": args.config.mlflow_image,
+                                "command": command,
+                                "ports": [{"containerPort": MLFLOW_PORT, "name": "http"}],
+                                "env": [
+                                    {
+                                        "name": "MLFLOW_BACKEND_STORE_URI",
+                                        "valueFrom": {
+                                            "secretKeyRef": {
+                                                "name": "mlflow-backend",
+                                                "key": "backend-store-uri",
+                                            }
+                                        },
+                                    },
+                                    {
+                                        "name": "MLFLOW_SERVER_ENABLE_JOB_EXECUTION",
+                                        "value": "false",
+                                    },
+                                    {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
+                                    {"name": "HOME", "value": "/tmp"},
+                                ],
+                                "resources": {
+                                    "requests": {"cpu": "250m", "memory": "512Mi"},
+                                    "limits": {"cpu": "1", "memory": "1Gi"},
+                                },
+                                "readinessProbe": probe,
+                                "livenessProbe": {**probe, "initialDelaySeconds": 30},
+                                "securityContext": restricted_container_security(),
+                                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                            }
+                        ],
+                        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+                    },
+                },
+            },
+            opts=opts,
+        )
+        k8s.core.v1.Service(
+            f"{name}-mlflow",
+            metadata={"name": "mlflow", "namespace": "mlflow", "labels": labels},
+            spec={
+                "selector": selector,
+                "ports": [{"name": "http", "port": MLFLOW_PORT, "targetPort": MLFLOW_PORT}],
+            },
+            opts=opts,
+        )

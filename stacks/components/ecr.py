@@ -1,0 +1,67 @@
+"""Registry: ECR repositories for the pipeline image and the Bento image."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+REPOSITORIES = ("pipeline", "bento")
+
+
+@dataclass(frozen=True)
+class RegistryArgs:
+    """Inputs of `Registry`."""
+
+    env: str
+    tags: dict[str, str]
+    keep_images: int = 50
+
+
+class Registry(pulumi.ComponentResource):
+    """Immutable-tag, scan-on-push repositories with an image-count lifecycle."""
+
+    repository_urls: dict[str, pulumi.Output[str]]
+
+    def __init__(
+        self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        """Register one repository and its lifecycle policy per kind in `REPOSITORIES`."""
+        super().__init__("mlops:registry:Registry", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.repository_urls = {}
+        for kind in REPOSITORIES:
+            repo = aws.ecr.Repository(
+                f"{name}-{kind}",
+                name=f"mlops-{args.env}-{kind}",
+                image_tag_mutability="IMMUTABLE",
+                image_scanning_configuration={"scan_on_push": True},
+                encryption_configurations=[{"encryption_type": "KMS"}],
+                tags=args.tags,
+                opts=child,
+            )
+            aws.ecr.LifecyclePolicy(
+                f"{name}-{kind}",
+                repository=repo.name,
+                policy=json.dumps(
+                    {
+                        "rules": [
+                            {
+                                "rulePriority": 1,
+                                "description": "keep the newest images",
+                                "selection": {
+                                    "tagStatus": "any",
+                                    "countType": "imageCountMoreThan",
+                                    "countNumber": args.keep_images,
+                                },
+                                "action": {"type": "expire"},
+                            }
+                        ]
+                    }
+                ),
+                opts=child,
+            )
+            self.repository_urls[kind] = repo.repository_url
+        self.register_outputs({"repository_urls": self.repository_urls})

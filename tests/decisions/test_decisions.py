@@ -1,0 +1,429 @@
+"""Drift-gated promotion and rollback, as scenarios on a synthetic archive (`mlops data mirror`
+with a regime change on the last day). One history, built in stages:
+
+1. a stable market: the first run bootstraps a champion and pins it in GitOps; the second run's
+   gate decides by quality on the shared window, with a record and an Evidently report;
+2. `--shift-at` inside the current window: drift is detected and shown; the gate rejects and the
+   champion stays;
+3. a commit failure during a promotion puts the aliases back; the retry promotes;
+4. degraded live quality (inference log vs realized outcomes): one bad window → hold; N in a row
+   → rollback to `previous`, the serving overlay reverted by a GitOps commit, all in the ledger.
+
+Each stage runs once per session, when the first test that needs it asks (`history.stage(n)`
+runs the stages before it first) and records what it observed at the time; each test asserts
+on its stage's observations. So every test runs alone (`pytest -k NAME`) and a full run does
+each stage's work once.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pipelines.synthetic.mirror import write_mirror
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.integration
+
+START = date(2024, 3, 1)
+DAYS = 8
+SHIFT = START + timedelta(days=DAYS - 1)  # the regime changes on the last day
+
+
+class History:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.home = root / "home"
+        self.mirror = root / "mirror"
+        self.env = {
+            "MLOPS_HOME": str(self.home),
+            "MLOPS_EVAL_DAYS": "1",
+            "MLOPS_CV_FOLDS": "2",
+            "MLOPS_CHAMPION_MIN_ROC_AUC": "0",
+            "MLOPS_GATE_BOOTSTRAP_SAMPLES": "100",
+            "MLOPS_MONITOR_WINDOW_HOURS": "24",
+            "MLOPS_MONITOR_WINDOWS": "3",
+            "MLOPS_MONITOR_MIN_ROWS": "200",
+        }
+        self.runs: list[dict[str, Any]] = []
+        self.stages: dict[int, dict[str, Any]] = {}
+
+    def stage(self, n: int) -> dict[str, Any]:
+        """What stage `n` observed, running it (and the stages before it) on first use."""
+        for k in range(1, n + 1):
+            if k not in self.stages:
+                self.stages[k] = STAGES[k](self)
+        return self.stages[n]
+
+    def cli(self, *args: str) -> Any:
+        done = run_cli(list(args), self.env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout) if "--json" in args else done.stdout
+
+    def run(self, last_day: date) -> dict[str, Any]:
+        summary: dict[str, Any] = self.cli(
+            "run",
+            "--source",
+            self.mirror.as_uri(),
+            "--start",
+            START.isoformat(),
+            "--end",
+            last_day.isoformat(),
+            "--json",
+        )
+        self.runs.append(summary)
+        return summary
+
+    @property
+    def settings(self) -> Any:
+        from pipelines.settings import Settings
+
+        return Settings(home=self.home)
+
+    @property
+    def storage(self) -> Any:
+        from pipelines.storage import LocalStorage
+
+        return LocalStorage(self.home / "data")
+
+    def aliases(self) -> dict[str, int]:
+        from pipelines.decisions.promotion import current_aliases
+        from pipelines.ml.tracking import client
+
+        return current_aliases(client(self.settings), "market-direction")
+
+    def pinned(self) -> str:
+        from pipelines.decisions.promotion import repo_of
+
+        return repo_of(self.settings).pinned("local")
+
+    def bento(self, version: int) -> str:
+        from pipelines.decisions.promotion import bento_of
+        from pipelines.ml.tracking import client
+
+        return bento_of(client(self.settings), "market-direction", version)
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> History:
+    h = History(tmp_path_factory.mktemp("decisions"))
+    write_mirror(h.mirror, ["BTCUSDT", "ETHUSDT"], "1m", START, DAYS, seed=11, shift_at=SHIFT)
+    return h
+
+
+def stable_market(history: History) -> dict[str, Any]:
+    """Stage 1: bootstrap, then a second run on a stable market; the gate asked twice."""
+    first = history.run(START + timedelta(days=5))
+    seen: dict[str, Any] = {"first": first, "pinned_after_first": history.pinned()}
+    second = history.run(START + timedelta(days=6))
+    seen.update(second=second, aliases=history.aliases())
+    seen["again"] = history.cli("decisions", "gate", "--run-id", second["run_id"], "--json")
+    return seen
+
+
+def regime_change(history: History) -> dict[str, Any]:
+    """Stage 2: a run whose evaluation window holds the regime change."""
+    before, pinned = history.aliases()["champion"], history.pinned()
+    third = history.run(SHIFT)
+    return {
+        "third": third,
+        "champion_before": before,
+        "pinned_before": pinned,
+        "champion_after": history.aliases()["champion"],
+        "pinned_after": history.pinned(),
+        "listed": history.cli("drift", "list", "--json")["reports"],
+    }
+
+
+def commit_failure(history: History) -> dict[str, Any]:
+    """Stage 3: a promotion whose GitOps commit a hook refuses, then the same promotion again."""
+    from pipelines.decisions import ledger
+    from pipelines.decisions.ledger import Decision
+    from pipelines.decisions.promotion import apply, repo_of
+    from pipelines.errors import PipelineError
+
+    repo = repo_of(history.settings)
+    hook = repo.path / ".git" / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\necho 'refused by policy' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    seen: dict[str, Any] = {
+        "aliases": history.aliases(),
+        "pinned": history.pinned(),
+        "head": repo.head(),
+    }
+    record = Decision(
+        kind="gate",
+        env="local",
+        model_name="market-direction",
+        decision="promote",
+        reasons=["test"],
+        decision_id="manual-3",
+        started_at=ledger.now_iso(),
+    )
+    moves: dict[str, int | None] = {"previous": seen["aliases"]["champion"], "champion": 3}
+    try:
+        apply(history.settings, history.storage, record, moves, history.bento(3), "p {record}")
+        seen["error"] = None
+    except PipelineError as error:
+        seen["error"] = str(error)
+    seen.update(
+        aliases_after_failure=history.aliases(),
+        pinned_after_failure=history.pinned(),
+        head_after_failure=repo.head(),
+        recorded=[
+            d.decision
+            for d in ledger.read_all(history.storage, "local")
+            if d.decision_id == "manual-3"
+        ],
+    )
+    hook.unlink()
+    done = apply(
+        history.settings, history.storage, record, moves, history.bento(3), "promote {record}"
+    )
+    seen.update(
+        done=done,
+        aliases_after_retry=history.aliases(),
+        pinned_after_retry=history.pinned(),
+        subject=repo.git("log", "-1", "--format=%s"),
+        head_after_retry=repo.head(),
+    )
+    return seen
+
+
+def log_predictions(history: History, version: int, days: list[date], good: bool) -> None:
+    """Logged predictions of `version` for every labelled bar of `days` (as the server writes
+    them): right (probability tracks the outcome) or wrong (its opposite)."""
+    from bentos.inference_log import Chunk, InferenceLog
+    from pipelines.ml.dataset import read_dataset
+
+    prefix = history.runs[-1]["steps"]["features"]["prefix"]
+    features = history.runs[-1]["steps"]["features"]["features"]
+    rows = read_dataset(history.storage, prefix)
+    logger = InferenceLog(history.storage, "local", str(version), features)
+    rng = np.random.default_rng(len(days))
+    for day in days:
+        part = rows[rows["open_time"].dt.date == day]
+        label = part["label"].to_numpy(dtype=float)
+        noise = rng.uniform(0, 0.3, len(part))
+        probability = (
+            (0.6 + noise * label - noise * (1 - label)) if good else 1 - label * 0.9 - 0.05
+        )
+        logger.append(
+            Chunk(
+                f"day-{day}-{'good' if good else 'bad'}",
+                "predict",
+                time.time_ns() // 1_000_000,  # later answers for the same bar supersede
+                part[features].to_numpy(),
+                np.asarray(probability, dtype=float),
+                part["symbol"].tolist(),
+                [int(t.value // 1_000_000) for t in part["open_time"]],
+            )
+        )
+    logger.close()
+
+
+def degraded_live_quality(history: History) -> dict[str, Any]:
+    """Stage 4: one bad live window (hold), then three (rollback), then a rollback by hand."""
+    from pipelines.decisions import ledger
+    from pipelines.decisions.promotion import repo_of
+
+    champion, previous = history.aliases()["champion"], history.aliases()["previous"]
+    days = [START + timedelta(days=k) for k in (3, 4, 5)]
+    log_predictions(history, champion, days[:2], good=True)
+    log_predictions(history, champion, days[2:], good=False)
+    seen: dict[str, Any] = {"champion": champion, "previous": previous}
+    seen["hold"] = history.cli("decisions", "monitor", "--json")
+    seen.update(aliases_after_hold=history.aliases(), pinned_after_hold=history.pinned())
+    log_predictions(history, champion, days[:2], good=False)  # now three bad windows in a row
+    seen["rolled"] = history.cli("decisions", "monitor", "--json")
+    repo = repo_of(history.settings)
+    seen.update(
+        aliases_after_rollback=history.aliases(),
+        pinned_after_rollback=history.pinned(),
+        subject=repo.git("log", "-1", "--format=%s"),
+        changed=repo.git("show", "--name-only", "--format=", "HEAD").split(),
+        last_record=ledger.read_all(history.storage, "local")[-1],
+        moves=history.cli("models", "history", "--json")["history"],
+    )
+    seen["by_hand"] = history.cli("decisions", "rollback", "--to", str(champion), "--json")
+    seen.update(aliases_after_by_hand=history.aliases(), pinned_after_by_hand=history.pinned())
+    return seen
+
+
+STAGES = {1: stable_market, 2: regime_change, 3: commit_failure, 4: degraded_live_quality}
+
+
+def test_a_stable_market_bootstraps_then_gates_by_quality(history: History) -> None:
+    seen = history.stage(1)
+    first, second = seen["first"], seen["second"]
+    gate = first["steps"]["gate"]
+    assert gate["status"] == "succeeded" and gate["decision"] == "promote"
+    assert "bootstrap" in gate["reasons"][0]
+    bento = first["steps"]["package"]["bento"].split(":")[1]
+    assert seen["pinned_after_first"] == history.bento(1) == bento
+
+    gate = second["steps"]["gate"]
+    assert gate["decision"] in ("promote", "reject")
+    assert gate["reasons"][0].startswith("ROC-AUC") and "interval" in gate["reasons"][0]
+    assert "below the limit" in gate["reasons"][1], gate["reasons"]  # a stable market
+    record = json.loads(history.storage.read_bytes(gate["record"]))
+    assert record["inputs"]["challenger"] == 2 and record["inputs"]["champion"] == 1
+    assert (
+        record["metrics"]["rows"] > 1000 and len(record["metrics"]["roc_auc_delta_interval"]) == 2
+    )
+    assert history.storage.exists(f"{gate['report']}/report.html")
+    assert history.storage.exists(f"{gate['report']}/report.json")
+    expected = {"champion": 2, "previous": 1} if gate["decision"] == "promote" else {"champion": 1}
+    assert {a: v for a, v in seen["aliases"].items() if a != "challenger"} == expected
+
+    # re-running the same decision is answered from the ledger, not made twice
+    assert seen["again"]["record"] == gate["record"] and seen["again"]["reused"] is True
+
+
+def test_a_regime_change_in_the_window_is_drift_and_the_gate_rejects(history: History) -> None:
+    seen = history.stage(2)
+    gate = seen["third"]["steps"]["gate"]
+    assert gate["decision"] == "reject"
+    assert "at or above the limit" in gate["reasons"][1], gate["reasons"]
+    summary = json.loads(history.storage.read_bytes(f"{gate['report']}/summary.json"))
+    assert summary["dataset_drift"] is True and summary["drift_share"] >= 0.5
+    drifted = {c["column"] for c in summary["columns"] if c["drifted"]}
+    assert drifted & {"realized_vol_12", "realized_vol_48", "hl_range"}
+    assert seen["champion_after"] == seen["champion_before"]
+    assert seen["pinned_after"] == seen["pinned_before"]
+    assert seen["listed"][0]["path"] == gate["report"]
+    assert seen["listed"][0]["decision"] == "reject"
+
+
+def test_a_commit_failure_during_promotion_puts_the_aliases_back(history: History) -> None:
+    seen = history.stage(3)
+    assert seen["error"] is not None and "GitOps commit failed" in seen["error"]
+    assert seen["aliases_after_failure"] == seen["aliases"]
+    assert seen["pinned_after_failure"] == seen["pinned"]
+    assert seen["head_after_failure"] == seen["head"]
+    assert seen["recorded"] == ["failed"]
+
+    after = seen["aliases_after_retry"]
+    assert after["champion"] == 3 and after["previous"] == seen["aliases"]["champion"]
+    assert seen["pinned_after_retry"] == history.bento(3)
+    done = seen["done"]
+    assert seen["subject"] == f"promote {done.key}"
+    assert done.gitops_commit == seen["head_after_retry"]
+
+
+def test_degraded_live_quality_rolls_back_only_after_n_windows(history: History) -> None:
+    seen = history.stage(4)
+    champion, previous = seen["champion"], seen["previous"]
+    assert champion == 3
+    hold = seen["hold"]
+    assert hold["decision"] == "hold", hold
+    assert seen["aliases_after_hold"]["champion"] == champion
+    assert seen["pinned_after_hold"] == history.bento(champion)
+    record = json.loads(history.storage.read_bytes(hold["record"]))
+    windows = record["metrics"]["windows"]
+    assert [w["degraded"] for w in windows] == [False, False, True]
+    assert all(w["rows"] >= 200 for w in windows)
+    assert any(r.startswith("reports/local/live_quality/") for r in hold["reports"])
+
+    rolled = seen["rolled"]
+    assert rolled["decision"] == "rollback", rolled
+    after = seen["aliases_after_rollback"]
+    assert after["champion"] == previous and "previous" not in after
+    assert seen["pinned_after_rollback"] == history.bento(previous)
+    assert seen["subject"].endswith(f"(decision {rolled['record']})")
+    # the rollback commit changes exactly the local env's pin, nothing else
+    assert seen["changed"] == ["platform/envs/local/kustomization.yaml"]
+    assert seen["last_record"].kind == "monitor" and seen["last_record"].decision == "rollback"
+
+    moves = seen["moves"]
+    assert moves[-1]["decision"] == "rollback"
+    assert moves[-1]["moves"]["champion"] == {"from": champion, "to": previous}
+    assert [m["kind"] for m in moves][:1] == ["gate"]
+
+    by_hand = seen["by_hand"]
+    assert (
+        by_hand["decision"] == "rollback" and seen["aliases_after_by_hand"]["champion"] == champion
+    )
+    assert seen["pinned_after_by_hand"] == history.bento(champion)
+
+
+def test_evidently_ui_lists_the_reports(history: History) -> None:
+    """A real `evidently ui` on the workspace the gate and the monitor fill."""
+    history.stage(4)  # gate reports (stages 1-3) and live quality reports (stage 4)
+    import os
+    import sys
+
+    import httpx
+
+    from tests.services import free_port, stop, wait_http
+
+    port = free_port()
+    log = (history.root / "evidently-ui.log").open("wb")
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "evidently"),  # the CLI a user runs
+            "ui",
+            "--workspace",
+            str(history.home / "evidently"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, "DO_NOT_TRACK": "1"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/api/projects", process, timeout=120)
+        projects = httpx.get(f"{url}/api/projects").json()
+        (project,) = [p for p in projects if p["name"] == "market-direction-local"]
+        snapshots = httpx.get(f"{url}/api/projects/{project['id']}/snapshots").json()
+        names = {s.get("name") for s in snapshots}
+        gate_reports = {
+            r["gate"]["report"]
+            for r in ({"gate": run["steps"]["gate"]} for run in history.runs)
+            if r["gate"]["report"]
+        }
+        assert gate_reports and gate_reports <= names, (gate_reports, names)
+        assert any(str(n).startswith("reports/local/live_quality/") for n in names)
+    finally:
+        stop(process)
+        log.close()
+
+
+def test_an_ad_hoc_drift_report_by_date_windows(history: History) -> None:
+    dataset = history.stage(2)["third"]["steps"]["features"]["prefix"]
+    common = ["drift", "report", "--dataset", dataset, "--reference", "2024-03-01..2024-03-06"]
+    calm = history.cli(*common, "--current", "2024-03-07..2024-03-07", "--json")
+    shifted = history.cli(*common, "--current", f"{SHIFT}..{SHIFT}", "--json")
+    assert calm["kind"] == shifted["kind"] == "adhoc"
+    assert calm["drift_share"] < 0.5 <= shifted["drift_share"]
+    assert calm["reference_rows"] == shifted["reference_rows"] > calm["current_rows"] > 1000
+    listed = [r["path"] for r in history.cli("drift", "list", "--json")["reports"]]
+    assert shifted["prefix"] in listed and calm["prefix"] in listed
+
+
+def test_an_env_without_an_overlay_is_refused_clearly(history: History) -> None:
+    from pipelines.decisions import ledger
+    from pipelines.decisions.promotion import repo_of
+
+    history.stage(1)  # a registry with versions to roll back to
+    repo = repo_of(history.settings)
+    head, aliases = repo.head(), history.aliases()
+    done = run_cli(["decisions", "rollback", "--to", "1"], {**history.env, "MLOPS_ENV": "qa"})
+    assert done.returncode == 1
+    assert "no serving overlay for env 'qa'" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1  # one clear line, no traceback
+    # refused before anything moved: no commit, no alias move, no record in that env
+    assert repo.head() == head and history.aliases() == aliases
+    assert ledger.read_all(history.storage, "qa") == []

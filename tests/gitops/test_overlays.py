@@ -1,0 +1,160 @@
+"""The GitOps content under platform/, as ArgoCD renders it (kustomize), validated offline:
+kubernetes-validate in strict mode, checkov with only the checked-in skips, and consistency with
+the Pulumi stacks that create the accounts, buckets and repositories it refers to."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from stacks.config import load_stack_config
+from tests.conftest import REPO
+from tests.support.tools import checkov, kustomize_build
+
+ENVS = ("local", "dev", "staging", "prod")
+STACKS = ("dev", "staging", "prod")
+"""Envs with a Pulumi stack (``local`` is a local cluster: kind, minikube)."""
+PLATFORM = REPO / "platform"
+KUBERNETES_VERSION = "1.33"
+KINDS = {
+    "ConfigMap",
+    "Service",
+    "Deployment",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+    "NetworkPolicy",
+}
+
+
+@functools.cache
+def rendered(env: str) -> tuple[dict[str, Any], ...]:
+    return tuple(d for d in yaml.safe_load_all(kustomize_build(PLATFORM / "envs" / env)) if d)
+
+
+def by_kind(env: str, kind: str) -> dict[str, Any]:
+    (document,) = [d for d in rendered(env) if d["kind"] == kind]
+    return document
+
+
+def test_platform_holds_no_python() -> None:
+    assert not list(PLATFORM.rglob("*.py")), "a package named platform would shadow the stdlib"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("env", ENVS)
+def test_each_overlay_renders_and_validates_strictly(env: str) -> None:
+    documents = rendered(env)
+    assert {d["kind"] for d in documents} == KINDS and len(documents) == len(KINDS)
+    for document in documents:
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+        assert document["metadata"]["namespace"] == "serving"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("env", ENVS)
+def test_the_workload_is_hardened(env: str) -> None:
+    pod = by_kind(env, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert {"/tmp", "/home/bentoml/prometheus_multiproc_dir"} <= mounts
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert set(container["resources"]) == {"requests", "limits"}
+    repository, tag = container["image"].rsplit(":", 1)
+    assert tag and tag != "latest"
+    assert "/" in repository or env == "local"  # a registry, except the locally built image
+    env_vars = {e["name"]: e["value"] for e in container["env"]}
+    assert env_vars["OMP_NUM_THREADS"] == "1"
+    assert pod["serviceAccountName"] == "serving"
+
+
+@pytest.mark.integration
+def test_envs_differ_only_where_they_should() -> None:
+    replicas = {env: by_kind(env, "Deployment")["spec"]["replicas"] for env in ENVS}
+    assert replicas == {"local": 1, "dev": 1, "staging": 2, "prod": 3}
+    for env in ENVS:
+        hpa = by_kind(env, "HorizontalPodAutoscaler")["spec"]
+        assert hpa["minReplicas"] == replicas[env] < hpa["maxReplicas"]
+    strip = {}
+    for env in STACKS:
+        deployment = json.loads(json.dumps(by_kind(env, "Deployment")))
+        pod = deployment["spec"]["template"]["spec"]
+        del deployment["spec"]["replicas"], pod["containers"][0]["resources"]
+        pod["containers"][0]["image"] = pod["containers"][0]["envFrom"] = None
+        strip[env] = deployment
+    assert strip["dev"] == strip["staging"] == strip["prod"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("env", STACKS)
+def test_overlays_agree_with_the_stacks(env: str) -> None:
+    """Same account, region and buckets as the Pulumi stack that builds the env."""
+    config = load_stack_config(env)
+    settings = by_kind(env, "ConfigMap")["data"]
+    assert settings["MLOPS_ENV"] == env == config.env
+    assert settings["MLOPS_STORAGE_URL"] == config.workflows.storage_url
+    registry = config.workflows.image.split("/")[0]
+    image = by_kind(env, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.startswith(f"{registry}/mlops-{env}-serving:")
+
+
+def run_checkov(directory: Path) -> tuple[int, dict[str, Any]]:
+    done = checkov(
+        "--framework",
+        "kubernetes",
+        "--quiet",
+        "--compact",
+        "-o",
+        "json",
+        "--config-file",
+        str(PLATFORM / "checkov.yaml"),
+        "-d",
+        str(directory),
+    )
+    document = json.loads(done.stdout)
+    document = document[0] if isinstance(document, list) else document
+    return done.returncode, document
+
+
+def write_rendered(directory: Path, documents: dict[str, tuple[dict[str, Any], ...]]) -> None:
+    directory.mkdir()
+    for env, docs in documents.items():
+        (directory / f"{env}.yaml").write_text(yaml.safe_dump_all(docs))
+
+
+@pytest.mark.integration
+def test_checkov_passes_with_only_the_checked_in_skips(tmp_path: Path) -> None:
+    write_rendered(tmp_path / "rendered", {env: rendered(env) for env in ENVS})
+    code, document = run_checkov(tmp_path / "rendered")
+    failed = [(c["check_id"], c["resource"]) for c in document["results"]["failed_checks"]]
+    assert code == 0 and failed == []
+    assert document["summary"]["resource_count"] >= len(ENVS) * len(KINDS)  # it did look
+    assert document["summary"]["passed"] > 50
+    skips = yaml.safe_load((PLATFORM / "checkov.yaml").read_text())["skip-check"]
+    reasons = (PLATFORM / "checkov.yaml").read_text()
+    for check in skips:  # every skip is explained in a comment just above it
+        before = reasons.split(f"- {check}")[0].rstrip().splitlines()[-1]
+        assert before.strip().startswith("#"), check
+
+
+@pytest.mark.integration
+def test_checkov_catches_a_planted_violation(tmp_path: Path) -> None:
+    documents = [json.loads(json.dumps(d)) for d in rendered("prod")]
+    for document in documents:
+        if document["kind"] == "Deployment":
+            container = document["spec"]["template"]["spec"]["containers"][0]
+            del container["resources"]["limits"]
+            container["securityContext"]["allowPrivilegeEscalation"] = True
+    write_rendered(tmp_path / "planted", {"prod": tuple(documents)})
+    code, document = run_checkov(tmp_path / "planted")
+    failed = {c["check_id"] for c in document["results"]["failed_checks"]}
+    assert code == 1
+    assert {"CKV_K8S_11", "CKV_K8S_13", "CKV_K8S_20"} <= failed

@@ -1,0 +1,111 @@
+"""Features: no look-ahead, correct labels, content-addressed datasets."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.data.bars import prepare_bars
+from pipelines.data.fetch import fetch
+from pipelines.data.validate import validate
+from pipelines.ml.dataset import build_dataset, read_dataset
+from pipelines.ml.features import (
+    FeatureConfig,
+    compute_features,
+    compute_labels,
+    feature_names,
+)
+from pipelines.settings import Settings
+from pipelines.storage import LocalStorage
+from pipelines.synthetic.market import minute_bars
+from tests.conftest import MIRROR_DAYS, MIRROR_START, SYMBOLS
+
+END = MIRROR_START + timedelta(days=MIRROR_DAYS - 1)
+CONFIG = FeatureConfig()
+
+
+def bars_frame(day_offset: int = 0) -> pd.DataFrame:
+    bars = minute_bars("BTCUSDT", MIRROR_START + timedelta(days=day_offset))
+    bars["open_time"] = pd.to_datetime(bars["open_time"], unit="ms", utc=True)
+    return bars
+
+
+@pytest.mark.parametrize("t", [60, 500, 1200])
+def test_changing_bars_after_t_changes_no_feature_at_or_before_t(t: int) -> None:
+    bars = bars_frame()
+    before = compute_features(bars, CONFIG)
+    rng = np.random.default_rng(t)
+    changed = bars.astype({"count": float})
+    later = changed.index > t
+    for column in ("open", "high", "low", "close", "volume", "count", "taker_buy_volume"):
+        changed.loc[later, column] = changed.loc[later, column] * rng.uniform(0.5, 2.0, later.sum())
+    after = compute_features(changed, CONFIG)
+    names = feature_names(CONFIG)
+    pd.testing.assert_frame_equal(before.loc[:t, names], after.loc[:t, names])
+    assert not before.loc[t + 1 :, names].equals(after.loc[t + 1 :, names]), (
+        "the change must be visible later"
+    )
+
+
+def test_labels_look_exactly_horizon_bars_ahead() -> None:
+    bars = bars_frame()
+    labels = compute_labels(bars, horizon=12)
+    close = bars["close"].to_numpy()
+    i = 100
+    assert labels["label"].iloc[i] == float(close[i + 12] > close[i])
+    assert labels["future_return"].iloc[i] == pytest.approx(np.log(close[i + 12] / close[i]))
+    assert labels["label"].iloc[-12:].isna().all() and labels["label"].iloc[:-12].notna().all()
+
+
+def test_features_are_finite_after_warmup_and_named() -> None:
+    features = compute_features(bars_frame(), CONFIG)
+    names = feature_names(CONFIG)
+    assert list(features.columns) == ["open_time", *names]
+    ready = features.iloc[CONFIG.warmup_bars - 1 :]
+    assert np.isfinite(ready[names].to_numpy()).all()
+    assert ready["taker_buy_ratio"].between(0, 1).all() and ready["rsi_14"].between(0, 1).all()
+
+
+def test_resampling_to_a_longer_model_interval() -> None:
+    bars = pd.concat([bars_frame(0), bars_frame(1)], ignore_index=True)
+    five = prepare_bars(bars, "1m", "5m")
+    assert len(five) == 2 * 288
+    assert five["open_time"].iloc[1] - five["open_time"].iloc[0] == pd.Timedelta(minutes=5)
+    assert five["high"].iloc[0] == bars["high"].iloc[:5].max()
+    assert five["volume"].sum() == pytest.approx(bars["volume"].sum())
+
+
+@pytest.fixture
+def curated(mirror_root: Path, tmp_path: Path, settings: Settings) -> LocalStorage:
+    storage = LocalStorage(tmp_path / "data")
+    fetch(settings, storage, mirror_root.as_uri(), SYMBOLS, "1m", MIRROR_START, END)
+    validate(storage, SYMBOLS, "1m", MIRROR_START, END, max_share=0.01)
+    return storage
+
+
+def test_dataset_is_content_addressed(curated: LocalStorage, tmp_path: Path) -> None:
+    first = build_dataset(curated, SYMBOLS, "1m", MIRROR_START, END, CONFIG)
+    again = build_dataset(curated, SYMBOLS, "1m", MIRROR_START, END, CONFIG)
+    assert again.dataset_hash == first.dataset_hash and again.reused and not first.reused
+    assert first.prefix == f"features/1m/{first.dataset_hash}"
+    other = build_dataset(curated, SYMBOLS, "1m", MIRROR_START, END, FeatureConfig(horizon=6))
+    fewer = build_dataset(curated, SYMBOLS, "1m", MIRROR_START, END - timedelta(days=1), CONFIG)
+    assert len({first.dataset_hash, other.dataset_hash, fewer.dataset_hash}) == 3
+    # a copy of the same inputs elsewhere hashes the same
+    shutil.copytree(curated.root / "curated", tmp_path / "copy" / "curated")
+    copy = build_dataset(LocalStorage(tmp_path / "copy"), SYMBOLS, "1m", MIRROR_START, END, CONFIG)
+    assert copy.dataset_hash == first.dataset_hash
+
+    rows = read_dataset(curated, first.prefix)
+    assert len(rows) == first.rows and rows["label"].isin([0, 1]).all()
+    assert rows.groupby("symbol").size().to_dict() == {
+        s: MIRROR_DAYS * 1440 - (CONFIG.warmup_bars - 1) - CONFIG.horizon for s in SYMBOLS
+    }
+    scoring = read_dataset(curated, first.prefix, "scoring")
+    assert len(scoring) == first.rows_unlabelled == 2 * CONFIG.horizon
+    assert scoring["open_time"].min() > rows["open_time"].max() - pd.Timedelta(minutes=1)

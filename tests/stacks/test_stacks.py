@@ -1,0 +1,245 @@
+"""The Pulumi stacks under Pulumi's own mocks: inventory, per-env values, tags, secrets, and
+no output the program reads left unset by the mocks."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+from typing import Any
+
+import pytest
+
+from pipelines.errors import PipelineError
+from stacks.offline.harness import SECRET, UNKNOWN
+from stacks.offline.plan import Plan, plan_stack
+from tests.conftest import REPO, StackPlans, run_cli
+
+ENVS = ("dev", "staging", "prod")
+MODES = (True, False)  # preview, update
+
+
+def of_type(plan: Plan, token: str) -> list[Any]:
+    return [r for r in plan.resources if r.type == token]
+
+
+def one(plan: Plan, token: str) -> dict[str, Any]:
+    (resource,) = of_type(plan, token)
+    inputs: dict[str, Any] = resource.inputs
+    return inputs
+
+
+@pytest.mark.parametrize("env", ENVS)
+@pytest.mark.parametrize("preview", MODES)
+def test_inventory(plans: StackPlans, env: str, preview: bool) -> None:
+    plan = plans.of(env, preview)
+    count = lambda token: len(of_type(plan, token))  # noqa: E731
+    assert count("aws:ec2/vpc:Vpc") == 1 and count("eks:index:Cluster") == 1
+    assert count("aws:rds/instance:Instance") == 1 and count("aws:s3/bucket:Bucket") == 3
+    assert count("aws:ecr/repository:Repository") == 2 and count("eks:index:ManagedNodeGroup") == 2
+    assert {r.name for r in of_type(plan, "aws:iam/role:Role")} >= {
+        "identity-pipeline",
+        "identity-mlflow",
+        "identity-serving",
+    }
+    assert sorted(r.inputs["chart"] for r in of_type(plan, "kubernetes:helm.sh/v4:Chart")) == [
+        "argo-cd",
+        "argo-workflows",
+    ]
+    assert count("kubernetes:apps/v1:Deployment") == 1  # the MLflow server
+    (app,) = of_type(plan, "kubernetes:argoproj.io/v1alpha1:Application")
+    assert app.inputs["spec"]["source"]["path"] == f"platform/envs/{env}"
+    crons = of_type(plan, "kubernetes:argoproj.io/v1alpha1:CronWorkflow")
+    assert sorted(c.inputs["metadata"]["name"] for c in crons) == [
+        "mlops-monitor",
+        "mlops-training",
+    ]
+    # every resource sits under one of our components, which sit under the stack
+    components = {r.name for r in plan.resources if r.type.startswith("mlops:")}
+    assert components == {
+        "network",
+        "cluster",
+        "storage",
+        "registry",
+        "database",
+        "identity",
+        "cluster-services",
+    }
+    assert all(r.parent in components for r in plan.resources if not r.type.startswith("mlops:"))
+
+
+@pytest.mark.parametrize("preview", MODES)
+def test_environments_differ_as_configured(plans: StackPlans, preview: bool) -> None:
+    dev, staging, prod = (plans.of(env, preview) for env in ENVS)
+    assert [len(of_type(p, "aws:ec2/natGateway:NatGateway")) for p in (dev, staging, prod)] == [
+        1,
+        1,
+        3,
+    ]
+    assert [len(of_type(p, "aws:ec2/subnet:Subnet")) for p in (dev, staging, prod)] == [4, 4, 6]
+    rds = [one(p, "aws:rds/instance:Instance") for p in (dev, staging, prod)]
+    assert [r["multiAz"] for r in rds] == [False, False, True]
+    assert [r["deletionProtection"] for r in rds] == [False, True, True]
+    assert [r["backupRetentionPeriod"] for r in rds] == [1, 7, 14]
+    assert all(r["storageEncrypted"] and not r["publiclyAccessible"] for r in rds)
+    workloads = [
+        next(
+            r.inputs
+            for r in of_type(p, "eks:index:ManagedNodeGroup")
+            if r.name.endswith("workloads")
+        )
+        for p in (dev, staging, prod)
+    ]
+    assert [w["capacityType"] for w in workloads] == ["SPOT", "ON_DEMAND", "ON_DEMAND"]
+    clusters = [one(p, "eks:index:Cluster") for p in (dev, staging, prod)]
+    assert [c["endpointPublicAccess"] for c in clusters] == [True, True, False]
+    assert clusters[0]["publicAccessCidrs"] == ["203.0.113.0/24"]
+    assert all(
+        c["endpointPrivateAccess"] and len(c["enabledClusterLogTypes"]) == 5 for c in clusters
+    )
+    assert [
+        one(p, "aws:cloudwatch/logGroup:LogGroup")["retentionInDays"] for p in (dev, staging, prod)
+    ] == [7, 14, 90]
+    buckets = [
+        {b.inputs["bucket"] for b in of_type(p, "aws:s3/bucket:Bucket")}
+        for p in (dev, staging, prod)
+    ]
+    assert not (buckets[0] & buckets[1] or buckets[1] & buckets[2])
+
+
+def _taggable(token: str) -> bool:
+    """Whether the provider's resource class takes `tags` (pulumi_aws, pulumi_eks)."""
+    package, module_path, cls = token.split(":")
+    module = module_path.split("/")[0]
+    python_module = {"aws": f"pulumi_aws.{module}", "eks": "pulumi_eks"}.get(package)
+    if python_module is None:
+        return False
+    klass = getattr(importlib.import_module(python_module), cls)
+    return "tags" in inspect.signature(klass._internal_init).parameters
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_every_taggable_resource_is_tagged(plans: StackPlans, env: str) -> None:
+    plan = plans[env]
+    wanted = {
+        "env": env,
+        "project": "mlops-platform",
+        "owner": "ml-platform",
+        "cost-center": "cc-1042",
+    }
+    taggable = [r for r in plan.resources if r.custom and _taggable(r.type)]
+    assert len(taggable) >= 25
+    untagged = [
+        f"{r.type} {r.name}"
+        for r in taggable
+        if not wanted.items() <= (r.inputs.get("tags") or {}).items()
+    ]
+    assert untagged == []
+
+
+@pytest.mark.parametrize("env", ENVS)
+@pytest.mark.parametrize("preview", MODES)
+def test_no_secret_in_plain_outputs_or_inputs(plans: StackPlans, env: str, preview: bool) -> None:
+    plan = plans.of(env, preview)
+    assert "kubeconfig" in plan.secret_outputs and plan.outputs["kubeconfig"] == SECRET
+    text = json.dumps(plan.document())
+    assert "mock-password" not in text  # the mocked RDS password appears nowhere unmasked
+    secret = next(r for r in plan.resources if r.type == "kubernetes:core/v1:Secret")
+    assert (
+        secret.inputs["stringData"] == SECRET
+        or secret.inputs["stringData"]["backend-store-uri"] == SECRET
+    )
+    rds = one(plan, "aws:rds/instance:Instance")
+    assert rds["password"] in (SECRET, UNKNOWN)
+
+
+def _walk(value: Any, path: str = "") -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        return [item for k, v in value.items() for item in _walk(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [item for i, v in enumerate(value) for item in _walk(v, f"{path}[{i}]")]
+    return [(path, value)]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_mocks_return_every_output_the_program_reads(plans: StackPlans, env: str) -> None:
+    plan = plans[env]
+    holes = [
+        f"{r.type} {r.name}{path}"
+        for r in plan.resources
+        for path, value in _walk(r.inputs)
+        if value == UNKNOWN or (value is None and "[" in path)
+    ]
+    assert holes == []
+    sg = one(plan, "aws:ec2/securityGroup:SecurityGroup")
+    assert sg["ingress"][0]["securityGroups"] == ["sg-cluster-eks-cluster"]
+    assert all(not rule.get("cidrBlocks") for rule in sg["ingress"])
+    trust = json.loads(
+        next(r for r in of_type(plan, "aws:iam/role:Role") if r.name == "identity-pipeline").inputs[
+            "assumeRolePolicy"
+        ]
+    )
+    condition = trust["Statement"][0]["Condition"]["StringEquals"]
+    assert trust["Statement"][0]["Principal"]["Federated"].startswith("arn:aws:iam::")
+    assert "system:serviceaccount:mlops:mlops-pipeline" in condition.values()
+    policies = {
+        r.name: json.loads(r.inputs["policy"])
+        for r in of_type(plan, "aws:iam/rolePolicy:RolePolicy")
+    }
+    serving = policies["identity-serving"]["Statement"]
+    assert any(s["Resource"][0].endswith(f"-curated/v1/inference/{env}/*") for s in serving)
+    for document in policies.values():
+        for statement in document["Statement"]:
+            assert "*" not in statement["Action"] and statement["Resource"] != ["*"]
+    for sa in of_type(plan, "kubernetes:core/v1:ServiceAccount"):
+        assert sa.inputs["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith(
+            "arn:aws:iam::"
+        )
+
+
+def test_the_same_program_registers_the_same_resources_every_time(plans: StackPlans) -> None:
+    """Guards against mock flakiness (pulumi/pulumi#6561): repeated runs, both modes."""
+    for preview in MODES:
+        first = plans.of("prod", preview).document()
+        for _ in range(3):
+            again = plan_stack("prod", preview=preview).document()
+            assert again == first
+
+
+@pytest.mark.integration
+def test_config_errors_are_one_clear_line(tmp_path: Any) -> None:
+    bad = (
+        (REPO / "stacks" / "Pulumi.dev.yaml")
+        .read_text()
+        .replace("multiAz: false", "multiAz: maybe")
+    )
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text(bad)
+    with pytest.raises(PipelineError, match=r"database\.multiAz: Input should be a valid boolean"):
+        plan_stack("dev", config_file=path)
+    done = run_cli(["infra", "plan", "--stack", "dev", "--config-file", str(path)])
+    assert (
+        done.returncode == 1
+        and "database.multiAz" in done.stderr
+        and "Traceback" not in done.stderr
+    )
+
+
+@pytest.mark.integration
+def test_plan_cli_json_lists_the_platform(tmp_path: Any) -> None:
+    done = run_cli(["infra", "plan", "--stack", "prod", "--json"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    document = json.loads(done.stdout)
+    types = {r["type"] for r in document["resources"]}
+    assert {
+        "aws:ec2/vpc:Vpc",
+        "eks:index:Cluster",
+        "aws:rds/instance:Instance",
+        "aws:s3/bucket:Bucket",
+        "aws:ecr/repository:Repository",
+        "kubernetes:helm.sh/v4:Chart",
+        "kubernetes:apps/v1:Deployment",
+        "kubernetes:argoproj.io/v1alpha1:Application",
+        "kubernetes:argoproj.io/v1alpha1:CronWorkflow",
+    } <= types
+    assert document["outputs"]["kubeconfig"] == SECRET
