@@ -197,6 +197,26 @@ class MarketDirection:
             for p in probability.tolist()
         ]
 
+    def _rows_answer(
+        self,
+        endpoint: str,
+        rows: list[BaseModel],
+        matrix: np.ndarray,
+        probability: np.ndarray,
+        ctx: bentoml.Context,
+    ) -> Response:
+        """The answer to a feature-rows request, logged with each row's symbol and bar time."""
+        return as_json(
+            self._answer(
+                endpoint,
+                matrix,
+                probability,
+                [getattr(r, "symbol", None) for r in rows],
+                [getattr(r, "open_time", None) for r in rows],
+                ctx,
+            )
+        )
+
     @bentoml.api(input_spec=PredictRequest)
     async def predict(self, rows: list[BaseModel], ctx: bentoml.Context) -> list[Prediction]:
         """Feature rows in; per row the probability of an up move. Unbatched, lowest latency:
@@ -207,32 +227,14 @@ class MarketDirection:
             probability = self.score(matrix)
         else:
             probability = await anyio.to_thread.run_sync(self.score, matrix)
-        return as_json(  # type: ignore[return-value]
-            self._answer(
-                "predict",
-                matrix,
-                probability,
-                [getattr(r, "symbol", None) for r in rows],
-                [getattr(r, "open_time", None) for r in rows],
-                ctx,
-            )
-        )
+        return self._rows_answer("predict", rows, matrix, probability, ctx)  # type: ignore[return-value]
 
     @bentoml.api(input_spec=PredictRequest)
     async def predict_batch(self, rows: list[BaseModel], ctx: bentoml.Context) -> list[Prediction]:
         """Same contract as ``/predict``; concurrent requests are batched by the runner."""
         matrix = rows_matrix(rows, FEATURES)
         probability = np.asarray(await self.runner.to_async.predict_proba(matrix))
-        return as_json(  # type: ignore[return-value]
-            self._answer(
-                "predict_batch",
-                matrix,
-                probability,
-                [getattr(r, "symbol", None) for r in rows],
-                [getattr(r, "open_time", None) for r in rows],
-                ctx,
-            )
-        )
+        return self._rows_answer("predict_batch", rows, matrix, probability, ctx)  # type: ignore[return-value]
 
     @bentoml.api(input_spec=KlinesRequest)
     def predict_klines(

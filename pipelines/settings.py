@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pipelines.intervals import SUPPORTED
@@ -24,6 +24,19 @@ def split_symbols(value: object) -> list[str]:
     if bad:
         raise ValueError(f"symbols must be letters and digits only, got {bad}")
     return symbols
+
+
+def known_interval(value: str) -> str:
+    """`value` if the archive publishes that kline interval."""
+    if value not in SUPPORTED:
+        raise ValueError(f"unknown interval {value!r}; use one of {', '.join(SUPPORTED)}")
+    return value
+
+
+Interval = Annotated[str, AfterValidator(known_interval)]
+"""A kline interval the archive publishes (``1m`` … ``1d``)."""
+Symbols = Annotated[list[str], BeforeValidator(split_symbols)]
+"""Symbols from ``"BTCUSDT,ETHUSDT"`` or a list: upper-cased, letters and digits only."""
 
 
 class Settings(BaseSettings):
@@ -50,10 +63,10 @@ class Settings(BaseSettings):
     source_url: str = "https://data.binance.vision"
     """Archive root in the data.binance.vision layout: ``https://``, ``http://`` or ``file://``."""
 
-    symbols: Annotated[list[str], NoDecode] = Field(default=["BTCUSDT", "ETHUSDT"])
+    symbols: Annotated[Symbols, NoDecode] = Field(default=["BTCUSDT", "ETHUSDT"])
     """Symbols to fetch and train on (comma-separated in the environment)."""
 
-    interval: str = "1m"
+    interval: Interval = "1m"
     """Kline interval fetched from the archive."""
 
     lookback_days: int = Field(default=60, ge=1)
@@ -86,7 +99,7 @@ class Settings(BaseSettings):
     quarantine_max_share: float = Field(default=0.01, ge=0, le=1)
     """Largest share of rows a day, or the run, may lose to quarantine before validate fails."""
 
-    model_interval: str | None = None
+    model_interval: Interval | None = None
     """Interval the model works at (curated bars are resampled); default: ``interval``."""
 
     horizon: int = Field(default=12, ge=1)
@@ -162,25 +175,6 @@ class Settings(BaseSettings):
 
     monitor_min_rows: int = Field(default=100, ge=10)
     """Windows with fewer joined predictions are not judged."""
-
-    @field_validator("model_interval")
-    @classmethod
-    def _known_model_interval(cls, value: str | None) -> str | None:
-        if value is not None and value not in SUPPORTED:
-            raise ValueError(f"unknown interval {value!r}; use one of {', '.join(SUPPORTED)}")
-        return value
-
-    @field_validator("symbols", mode="before")
-    @classmethod
-    def _split_symbols(cls, value: object) -> list[str]:
-        return split_symbols(value)
-
-    @field_validator("interval")
-    @classmethod
-    def _known_interval(cls, value: str) -> str:
-        if value not in SUPPORTED:
-            raise ValueError(f"unknown interval {value!r}; use one of {', '.join(SUPPORTED)}")
-        return value
 
     @property
     def effective_embargo(self) -> int:

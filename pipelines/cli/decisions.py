@@ -153,7 +153,7 @@ def drift_report(
     from pipelines.errors import PipelineError
     from pipelines.ml.dataset import read_dataset
     from pipelines.ml.registry import list_versions
-    from pipelines.reports.drift import data_drift, drift_features
+    from pipelines.reports.drift import data_drift, drift_features, drift_options
 
     settings = load_settings()
     storage = open_settings_storage(settings)
@@ -185,12 +185,8 @@ def drift_report(
         storage=storage,
         env=settings.env,
         kind="adhoc",
-        drift_share=settings.gate_max_drift_share,
-        method=settings.drift_method or None,
-        column_threshold=settings.drift_threshold,
         metadata={"reference": reference, "current": current},
-        workspace=settings.home / "evidently",
-        project=f"{settings.model_name}-{settings.env}",
+        **drift_options(settings),
     )
     if json_out:
         print_json(report.model_dump())

@@ -194,7 +194,7 @@ def _drift(
     info: DatasetInfo,
     challenger: int,
 ) -> Any:
-    from pipelines.reports.drift import data_drift, drift_features
+    from pipelines.reports.drift import data_drift, drift_features, drift_options
 
     return data_drift(
         reference,
@@ -203,13 +203,9 @@ def _drift(
         storage=storage,
         env=settings.env,
         kind="data_drift",
-        drift_share=settings.gate_max_drift_share,
-        method=settings.drift_method or None,
-        column_threshold=settings.drift_threshold,
         model_version=str(challenger),
         metadata={"dataset_hash": info.dataset_hash, "decision": "gate"},
-        workspace=settings.home / "evidently",
-        project=f"{settings.model_name}-{settings.env}",
+        **drift_options(settings),
     )
 
 

@@ -217,7 +217,7 @@ def _reports(
 ) -> list[str]:
     """Evidently: live quality of the latest judged window, and drift of its features against
     the champion's training rows."""
-    from pipelines.reports.drift import data_drift, drift_features
+    from pipelines.reports.drift import data_drift, drift_features, drift_options
     from pipelines.reports.quality import quality_report
 
     judged = [w for w in windows if w["judged"]]
@@ -226,17 +226,16 @@ def _reports(
     start = pd.Timestamp(judged[-1]["start"])
     end = pd.Timestamp(judged[-1]["end"])
     latest = joined[(joined["open_time"] >= start) & (joined["open_time"] < end)]
-    common = {
-        "storage": storage,
-        "env": settings.env,
-        "model_version": version,
-        "workspace": settings.home / "evidently",
-        "project": f"{settings.model_name}-{settings.env}",
-    }
+    options = drift_options(settings)
+    window = {"window": [str(start), str(end)]}
     quality = quality_report(
         latest.assign(label=latest["label"].astype(int)),
-        metadata={"window": [str(start), str(end)]},
-        **common,  # type: ignore[arg-type]
+        storage=storage,
+        env=settings.env,
+        model_version=version,
+        metadata=window,
+        workspace=options["workspace"],
+        project=options["project"],
     )
     out = [quality.prefix]
     prefix = tags.get("dataset_prefix")
@@ -251,12 +250,12 @@ def _reports(
                 reference,
                 latest,
                 names,
+                storage=storage,
+                env=settings.env,
                 kind="live_drift",
-                drift_share=settings.gate_max_drift_share,
-                method=settings.drift_method or None,
-                column_threshold=settings.drift_threshold,
-                metadata={"window": [str(start), str(end)]},
-                **common,  # type: ignore[arg-type]
+                model_version=version,
+                metadata=window,
+                **options,
             )
             out.append(drift.prefix)
     return out

@@ -11,9 +11,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, field_validator
 
 from pipelines import layout
-from pipelines.intervals import SUPPORTED
 from pipelines.progress import Progress, no_progress
-from pipelines.settings import Settings, split_symbols
+from pipelines.settings import Interval, Settings, Symbols
 from pipelines.storage import Storage
 
 ResultT = TypeVar("ResultT", bound=BaseModel)
@@ -23,22 +22,10 @@ class RunParams(BaseModel):
     """Parameters of one run; stored with the run so every step (and a resume) sees the same."""
 
     source: str
-    symbols: list[str]
-    interval: str
+    symbols: Symbols
+    interval: Interval
     start: date
     end: date
-
-    @field_validator("symbols", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> list[str]:
-        return split_symbols(value)
-
-    @field_validator("interval")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        if value not in SUPPORTED:
-            raise ValueError(f"unknown interval {value!r}; use one of {', '.join(SUPPORTED)}")
-        return value
 
     @field_validator("source")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pandas as pd
 from pydantic import BaseModel
@@ -20,6 +20,7 @@ from pipelines.reports.store import (
     utc,
     write_summary,
 )
+from pipelines.settings import Settings
 from pipelines.storage import Storage
 
 # Stattests whose score is a p-value (drift when the score is BELOW the threshold), by registry
@@ -57,6 +58,27 @@ _PVALUE_METHODS = frozenset(
 CALENDAR_PREFIXES = ("tod_", "dow_")
 """Time-of-day/-week encodings: their distribution in a window is fixed by the window's length,
 not by the market, so they are left out of the drift test."""
+
+
+class DriftOptions(TypedDict):
+    """How every drift report of an env is judged and where it is charted (from settings)."""
+
+    drift_share: float
+    method: str | None
+    column_threshold: float | None
+    workspace: Path
+    project: str
+
+
+def drift_options(settings: Settings) -> DriftOptions:
+    """The env's drift test (``MLOPS_DRIFT_*``, ``MLOPS_GATE_MAX_DRIFT_SHARE``) and workspace."""
+    return DriftOptions(
+        drift_share=settings.gate_max_drift_share,
+        method=settings.drift_method or None,
+        column_threshold=settings.drift_threshold,
+        workspace=settings.home / "evidently",
+        project=f"{settings.model_name}-{settings.env}",
+    )
 
 
 def drift_features(features: list[str]) -> list[str]:
