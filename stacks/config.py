@@ -129,8 +129,8 @@ class StorageConfig(_Model):
 class PlatformConfig(_Model):
     """What runs on the cluster: charts, MLflow and the GitOps root application."""
 
-    argocd_chart_version: str = "8.1.2"
-    argo_workflows_chart_version: str = "0.45.19"
+    argocd_chart_version: str = "10.1.1"
+    argo_workflows_chart_version: str = "1.0.18"
     mlflow_image: str = "ghcr.io/mlflow/mlflow:v3.7.0"
     gitops_repo_url: str
     gitops_revision: str = "main"
