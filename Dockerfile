@@ -1,6 +1,6 @@
 # The pipeline image: every Argo step runs `mlops step NAME …` in it.
 # Build: docker build -t <ecr>/mlops-<env>-pipeline:<version> .
-FROM python:3.11.7-slim-bookworm AS build
+FROM python:3.11.15-slim-bookworm AS build
 COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never
 WORKDIR /app
@@ -13,11 +13,12 @@ COPY stacks ./stacks
 COPY policies ./policies
 RUN uv sync --locked --no-dev --no-editable
 
-FROM python:3.11.7-slim-bookworm
+FROM python:3.11.15-slim-bookworm
 ARG GIT_COMMIT=unknown
-# git: the gate and the monitor commit promotions and rollbacks to the GitOps repository.
+# git (+ ssh for a deploy key): the gate and the monitor push promotions and rollbacks to the
+# GitOps repository.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends git \
+    && apt-get install -y --no-install-recommends git openssh-client \
     && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 mlops \
     && useradd --system --uid 10001 --gid mlops --home-dir /tmp --shell /usr/sbin/nologin mlops

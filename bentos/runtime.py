@@ -16,7 +16,7 @@ REQUIREMENTS = Path(__file__).with_name("requirements.txt")
 """Pinned closure of the serving dependencies, exported from ``uv.lock`` (``mlops bento
 requirements`` regenerates it; a test fails when it is stale)."""
 
-PYTHON_IMAGE = "python:3.11.7-slim-bookworm"
+PYTHON_IMAGE = "python:3.11.15-slim-bookworm"
 """Base image, pinned to the Python the project is tested with."""
 
 UV_VERSION = "0.13.9"

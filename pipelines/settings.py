@@ -140,7 +140,18 @@ class Settings(BaseSettings):
     """Branch the decisions commit to."""
 
     gitops_remote: str | None = None
-    """Remote to push each decision's commit to (none: commit locally only)."""
+    """Remote to push each decision's commit to (none: commit locally only). Never put a
+    credential in it: a URL with a password is refused; use one of the files below."""
+
+    gitops_token_file: Path | None = None
+    """File holding a token for HTTPS pushes (mounted from a Secret); git reads it through a
+    credential helper, so it never appears in a URL, argv or a log line."""
+
+    gitops_ssh_key_file: Path | None = None
+    """SSH deploy key for pushes (mounted from a Secret, mode 0400)."""
+
+    gitops_known_hosts_file: Path | None = None
+    """known_hosts for the SSH remote (strict host key checking)."""
 
     gate_min_auc_delta: float = Field(default=0.0, ge=0)
     """Promote only if the challenger's ROC-AUC beats the champion's by at least this much…"""

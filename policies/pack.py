@@ -20,7 +20,11 @@ LEVELS = {
 
 
 def build_policies() -> list[Policy]:
-    """One pulumi_policy policy per rule, with its default level and config schema."""
+    """One pulumi_policy policy per rule, with its default level and config schema.
+
+    A rule's offline mark (``policies.rules.placeholders.offline``) is for the offline engine's
+    ``explore`` mode only: under Pulumi every rule has its declared level (or the pack config's).
+    """
     policies: list[Policy] = []
     for rule in RULES:
         schema = PolicyConfigSchema(properties=rule.config_schema) if rule.config_schema else None

@@ -8,18 +8,32 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from pipelines.errors import PipelineError
 from pipelines.orchestration.argo import WorkflowSettings
+from stacks import support_matrix
 
 PROJECT = "mlops-platform"
 STACKS_DIR = Path(__file__).resolve().parent
+IAM_ROLE_ARN = re.compile(r"^arn:aws(?:-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]+$")
+"""An IAM role ARN (the role name may carry a path)."""
+DEFAULT_LAYOUT_ROOT = "v1"
+"""Where the storage layout starts inside each data bucket (``s3://<bucket>/v1/raw/...``)."""
 
 
 class _Model(BaseModel):
@@ -79,7 +93,14 @@ class NodeGroupConfig(_Model):
 class ClusterConfig(_Model):
     """EKS control plane and node groups."""
 
-    version: str = "1.33"
+    version: str = "1.36"
+    """Kubernetes minor, in standard support per `stacks.support_matrix` (as of its date)."""
+    admin_role_arns: list[str] = Field(min_length=1)
+    """IAM roles given cluster-admin through EKS access entries (people operating the platform).
+    Not the principal that creates the cluster: EKS already gives that one an admin entry."""
+    ci_role_arn: str
+    """The IAM role CI deploys with (``pulumi up``: namespaces, CRDs, Helm charts), also
+    cluster-admin through an access entry."""
     endpoint_public_access: bool = False
     public_access_cidrs: list[str] = Field(default_factory=list)
     """CIDRs allowed to reach a public API endpoint (never 0.0.0.0/0)."""
@@ -88,6 +109,28 @@ class ClusterConfig(_Model):
     )
     system_nodes: NodeGroupConfig
     workload_nodes: NodeGroupConfig
+
+    @field_validator("version")
+    @classmethod
+    def _supported_version(cls, value: str) -> str:
+        problem = support_matrix.EKS.problem(value)
+        if problem is not None:
+            raise ValueError(problem.removeprefix(f"{support_matrix.EKS.key}: "))
+        return value
+
+    @field_validator("admin_role_arns")
+    @classmethod
+    def _admin_roles(cls, value: list[str]) -> list[str]:
+        for arn in value:
+            _check_role_arn(arn)
+        if len(set(value)) != len(value):
+            raise ValueError("lists a role twice (one access entry per principal)")
+        return value
+
+    @field_validator("ci_role_arn")
+    @classmethod
+    def _ci_role(cls, value: str) -> str:
+        return _check_role_arn(value)
 
     @model_validator(mode="after")
     def _endpoint(self) -> ClusterConfig:
@@ -100,11 +143,28 @@ class ClusterConfig(_Model):
                 raise ValueError(f"publicAccessCidrs: {cidr} opens the API to the whole internet")
         return self
 
+    @model_validator(mode="after")
+    def _one_entry_per_principal(self) -> ClusterConfig:
+        if self.ci_role_arn in self.admin_role_arns:
+            raise ValueError(
+                f"ciRoleArn: {self.ci_role_arn} is also in adminRoleArns "
+                "(EKS allows one access entry per principal)"
+            )
+        return self
+
+
+def _check_role_arn(arn: str) -> str:
+    if not IAM_ROLE_ARN.match(arn):
+        raise ValueError(f"{arn!r} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)")
+    return arn
+
 
 class DatabaseConfig(_Model):
     """RDS PostgreSQL, MLflow's backend store."""
 
-    engine_version: str = "16.4"
+    engine_version: str = "17"
+    """The PostgreSQL major only: RDS picks its newest minor and upgrades minors automatically
+    (autoMinorVersionUpgrade), so a pinned minor would drift and later stop being creatable."""
     instance_class: str = "db.t4g.micro"
     allocated_storage_gib: int = Field(default=20, ge=20)
     max_allocated_storage_gib: int = Field(default=100, ge=20)
@@ -113,17 +173,74 @@ class DatabaseConfig(_Model):
     backup_retention_days: int = Field(default=1, ge=1, le=35)
     skip_final_snapshot: bool = True
 
+    @field_validator("engine_version")
+    @classmethod
+    def _supported_major(cls, value: str) -> str:
+        product = support_matrix.POSTGRES
+        if "." in value:
+            majors = ", ".join(r.version for r in product.choosable())
+            raise ValueError(
+                f"{value} pins a minor version, which drifts once RDS upgrades it "
+                f"(autoMinorVersionUpgrade is on); use the major only: one of {majors}"
+            )
+        problem = product.problem(value)
+        if problem is not None:
+            raise ValueError(problem.removeprefix(f"{product.key}: "))
+        return value
+
+    @field_validator("instance_class")
+    @classmethod
+    def _postgres_class(cls, value: str) -> str:
+        family, _, size = value.rpartition(".")
+        if size not in support_matrix.RDS_POSTGRES_CLASSES.get(family, ()):
+            families = ", ".join(f"{f}.*" for f in support_matrix.RDS_POSTGRES_CLASSES)
+            raise ValueError(
+                f"{value} is not an RDS for PostgreSQL class this platform accepts "
+                f"({families}; stacks/support_matrix.py RDS_POSTGRES_CLASSES)"
+            )
+        return value
+
 
 class StorageConfig(_Model):
     """S3 buckets of the storage layout."""
 
     bucket_prefix: str
     """Buckets are ``<prefix>-raw``, ``-curated`` and ``-artifacts`` (globally unique names)."""
-    raw_transition_days: int = Field(default=30, ge=1)
-    """Days before raw archive zips move to a cheaper storage class."""
+    layout_root: str = Field(default=DEFAULT_LAYOUT_ROOT, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    """Key prefix the storage layout starts at in the raw and curated buckets; the workflows'
+    ``storageUrl`` and ``rawStorageUrl`` must be ``s3://<bucketPrefix>-<bucket>/<layoutRoot>``."""
+    raw_transition_storage_class: Literal[
+        "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE"
+    ] = "STANDARD_IA"
+    """Where raw archive zips move after ``rawTransitionDays``."""
+    raw_transition_days: int = Field(default=30, ge=0)
+    """Days before raw archive zips move to ``rawTransitionStorageClass`` (S3 requires 30 or more
+    for STANDARD_IA and ONEZONE_IA)."""
     noncurrent_expiration_days: int = Field(default=30, ge=1)
     force_destroy: bool = False
     """Allow deleting non-empty buckets (dev only)."""
+
+    @field_validator("raw_transition_days")
+    @classmethod
+    def _transition_minimum(cls, value: int, info: ValidationInfo) -> int:
+        storage_class = info.data.get("raw_transition_storage_class")
+        if storage_class is None:  # invalid itself: its own error names it
+            return value
+        minimum = support_matrix.S3_TRANSITION_MIN_DAYS[storage_class]
+        if value < minimum:
+            raise ValueError(
+                f"{value} days is under the {minimum} days S3 requires before a lifecycle "
+                f"transition to {storage_class} (rawTransitionStorageClass)"
+            )
+        return value
+
+    def bucket(self, kind: str) -> str:
+        """The name of bucket `kind` (raw, curated, artifacts): ``<bucketPrefix>-<kind>``."""
+        return f"{self.bucket_prefix}-{kind}"
+
+    def url(self, kind: str) -> str:
+        """``s3://<bucketPrefix>-<kind>/<layoutRoot>``: where the layout starts in bucket `kind`."""
+        return f"s3://{self.bucket(kind)}/{self.layout_root}"
 
 
 class PlatformConfig(_Model):
@@ -134,6 +251,28 @@ class PlatformConfig(_Model):
     mlflow_image: str = "ghcr.io/mlflow/mlflow:v3.7.0"
     gitops_repo_url: str
     gitops_revision: str = "main"
+
+    class ArgoSso(_Model):
+        """argo-server OIDC single sign-on (chart values ``server.sso.*``); the OIDC client's id
+        and secret are the keys client-id/client-secret of Secret argo/<clientSecretName>."""
+
+        issuer: str
+        redirect_url: str  # <argo-server URL>/oauth2/callback
+        client_secret_name: str = "argo-server-sso"
+        scopes: list[str] = Field(default_factory=list)
+
+    argo_server_auth_modes: list[Literal["client", "server", "sso"]] = Field(
+        ["client"], min_length=1
+    )
+    """argo-server ``--auth-mode``s: ``client`` (callers send a Kubernetes bearer token),
+    ``server`` (every caller acts as the server's service account), ``sso`` (needs ``argoSso``)."""
+    argo_sso: PlatformConfig.ArgoSso | None = None
+
+    @model_validator(mode="after")
+    def _sso_is_configured(self) -> PlatformConfig:
+        if "sso" in self.argo_server_auth_modes and self.argo_sso is None:
+            raise ValueError("argoServerAuthModes has sso but no argoSso: argo-server would exit")
+        return self
 
 
 class StackConfig(_Model):
@@ -152,6 +291,33 @@ class StackConfig(_Model):
     platform: PlatformConfig
     workflows: WorkflowSettings
     """Argo CronWorkflows of the pipelines in this environment."""
+
+    @model_validator(mode="after")
+    def _storage_urls_are_the_stacks_buckets(self) -> StackConfig:
+        # The pipelines write where these URLs point; the stack's IAM grants and lifecycle rules
+        # cover only its own buckets under storage.layoutRoot.
+        for key, url, bucket in (
+            ("workflows.storageUrl", self.workflows.storage_url, "curated"),
+            ("workflows.rawStorageUrl", self.workflows.raw_storage_url, "raw"),
+        ):
+            if url is not None and url.rstrip("/") != self.storage.url(bucket):
+                raise ValueError(
+                    f"{key}: {url} is not where this stack keeps the layout in its {bucket} "
+                    f"bucket: {self.storage.url(bucket)} (storage.bucketPrefix, "
+                    "storage.layoutRoot)"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _charts_are_supported(self) -> StackConfig:
+        for product, version in (
+            (support_matrix.ARGO_CD, self.platform.argocd_chart_version),
+            (support_matrix.ARGO_WORKFLOWS, self.platform.argo_workflows_chart_version),
+        ):
+            problem = product.problem(version)
+            if problem is not None:
+                raise ValueError(problem)
+        return self
 
     @property
     def tags(self) -> dict[str, str]:
@@ -183,8 +349,11 @@ def parse_stack_config(document: dict[str, Any], source: str) -> tuple[StackConf
     except ValidationError as error:
         item = error.errors()[0]
         where = ".".join(str(p) for p in item["loc"])
+        # a validator's message says what is wrong; for a check across sections (no location)
+        # it starts with the key itself
+        message = item["msg"].removeprefix("Value error, ")
         raise PipelineError(
-            f"{source}: {PROJECT}:{where}: {item['msg']}"
+            f"{source}: {PROJECT}:{where + ': ' if where else ''}{message}"
             + (f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""),
             "fix the stack config (see stacks/config.py for every key)",
         ) from None

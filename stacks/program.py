@@ -10,6 +10,7 @@ import pulumi_aws as aws
 
 from pipelines.orchestration.argo import render
 from pipelines.orchestration.dag import PIPELINES, get_pipeline
+from stacks.components.backup import Backup, BackupArgs
 from stacks.components.buckets import Storage, StorageArgs
 from stacks.components.cluster import Cluster, ClusterArgs
 from stacks.components.cluster_services import ClusterServices, ClusterServicesArgs
@@ -69,8 +70,21 @@ def build(config: StackConfig) -> dict[str, Any]:
             tags,
         ),
     )
+    Backup(
+        "backup",
+        BackupArgs(
+            config.env,
+            config.database.backup_retention_days,
+            f"mlops-{config.env}-mlflow",
+            storage.bucket_arns["artifacts"],
+            tags,
+        ),
+    )
     accounts = service_accounts(
-        config.workflows.namespace, config.workflows.service_account, config.env
+        config.workflows.namespace,
+        config.workflows.service_account,
+        config.env,
+        layout_root=config.storage.layout_root,
     )
     identity = Identity(
         "identity",

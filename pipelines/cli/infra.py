@@ -38,7 +38,11 @@ def infra_plan(
     json_out: JsonFlag = False,
 ) -> None:
     """Run the Pulumi program in-process under mocks (no CLI, no cloud); list its resources and
-    the policy pack's verdict. Exit 1 on a config error or a mandatory violation."""
+    the policy pack's verdict. Exit 1 on a config error or a mandatory violation.
+
+    The pack runs in its offline ``explore`` mode: placeholders of the example stacks are
+    warnings here (``--json``: ``.policy.warnings``, ``.policy.placeholders``), while ``pulumi
+    preview``/``up`` refuse them."""
     from stacks.offline.plan import plan_stack  # lazily: pipelines does not import stacks
 
     with err.status(f"planning stack {stack} under mocks …"):
@@ -46,6 +50,8 @@ def infra_plan(
     policy = result.policy
     if json_out:
         print_json(result.document())
+        for note in policy.get("notes", []):
+            err.print(f"[yellow]warning:[/] {note}", soft_wrap=True, highlight=False)
     else:
         _show_plan(result, stack)
     if policy.get("mandatory"):
@@ -82,12 +88,33 @@ def _show_plan(result: Any, stack: str) -> None:
         markup=False,
     )
     policy = result.policy
+    warnings = policy.get("warnings", [])
     table = Table(
-        title=f"policies: {policy['mandatory']} mandatory, {policy['advisory']} advisory "
-        f"({policy['skipped_unknown']} checks skipped on unknown values)"
+        title=f"policies: {policy['mandatory']} mandatory, {policy['advisory']} advisory, "
+        f"{len(warnings)} warnings ({policy['skipped_unknown']} checks skipped on unknown values)"
     )
     for column in ("rule", "level", "resource", "message"):
         table.add_column(column)
     for v in policy["violations"]:
         table.add_row(v["rule"], v["level"], v["resource"], v["message"])
     out.print(table)
+    if warnings:
+        resources = len({v["resource"] for v in warnings})
+        out.print(
+            f"[yellow]warning:[/] {len(warnings)} finding(s) on {resources} resource(s) "
+            f"(mlops infra plan --stack {stack} --json | jq .policy.warnings)",
+            soft_wrap=True,
+            highlight=False,
+        )
+    for note in policy.get("notes", []):
+        out.print(f"[yellow]warning:[/] {note}", soft_wrap=True, highlight=False)
+    placeholders = policy.get("placeholders", [])
+    if placeholders:
+        out.print(f"placeholders to replace in the stack config ({stack}):", highlight=False)
+        for p in placeholders:
+            out.print(
+                f"  {p['key']} = {p['value']}  ({p['placeholder']}: {p['what']})",
+                soft_wrap=True,
+                highlight=False,
+                markup=False,
+            )

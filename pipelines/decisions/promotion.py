@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipelines.decisions import ledger
-from pipelines.decisions.gitops import GitOpsRepo
+from pipelines.decisions.gitops import GitCredentials, GitOpsRepo
 from pipelines.decisions.ledger import Decision
 from pipelines.errors import PipelineError
 from pipelines.ml.tracking import client as mlflow_client
@@ -21,9 +21,25 @@ from pipelines.storage import Storage
 ALIASES = ("champion", "challenger", "previous")
 
 
+def credentials_of(settings: Settings) -> GitCredentials:
+    """The GitOps push credentials the settings name (``MLOPS_GITOPS_TOKEN_FILE``,
+    ``MLOPS_GITOPS_SSH_KEY_FILE``, ``MLOPS_GITOPS_KNOWN_HOSTS_FILE``): files mounted from a
+    Secret."""
+    return GitCredentials(
+        token_file=settings.gitops_token_file,
+        ssh_key_file=settings.gitops_ssh_key_file,
+        known_hosts_file=settings.gitops_known_hosts_file,
+    )
+
+
 def repo_of(settings: Settings) -> GitOpsRepo:
-    """The GitOps working copy the settings name."""
-    return GitOpsRepo(settings.gitops_path, settings.gitops_branch, settings.gitops_remote)
+    """The GitOps working copy the settings name, with its push credentials."""
+    return GitOpsRepo(
+        settings.gitops_path,
+        settings.gitops_branch,
+        settings.gitops_remote,
+        credentials=credentials_of(settings),
+    )
 
 
 def current_aliases(client: Any, name: str) -> dict[str, int]:
@@ -83,17 +99,19 @@ def apply(
         set_aliases(client, name, moves)
     except Exception as error:
         set_aliases(client, name, restore)
-        _failed(storage, record, f"moving aliases failed and was undone: {error}")
-        raise PipelineError(f"{record.kind}: moving aliases failed (undone): {error}") from error
+        reason = repo.redact(str(error))  # the ledger and the log keep no credential
+        _failed(storage, record, f"moving aliases failed and was undone: {reason}")
+        raise PipelineError(f"{record.kind}: moving aliases failed (undone): {reason}") from None
     try:
         commit = repo.pin(record.env, pin, message.format(record=record.key)) if pin else None
     except Exception as error:
         set_aliases(client, name, restore)
-        _failed(storage, record, f"GitOps commit failed; aliases moved back: {error}")
+        reason = repo.redact(str(error))
+        _failed(storage, record, f"GitOps commit failed; aliases moved back: {reason}")
         raise PipelineError(
-            f"{record.kind}: the GitOps commit failed, aliases moved back: {error}",
+            f"{record.kind}: the GitOps commit failed, aliases moved back: {reason}",
             "fix the GitOps repository, then re-run (the decision is re-made)",
-        ) from error
+        ) from None
     after = current_aliases(client, name)
     return ledger.write(
         storage,

@@ -7,7 +7,7 @@ storage, …) come from `WorkflowSettings`, which the stack config provides.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
@@ -61,6 +61,12 @@ class WorkflowSettings(BaseModel):
     thresholds, the GitOps remote — checked against `pipelines.settings.Settings`."""
     retry_backoff: str = "30s"
     retry_backoff_max: str = "10m"
+    gitops_secret: str | None = "gitops-push"
+    """Secret (in `namespace`) with the GitOps push credential, mounted read-only into the
+    steps that push (gate, monitor) and nowhere else; None: those steps commit without a
+    credential (a public or in-cluster remote)."""
+    gitops_credential: Literal["token", "ssh-key"] = "token"
+    """Which key of `gitops_secret` holds it: an HTTPS token or an SSH deploy key."""
 
     @field_validator("settings")
     @classmethod
@@ -147,6 +153,36 @@ def _env(config: WorkflowSettings, pipeline: Pipeline) -> list[Any]:
     return [Env(name=k, value=v) for k, v in values.items()]
 
 
+PIPELINE_UID = 10001
+"""The pipeline image's user (Dockerfile: ``USER 10001:10001``)."""
+GITOPS_SECRET_DIR = "/var/run/secrets/mlops-gitops"
+"""Where the push credential of `WorkflowSettings.gitops_secret` is mounted."""
+
+
+def _gitops_env(config: WorkflowSettings) -> list[Any]:
+    from hera.workflows import Env
+
+    setting = {"token": "MLOPS_GITOPS_TOKEN_FILE", "ssh-key": "MLOPS_GITOPS_SSH_KEY_FILE"}
+    path = f"{GITOPS_SECRET_DIR}/{config.gitops_credential}"
+    return [Env(name=setting[config.gitops_credential], value=path)]
+
+
+def _gitops_volume(config: WorkflowSettings) -> Any:
+    from hera.workflows import SecretVolume
+    from hera.workflows import models as m
+
+    return SecretVolume(
+        name="gitops-credentials",
+        secret_name=config.gitops_secret,
+        mount_path=GITOPS_SECRET_DIR,
+        read_only=True,
+        # root-owned, group-readable through the pod's fsGroup: uid 10001 reads it, and ssh
+        # accepts a key it does not own that others cannot read
+        default_mode=0o440,
+        items=[m.KeyToPath(key=config.gitops_credential, path=config.gitops_credential)],
+    )
+
+
 def argo_params() -> dict[str, str]:
     """Each run parameter as the Argo expression that carries it into a step command."""
     return {name: f"{{{{workflow.parameters.{name}}}}}" for name in RUN_PARAMETERS}
@@ -164,12 +200,16 @@ def _container(
 
     argv = command or step_command(pipeline.name, step.name, "{{workflow.name}}", argo_params())
     r = step.resources
+    pushes = step.pushes_gitops and config.gitops_secret is not None
+    scratch = EmptyDirVolume(
+        name="scratch", mount_path=SCRATCH, size_limit=m.Quantity(config.scratch_size)
+    )
     return Container(
         name=name or step.name,
         image=config.image,
         command=argv[:1],
         args=argv[1:],
-        env=_env(config, pipeline),
+        env=_env(config, pipeline) + (_gitops_env(config) if pushes else []),
         resources=Resources(
             cpu_request=r.cpu,
             cpu_limit=r.cpu_limit,
@@ -186,11 +226,7 @@ def _container(
             ),
         ),
         security_context=_security_context(),
-        volumes=[
-            EmptyDirVolume(
-                name="scratch", mount_path=SCRATCH, size_limit=m.Quantity(config.scratch_size)
-            )
-        ],
+        volumes=[scratch, _gitops_volume(config)] if pushes else [scratch],
         active_deadline_seconds=step.timeout_seconds,
         metrics=_metrics(step.name),
     )
@@ -288,6 +324,14 @@ def cron_workflow(pipeline: Pipeline, config: WorkflowSettings) -> Any:
             seconds_after_failure=config.ttl_after_failure_seconds,
         ),
         service_account_name=config.service_account,
+        # Pod level: the pipeline image's user, and the group that may read mounted Secrets.
+        security_context=m.PodSecurityContext(
+            run_as_non_root=True,
+            run_as_user=PIPELINE_UID,
+            run_as_group=PIPELINE_UID,
+            fs_group=PIPELINE_UID,
+            seccomp_profile=m.SeccompProfile(type="RuntimeDefault"),
+        ),
         workflow_metadata=m.WorkflowMetadata(labels=labels),
         arguments=[Parameter(name=k, value=v) for k, v in defaults.items()],
         metrics=Metrics(metrics=workflow_metrics),

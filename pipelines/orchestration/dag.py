@@ -48,6 +48,9 @@ class Step:
     """Extra attempts after a failure (steps are idempotent, so a retry is safe)."""
     timeout_seconds: int = 3600
     resources: Resources = Resources()
+    pushes_gitops: bool = False
+    """The step commits to the GitOps repository (promotion, rollback): on the cluster it gets
+    the push credentials mounted from a Secret; no other step sees them."""
     doc: str = field(default="", compare=False)
 
 
@@ -139,6 +142,7 @@ def training_pipeline() -> Pipeline:
                 retries=1,
                 timeout_seconds=1200,
                 resources=Resources("1", "2Gi", "2", "4Gi"),
+                pushes_gitops=True,
                 doc="challenger vs champion + drift: promote (aliases + GitOps) or reject",
             ),
         ),
@@ -175,6 +179,7 @@ def monitor_pipeline() -> Pipeline:
                 retries=1,
                 timeout_seconds=900,
                 resources=Resources("500m", "1Gi", "1", "2Gi"),
+                pushes_gitops=True,
                 doc="live quality and drift of the champion; rollback after N bad windows",
             ),
         ),

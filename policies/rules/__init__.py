@@ -11,7 +11,7 @@ them domain by domain, in `DOMAINS` order. This package imports nothing of the p
 
 from __future__ import annotations
 
-from policies.rules import eks, iam, kubernetes, network, rds, s3, tags_cost
+from policies.rules import eks, iam, kubernetes, network, placeholders, rds, s3, tags_cost
 from policies.rules.base import WORLD, Kind, Level, Report, Rule, collect, rule
 from policies.rules.eks import eks_endpoint, eks_logging, eks_secrets_encryption
 from policies.rules.iam import ADMIN_POLICIES, POLICY_DOCUMENTS, iam_no_admin, iam_no_star_on_star
@@ -44,7 +44,7 @@ from policies.rules.s3 import (
 )
 from policies.rules.tags_cost import REQUIRED_TAGS, TAGGABLE, cost_guard, required_tags
 
-DOMAINS = (s3, rds, eks, network, iam, tags_cost, kubernetes)
+DOMAINS = (s3, rds, eks, network, iam, tags_cost, kubernetes, placeholders)
 """The domain modules, in report order."""
 
 RULES: list[Rule] = collect(module.__name__ for module in DOMAINS)

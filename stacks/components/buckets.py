@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
+from pipelines import layout
 from stacks.config import StorageConfig
 
 BUCKETS = ("raw", "curated", "artifacts")
@@ -30,6 +32,41 @@ def tls_only_policy(bucket_arn: str) -> str:
             ],
         }
     )
+
+
+def lifecycle_rules(kind: str, config: StorageConfig) -> list[dict[str, Any]]:
+    """The lifecycle rules of bucket `kind`: expire old versions, abort stale uploads and, in
+    the raw bucket, move archive zips (``<layoutRoot>/raw/``, `pipelines.layout.RAW`) to a
+    cheaper class after ``rawTransitionDays``."""
+    rules: list[dict[str, Any]] = [
+        {
+            "id": "expire-noncurrent",
+            "status": "Enabled",
+            "filter": {},
+            "noncurrent_version_expiration": {"noncurrent_days": config.noncurrent_expiration_days},
+        },
+        {
+            "id": "abort-incomplete-uploads",
+            "status": "Enabled",
+            "filter": {},
+            "abort_incomplete_multipart_upload": {"days_after_initiation": 7},
+        },
+    ]
+    if kind == "raw":
+        rules.append(
+            {
+                "id": "raw-to-infrequent-access",
+                "status": "Enabled",
+                "filter": {"prefix": f"{config.layout_root}/{layout.RAW}"},
+                "transitions": [
+                    {
+                        "days": config.raw_transition_days,
+                        "storage_class": config.raw_transition_storage_class,
+                    }
+                ],
+            }
+        )
+    return rules
 
 
 @dataclass(frozen=True)
@@ -58,7 +95,7 @@ class Storage(pulumi.ComponentResource):
             logical = f"{name}-{kind}"
             bucket = aws.s3.Bucket(
                 logical,
-                bucket=f"{config.bucket_prefix}-{kind}",
+                bucket=config.bucket(kind),
                 force_destroy=config.force_destroy,
                 tags={**tags, "data": kind},
                 opts=child,
@@ -95,34 +132,9 @@ class Storage(pulumi.ComponentResource):
                 policy=bucket.arn.apply(tls_only_policy),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[block]),
             )
-            rules = [
-                {
-                    "id": "expire-noncurrent",
-                    "status": "Enabled",
-                    "filter": {},
-                    "noncurrent_version_expiration": {
-                        "noncurrent_days": config.noncurrent_expiration_days
-                    },
-                },
-                {
-                    "id": "abort-incomplete-uploads",
-                    "status": "Enabled",
-                    "filter": {},
-                    "abort_incomplete_multipart_upload": {"days_after_initiation": 7},
-                },
-            ]
-            if kind == "raw":
-                rules.append(
-                    {
-                        "id": "raw-to-infrequent-access",
-                        "status": "Enabled",
-                        "filter": {"prefix": "raw/"},
-                        "transitions": [
-                            {"days": config.raw_transition_days, "storage_class": "STANDARD_IA"}
-                        ],
-                    }
-                )
-            aws.s3.BucketLifecycleConfiguration(logical, bucket=bucket.id, rules=rules, opts=child)
+            aws.s3.BucketLifecycleConfiguration(
+                logical, bucket=bucket.id, rules=lifecycle_rules(kind, config), opts=child
+            )
             self.bucket_names[kind] = bucket.bucket
             self.bucket_arns[kind] = bucket.arn
         self.register_outputs({"bucket_names": self.bucket_names})

@@ -1,5 +1,6 @@
 """Cluster: EKS (pulumi-eks) with KMS secrets encryption, control-plane logs, private or
-CIDR-restricted API, managed node groups (system + workloads) and the OIDC provider for IRSA."""
+CIDR-restricted API, access entries (admins and CI), managed node groups (system + workloads),
+the OIDC provider for IRSA, the VPC CNI network-policy agent and the metrics-server add-on."""
 
 from __future__ import annotations
 
@@ -19,6 +20,29 @@ NODE_POLICIES = (
     "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
     "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
 )
+CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+"""The EKS access policy equivalent to Kubernetes ``cluster-admin``."""
+METRICS_SERVER = "metrics-server"
+"""The EKS community add-on serving the resource metrics API (the serving HPA reads it)."""
+
+
+def access_entries(config: ClusterConfig) -> dict[str, eks.AccessEntryArgs]:
+    """Cluster-admin access entries: each admin role and the CI role (``pulumi up`` creates
+    namespaces, CRDs and cluster roles, so CI needs cluster scope too)."""
+    principals = {f"admin-{i}": arn for i, arn in enumerate(config.admin_role_arns)}
+    principals["ci"] = config.ci_role_arn
+    return {
+        key: eks.AccessEntryArgs(
+            principal_arn=arn,
+            access_policies={
+                "cluster-admin": eks.AccessPolicyAssociationArgs(
+                    policy_arn=CLUSTER_ADMIN_POLICY,
+                    access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
+                )
+            },
+        )
+        for key, arn in principals.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -42,7 +66,9 @@ class Cluster(pulumi.ComponentResource):
     oidc_provider_arn: pulumi.Output[str]
     oidc_issuer: pulumi.Output[str]
     security_group_id: pulumi.Output[str]
-    """The cluster security group (attached to control plane and managed nodes)."""
+    """The cluster security group EKS creates and attaches to the control plane and to every
+    managed node (so to every pod on them): the source a database rule must name. Not
+    pulumi-eks' ``cluster_security_group_id``, which only the API endpoint's interfaces carry."""
     provider: k8s.Provider
 
     def __init__(
@@ -71,6 +97,13 @@ class Cluster(pulumi.ComponentResource):
             skip_default_node_group=True,
             create_oidc_provider=True,
             authentication_mode=eks.AuthenticationMode.API,
+            access_entries=access_entries(config),
+            # at the end of standard support EKS upgrades the cluster instead of billing
+            # extended support (pulumi-eks defaults to EXTENDED); dates: stacks/support_matrix.py
+            upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type="STANDARD"),
+            # the vpc-cni add-on with its network-policy agent: platform/base/serving's
+            # NetworkPolicy is only enforced with it
+            vpc_cni_options=eks.VpcCniOptionsArgs(enable_network_policy=True),
             endpoint_private_access=True,
             endpoint_public_access=config.endpoint_public_access,
             public_access_cidrs=config.public_access_cidrs or None,
@@ -91,19 +124,32 @@ class Cluster(pulumi.ComponentResource):
             )
             for i, arn in enumerate(NODE_POLICIES)
         ]
-        for group, group_config, labels in (
-            ("system", config.system_nodes, {"mlops/pool": "system"}),
-            ("workloads", config.workload_nodes, {"mlops/pool": "workloads"}),
-        ):
+        node_groups = [
             self._node_group(
                 f"{name}-{group}", cluster, node_role, group_config, args, labels, attachments
             )
+            for group, group_config, labels in (
+                ("system", config.system_nodes, {"mlops/pool": "system"}),
+                ("workloads", config.workload_nodes, {"mlops/pool": "workloads"}),
+            )
+        ]
+        # the resource metrics API (metrics.k8s.io) the serving HorizontalPodAutoscaler scales
+        # on; its pods need nodes to become ACTIVE
+        aws.eks.Addon(
+            f"{name}-{METRICS_SERVER}",
+            cluster_name=cluster.eks_cluster.name,
+            addon_name=METRICS_SERVER,
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=node_groups),
+        )
 
         self.name = cluster.eks_cluster.name
         self.kubeconfig = pulumi.Output.secret(cluster.kubeconfig_json)
         self.oidc_provider_arn = cluster.oidc_provider_arn
         self.oidc_issuer = cluster.oidc_provider_url
-        self.security_group_id = cluster.cluster_security_group_id
+        self.security_group_id = cluster.eks_cluster.vpc_config.cluster_security_group_id
         self.provider = k8s.Provider(
             f"{name}-k8s",
             kubeconfig=cluster.kubeconfig_json,
@@ -121,8 +167,10 @@ class Cluster(pulumi.ComponentResource):
         args: ClusterArgs,
         labels: dict[str, str],
         attachments: Sequence[pulumi.Resource],
-    ) -> None:
-        eks.ManagedNodeGroup(
+    ) -> eks.ManagedNodeGroup:
+        # no launch template with security groups: EKS puts the nodes in the cluster security
+        # group (`security_group_id`)
+        return eks.ManagedNodeGroup(
             name,
             cluster=cluster,
             node_role_arn=role.arn,

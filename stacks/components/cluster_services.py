@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
+import pulumi_aws as aws
 import pulumi_kubernetes as k8s
+import pulumi_random as random
 
 from stacks.components.identity import ServiceAccount
 from stacks.config import PlatformConfig
@@ -43,6 +45,112 @@ def restricted_container_security() -> dict[str, Any]:
         "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def argocd_values(env: str) -> dict[str, Any]:
+    """Values of the argo-cd chart (``PlatformConfig.argocd_chart_version``)."""
+    return {
+        "global": {"domain": f"argocd.{env}.internal"},
+        # free-form, copied into argocd-cmd-params-cm; false (TLS on argocd-server) is the default
+        "configs": {"params": {"server.insecure": False}},
+        "controller": {"metrics": {"enabled": True}},
+        "server": {"metrics": {"enabled": True}},
+        # Secret argocd-redis (key `auth`) is made by a pre-install hook Job, and helm.v4.Chart
+        # never runs hooks: redis, the server, repo-server and controller would never start.
+        # ClusterServices creates the Secret instead.
+        "redisSecretInit": {"enabled": False},
+    }
+
+
+def argo_workflows_values(
+    config: PlatformConfig,
+    pipeline: ServiceAccount,
+    artifacts_bucket: pulumi.Input[str],
+    region: pulumi.Input[str],
+) -> dict[str, Any]:
+    """Values of the argo-workflows chart (``config.argo_workflows_chart_version``).
+
+    `pipeline` is the service account the CronWorkflows run as (with its IRSA role): the chart
+    binds its workflow Role (workflowtaskresults create/patch, what the executor needs) to it.
+    """
+    restricted_pod = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    server: dict[str, Any] = {
+        "authModes": list(config.argo_server_auth_modes),
+        "podSecurityContext": restricted_pod,
+    }
+    if config.argo_sso is not None:
+        sso = config.argo_sso
+        server["sso"] = {
+            "enabled": True,
+            "issuer": sso.issuer,
+            "redirectUrl": sso.redirect_url,
+            "clientId": {"name": sso.client_secret_name, "key": "client-id"},
+            "clientSecret": {"name": sso.client_secret_name, "key": "client-secret"},
+            "scopes": list(sso.scopes),
+        }
+    return {
+        # The default (full: true) installs the CRDs from a pre-install/pre-upgrade hook Job
+        # (it downloads them from GitHub), and helm.v4.Chart never runs hook resources: no CRD
+        # would exist and every CronWorkflow would fail. full: false renders the minimal CRDs
+        # as ordinary manifests; keep: true leaves them (and the workflows) on uninstall.
+        "crds": {"install": True, "full": False, "keep": True},
+        "controller": {
+            "workflowNamespaces": [pipeline.namespace],
+            "metricsConfig": {"enabled": True},
+            "telemetryConfig": {"enabled": True},
+            "podSecurityContext": restricted_pod,
+        },
+        "server": server,
+        # the init and wait containers of every workflow pod (Pod Security "restricted");
+        # argoexec's image has no USER, so runAsNonRoot needs an explicit non-root runAsUser
+        "executor": {
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 8737,
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+                "seccompProfile": {"type": "RuntimeDefault"},
+            }
+        },
+        "workflow": {
+            # ClusterServices creates it, with its IRSA role annotation
+            "serviceAccount": {"create": False, "name": pipeline.name},
+            "rbac": {"create": True},
+        },
+        # IRSA: the workflow pods' role writes artifacts and logs; no static keys anywhere
+        "useStaticCredentials": False,
+        "artifactRepository": {
+            "archiveLogs": True,
+            "s3": {
+                "bucket": artifacts_bucket,
+                "endpoint": "s3.amazonaws.com",
+                "region": region,
+                "keyFormat": "argo/{{workflow.name}}/{{pod.name}}",
+                "useSDKCreds": True,
+            },
+        },
+    }
+
+
+def root_application_spec(config: PlatformConfig, env: str) -> dict[str, Any]:
+    """Spec of the ArgoCD root Application: the env's overlay, synced into ``serving``.
+
+    No ``source.directory``: that forces plain-directory mode, and platform/envs/<env> holds a
+    kustomization.yaml that ArgoCD must build (it detects kustomize when no type is given).
+    """
+    return {
+        "project": "default",
+        "source": {
+            "repoURL": config.gitops_repo_url,
+            "targetRevision": config.gitops_revision,
+            "path": f"platform/envs/{env}",
+        },
+        "destination": {"server": "https://kubernetes.default.svc", "namespace": "serving"},
+        "syncPolicy": {
+            "automated": {"prune": True, "selfHeal": True},
+            "syncOptions": ["CreateNamespace=false", "ServerSideApply=true"],
+        },
     }
 
 
@@ -90,44 +198,44 @@ class ClusterServices(pulumi.ComponentResource):
                 opts=in_ns(account.namespace),
             )
 
+        # Secret argocd-redis replaces the chart's redis-secret-init hook Job (see argocd_values)
+        redis_password = random.RandomPassword(
+            f"{name}-argocd-redis",
+            length=32,
+            special=False,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        redis_secret = k8s.core.v1.Secret(
+            f"{name}-argocd-redis",
+            metadata={"name": "argocd-redis", "namespace": "argocd", "labels": labels},
+            string_data={"auth": pulumi.Output.secret(redis_password.result)},
+            opts=in_ns("argocd"),
+        )
+        # Release names: helm.v4.Chart would use the Pulumi name ("cluster-services-argocd"),
+        # which renames every object (argocd-server would be cluster-services-argocd-server).
         argocd = k8s.helm.v4.Chart(
             f"{name}-argocd",
+            name="argocd",
             chart="argo-cd",
             version=args.config.argocd_chart_version,
             namespace="argocd",
             repository_opts={"repo": ARGO_HELM},
-            values={
-                "global": {"domain": f"argocd.{args.env}.internal"},
-                "configs": {"params": {"server.insecure": False}},
-                "controller": {"metrics": {"enabled": True}},
-                "server": {"metrics": {"enabled": True}},
-            },
-            opts=in_ns("argocd"),
+            values=argocd_values(args.env),
+            opts=in_ns("argocd", redis_secret),
         )
         workflows = k8s.helm.v4.Chart(
             f"{name}-argo-workflows",
+            name="argo-workflows",
             chart="argo-workflows",
             version=args.config.argo_workflows_chart_version,
             namespace="argo",
             repository_opts={"repo": ARGO_HELM},
-            values={
-                "controller": {
-                    "workflowNamespaces": ["mlops"],
-                    "metricsConfig": {"enabled": True},
-                    "telemetryConfig": {"enabled": True},
-                },
-                "server": {"authModes": ["sso", "client"]},
-                "useDefaultArtifactRepo": True,
-                "artifactRepository": {
-                    "archiveLogs": True,
-                    "s3": {
-                        "bucket": args.artifacts_bucket,
-                        "endpoint": "s3.amazonaws.com",
-                        "keyFormat": "argo/{{workflow.name}}/{{pod.name}}",
-                        "useSDKCreds": True,
-                    },
-                },
-            },
+            values=argo_workflows_values(
+                args.config,
+                args.service_accounts["pipeline"],
+                args.artifacts_bucket,
+                aws.get_region_output().region,
+            ),
             opts=in_ns("argo"),
         )
 
@@ -151,20 +259,7 @@ class ClusterServices(pulumi.ComponentResource):
                 "labels": labels,
                 "finalizers": ["resources-finalizer.argocd.argoproj.io"],
             },
-            spec={
-                "project": "default",
-                "source": {
-                    "repoURL": args.config.gitops_repo_url,
-                    "targetRevision": args.config.gitops_revision,
-                    "path": f"platform/envs/{args.env}",
-                    "directory": {"recurse": True},
-                },
-                "destination": {"server": "https://kubernetes.default.svc", "namespace": "serving"},
-                "syncPolicy": {
-                    "automated": {"prune": True, "selfHeal": True},
-                    "syncOptions": ["CreateNamespace=false", "ServerSideApply=true"],
-                },
-            },
+            spec=root_application_spec(args.config, args.env),
             opts=in_ns("argocd", argocd),
         )
         for manifest in args.cron_workflows:

@@ -24,7 +24,8 @@ class DatabaseArgs:
     vpc_cidr: str
     subnet_ids: Sequence[pulumi.Input[str]]
     client_security_group_id: pulumi.Input[str]
-    """The only security group allowed to connect (the cluster's)."""
+    """The only security group allowed to connect: the one the cluster's nodes carry (and so
+    MLflow's pods, which use the node's network interfaces)."""
     tags: dict[str, str]
 
 
@@ -58,7 +59,7 @@ class Database(pulumi.ComponentResource):
                     "from_port": PORT,
                     "to_port": PORT,
                     "security_groups": [args.client_security_group_id],
-                    "description": "EKS cluster",
+                    "description": "EKS nodes (MLflow)",
                 }
             ],
             egress=[
@@ -77,7 +78,10 @@ class Database(pulumi.ComponentResource):
             f"{name}-postgres",
             identifier=f"mlops-{args.env}-mlflow",
             engine="postgres",
-            engine_version=config.engine_version,
+            engine_version=config.engine_version,  # the major: RDS picks and upgrades the minor
+            # at the end of RDS standard support, upgrade the major instead of silently billing
+            # RDS Extended Support (support dates: stacks/support_matrix.py)
+            engine_lifecycle_support="open-source-rds-extended-support-disabled",
             instance_class=config.instance_class,
             allocated_storage=config.allocated_storage_gib,
             max_allocated_storage=config.max_allocated_storage_gib,

@@ -1,4 +1,5 @@
-"""Registry: ECR repositories for the pipeline image and the Bento image."""
+"""Registry: ECR repositories for the images the platform runs: the pipeline steps, the serving
+workload (the containerized Bento the GitOps overlays deploy) and the MLflow server."""
 
 from __future__ import annotations
 
@@ -8,7 +9,20 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-REPOSITORIES = ("pipeline", "bento")
+REPOSITORIES = ("pipeline", "serving", "mlflow")
+"""Image kinds, one repository each: the CronWorkflows' steps (``workflows.image``), the serving
+Deployment (``platform/envs/<env>`` ``images[].newName``) and MLflow (``images/mlflow``)."""
+
+
+def repository_name(env: str, kind: str) -> str:
+    """The ECR repository of image `kind` in `env`: ``mlops-<env>-<kind>``.
+
+    The one spelling of the name: the stack creates it, and the tests check every image the
+    overlays and the workloads pull against it.
+    """
+    if kind not in REPOSITORIES:
+        raise ValueError(f"unknown image kind {kind!r}; one of {', '.join(REPOSITORIES)}")
+    return f"mlops-{env}-{kind}"
 
 
 @dataclass(frozen=True)
@@ -35,7 +49,7 @@ class Registry(pulumi.ComponentResource):
         for kind in REPOSITORIES:
             repo = aws.ecr.Repository(
                 f"{name}-{kind}",
-                name=f"mlops-{args.env}-{kind}",
+                name=repository_name(args.env, kind),
                 image_tag_mutability="IMMUTABLE",
                 image_scanning_configuration={"scan_on_push": True},
                 encryption_configurations=[{"encryption_type": "KMS"}],

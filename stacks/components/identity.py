@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from pipelines import layout
+from stacks.config import DEFAULT_LAYOUT_ROOT
+
 READ = ["s3:GetObject", "s3:GetObjectVersion"]
 WRITE = ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
 LIST = ["s3:ListBucket", "s3:GetBucketLocation"]
@@ -35,10 +38,13 @@ class ServiceAccount:
 
 
 def service_accounts(
-    workflows_namespace: str, pipeline_account: str, env: str
+    workflows_namespace: str,
+    pipeline_account: str,
+    env: str,
+    layout_root: str = DEFAULT_LAYOUT_ROOT,
 ) -> dict[str, ServiceAccount]:
     """Who may touch which bucket: pipeline (data), mlflow (artifacts), serving (read models,
-    write its inference log)."""
+    write its inference log under ``<layoutRoot>/inference/<env>/``, `pipelines.layout`)."""
     return {
         "pipeline": ServiceAccount(
             workflows_namespace,
@@ -55,7 +61,11 @@ def service_accounts(
             "serving",
             (
                 Grant("artifacts", write=False),
-                Grant("curated", write=True, prefix=f"v1/inference/{env}/"),
+                Grant(
+                    "curated",
+                    write=True,
+                    prefix=f"{layout_root}/{layout.inference_prefix(env)}",
+                ),
             ),
         ),
     }

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from pipelines.errors import PipelineError
 from stacks.config import PROJECT, STACKS_DIR, parse_stack_config
+
+if TYPE_CHECKING:
+    from policies.engine import Mode
 
 KEY_PROPERTIES = (
     "cidrBlock",
@@ -92,8 +95,12 @@ def plan_stack(
     program: Path | None = None,
     config_file: Path | None = None,
     preview: bool = True,
+    policy_mode: Mode = "explore",
 ) -> Plan:
     """Run `program` (default: this project's ``stacks/``) under mocks for `stack`.
+
+    `policy_mode` is the policy engine's mode (``policies.engine``): ``explore`` (default)
+    reports the rules marked for it (placeholders) as warnings, ``pulumi`` as Pulumi enforces.
 
     Raises:
         PipelineError: on an invalid stack config or when the program fails.
@@ -135,25 +142,39 @@ def plan_stack(
         result.masked_outputs,
         sorted(result.secret_outputs),
     )
-    plan.policy = check_policies(stack, result.resources)
+    plan.policy = check_policies(stack, result.resources, policy_mode, config)
     return plan
 
 
-def check_policies(stack: str, registered: list[Any]) -> dict[str, Any]:
-    """The CrossGuard pack's verdict on the captured resources, with the stack's pack config."""
-    from policies.engine import Resource, evaluate, load_pack_config
+def check_policies(
+    stack: str,
+    registered: list[Any],
+    mode: Mode = "explore",
+    stack_config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The CrossGuard pack's verdict on the captured resources, with the stack's pack config, in
+    the engine's `mode`; with the placeholders of `stack_config` a user must replace."""
+    from policies.engine import MODES, Resource, assess, load_pack_config
+    from policies.rules.placeholders import stack_placeholders
 
+    if mode not in MODES:
+        raise PipelineError(f"unknown policy mode {mode!r}", f"use one of {', '.join(MODES)}")
     captured = [
         Resource(r.type, r.name, r.inputs, urn=r.name)
-        for r in registered
+        for r in sorted(registered, key=lambda r: (r.type, r.name))  # registration order varies
         if not r.type.startswith("mlops:")
     ]
-    violations, skipped = evaluate(captured, load_pack_config(stack))
+    verdict = assess(captured, load_pack_config(stack), mode=mode)
+    violations = verdict.violations
     return {
+        "mode": verdict.mode,
         "violations": [v.__dict__ for v in violations],
         "mandatory": sum(v.level == "mandatory" for v in violations),
         "advisory": sum(v.level == "advisory" for v in violations),
-        "skipped_unknown": skipped,
+        "warnings": [v.__dict__ for v in verdict.warnings],
+        "notes": [f"{rule}: {note}" for rule, note in verdict.notes.items()],
+        "placeholders": stack_placeholders(stack_config or {}),
+        "skipped_unknown": verdict.skipped,
     }
 
 

@@ -424,6 +424,8 @@ def test_an_env_without_an_overlay_is_refused_clearly(history: History) -> None:
     assert done.returncode == 1
     assert "no serving overlay for env 'qa'" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1  # one clear line, no traceback
-    # refused before anything moved: no commit, no alias move, no record in that env
+    # refused before anything moved: no commit, no alias move; the ledger keeps the attempt
     assert repo.head() == head and history.aliases() == aliases
-    assert ledger.read_all(history.storage, "qa") == []
+    records = ledger.read_all(history.storage, "qa")
+    assert [r.decision for r in records] == ["failed"]
+    assert records[0].gitops_commit is None and records[0].aliases_after == {}

@@ -13,7 +13,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from stacks.config import load_stack_config
+from stacks.components.ecr import repository_name
+from stacks.config import ClusterConfig, load_stack_config
 from tests.conftest import REPO
 from tests.support.tools import checkov, kustomize_build
 
@@ -21,7 +22,15 @@ ENVS = ("local", "dev", "staging", "prod")
 STACKS = ("dev", "staging", "prod")
 """Envs with a Pulumi stack (``local`` is a local cluster: kind, minikube)."""
 PLATFORM = REPO / "platform"
-KUBERNETES_VERSION = "1.33"
+
+
+def kubernetes_version(env: str) -> str:
+    """The Kubernetes the env's cluster runs (the stack config; ``local``: the default)."""
+    if env in STACKS:
+        return load_stack_config(env).cluster.version
+    return str(ClusterConfig.model_fields["version"].default)
+
+
 KINDS = {
     "ConfigMap",
     "Service",
@@ -52,7 +61,7 @@ def test_each_overlay_renders_and_validates_strictly(env: str) -> None:
     documents = rendered(env)
     assert {d["kind"] for d in documents} == KINDS and len(documents) == len(KINDS)
     for document in documents:
-        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+        kubernetes_validate.validate(document, kubernetes_version(env), strict=True)
         assert document["metadata"]["namespace"] == "serving"
 
 
@@ -96,14 +105,16 @@ def test_envs_differ_only_where_they_should() -> None:
 @pytest.mark.integration
 @pytest.mark.parametrize("env", STACKS)
 def test_overlays_agree_with_the_stacks(env: str) -> None:
-    """Same account, region and buckets as the Pulumi stack that builds the env."""
+    """Same account, region, buckets and serving repository as the Pulumi stack that builds
+    the env (`repository_name` is what the stack creates; tests/stacks/test_wiring.py checks
+    the plan)."""
     config = load_stack_config(env)
     settings = by_kind(env, "ConfigMap")["data"]
     assert settings["MLOPS_ENV"] == env == config.env
     assert settings["MLOPS_STORAGE_URL"] == config.workflows.storage_url
     registry = config.workflows.image.split("/")[0]
     image = by_kind(env, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
-    assert image.startswith(f"{registry}/mlops-{env}-serving:")
+    assert image.startswith(f"{registry}/{repository_name(env, 'serving')}:")
 
 
 def run_checkov(directory: Path) -> tuple[int, dict[str, Any]]:

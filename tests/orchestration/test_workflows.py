@@ -161,7 +161,9 @@ def test_every_template_is_hardened_retried_bounded_and_measured(env: str, name:
             security["capabilities"]["drop"] == ["ALL"]
             and security["seccompProfile"]["type"] == "RuntimeDefault"
         )
-        assert container["volumeMounts"] == [{"mountPath": "/tmp", "name": "scratch"}]
+        assert container["volumeMounts"][0] == {"mountPath": "/tmp", "name": "scratch"}
+        assert {m["name"] for m in container["volumeMounts"][1:]} <= {"gitops-credentials"}
+        assert all(m.get("readOnly") for m in container["volumeMounts"][1:])
         assert template["volumes"][0]["emptyDir"]["sizeLimit"]
         env_vars = {e["name"]: e["value"] for e in container["env"]}
         assert env_vars["MLOPS_STORAGE_URL"] == config.storage_url and env_vars[
@@ -188,3 +190,34 @@ def test_render_cli_writes_both_pipelines(tmp_path: Path) -> None:
         and "no stack 'qa'" in unknown.stderr
         and "dev, prod, staging" in unknown.stderr
     )
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "prod"])
+def test_only_the_steps_that_push_get_the_gitops_credential(env: str) -> None:
+    config = load_stack_config(env).workflows
+    for name in PIPELINES:
+        steps = {s.name: s for s in get_pipeline(name).steps}
+        spec = rendered(env, name)["spec"]["workflowSpec"]
+        assert spec["securityContext"]["fsGroup"] == 10001  # the image's user reads the Secret
+        for template in spec["templates"]:
+            if "container" not in template:
+                continue
+            env_names = {e["name"] for e in template["container"].get("env", [])}
+            mounted = {v["name"]: v for v in template.get("volumes", [])}
+            pushes = template["name"] in steps and steps[template["name"]].pushes_gitops
+            assert ("gitops-credentials" in mounted) is pushes, template["name"]
+            assert ("MLOPS_GITOPS_TOKEN_FILE" in env_names) is pushes, template["name"]
+            if pushes:
+                secret = mounted["gitops-credentials"]["secret"]
+                assert secret["secretName"] == config.gitops_secret
+                assert secret["defaultMode"] == 0o440
+                assert [i["key"] for i in secret["items"]] == ["token"]
+    # without a Secret, no step mounts one (a public or in-cluster remote)
+    bare = config.model_copy(update={"gitops_secret": None})
+    document = render(get_pipeline("training"), bare)
+    volumes = [
+        v["name"]
+        for t in document["spec"]["workflowSpec"]["templates"]
+        for v in t.get("volumes", [])
+    ]
+    assert "gitops-credentials" not in volumes

@@ -9,11 +9,12 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
+from stacks.config import load_stack_config
 from tests.conftest import REPO, StackPlans
 from tests.support.crd import validate_custom_resource
 
 ARGOCD_CRD = str(REPO / "tests" / "schemas" / "argocd-application-crd-v3.5.1.yaml")
-KUBERNETES_VERSION = "1.33"
+KUBERNETES_VERSION = load_stack_config("dev").cluster.version  # validate for the deployed API
 BUILT_IN = {
     "kubernetes:core/v1:Namespace": ("v1", "Namespace"),
     "kubernetes:core/v1:ServiceAccount": ("v1", "ServiceAccount"),
@@ -49,9 +50,9 @@ def test_built_in_kinds_validate_strictly(plans: StackPlans, env: str) -> None:
             document = manifest(resource, *BUILT_IN[resource.type])
             kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
             checked += 1
-    assert (
-        checked == 11
-    )  # 5 namespaces, 3 service accounts, the secret, MLflow's service and deployment
+    # 5 namespaces, 3 service accounts, 2 secrets (MLflow's backend, argocd-redis), MLflow's
+    # service and deployment
+    assert checked == 12
 
 
 def test_strict_validation_rejects_a_typo_and_an_unknown_kind(plans: StackPlans) -> None:

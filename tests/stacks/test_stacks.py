@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pipelines.errors import PipelineError
+from stacks.config import load_stack_config
 from stacks.offline.harness import SECRET, UNKNOWN
 from stacks.offline.plan import Plan, plan_stack
 from tests.conftest import REPO, StackPlans, run_cli
@@ -36,7 +37,14 @@ def test_inventory(plans: StackPlans, env: str, preview: bool) -> None:
     count = lambda token: len(of_type(plan, token))  # noqa: E731
     assert count("aws:ec2/vpc:Vpc") == 1 and count("eks:index:Cluster") == 1
     assert count("aws:rds/instance:Instance") == 1 and count("aws:s3/bucket:Bucket") == 3
-    assert count("aws:ecr/repository:Repository") == 2 and count("eks:index:ManagedNodeGroup") == 2
+    assert count("aws:ecr/repository:Repository") == 3 and count("eks:index:ManagedNodeGroup") == 2
+    assert sorted(r.inputs["name"] for r in of_type(plan, "aws:ecr/repository:Repository")) == [
+        f"mlops-{env}-mlflow",
+        f"mlops-{env}-pipeline",
+        f"mlops-{env}-serving",
+    ]
+    (addon,) = of_type(plan, "aws:eks/addon:Addon")
+    assert addon.inputs["addonName"] == "metrics-server"
     assert {r.name for r in of_type(plan, "aws:iam/role:Role")} >= {
         "identity-pipeline",
         "identity-mlflow",
@@ -64,6 +72,7 @@ def test_inventory(plans: StackPlans, env: str, preview: bool) -> None:
         "database",
         "identity",
         "cluster-services",
+        "backup",
     }
     assert all(r.parent in components for r in plan.resources if not r.type.startswith("mlops:"))
 
@@ -105,6 +114,36 @@ def test_environments_differ_as_configured(plans: StackPlans, preview: bool) -> 
         for p in (dev, staging, prod)
     ]
     assert not (buckets[0] & buckets[1] or buckets[1] & buckets[2])
+
+
+@pytest.mark.parametrize("preview", MODES)
+def test_cluster_access_support_and_add_ons(plans: StackPlans, preview: bool) -> None:
+    """Access entries from the stack config, standard support only, the network-policy agent
+    (the serving NetworkPolicy) and metrics-server (the serving HPA)."""
+    for env in ENVS:
+        config = load_stack_config(env).cluster
+        cluster = one(plans.of(env, preview), "eks:index:Cluster")
+        assert cluster["version"] == config.version == "1.36"
+        assert cluster["authenticationMode"] == "API"
+        assert cluster["upgradePolicy"] == {"supportType": "STANDARD"}
+        assert cluster["vpcCniOptions"]["enableNetworkPolicy"] is True
+        entries = cluster["accessEntries"]
+        assert {e["principalArn"] for e in entries.values()} == {
+            *config.admin_role_arns,
+            config.ci_role_arn,
+        }
+        assert len(entries) == len(config.admin_role_arns) + 1
+        for entry in entries.values():
+            (association,) = entry["accessPolicies"].values()
+            assert association == {
+                "policyArn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy",
+                "accessScope": {"type": "cluster"},
+            }
+        addon = one(plans.of(env, preview), "aws:eks/addon:Addon")
+        assert addon["clusterName"] == f"mlops-{env}"
+        rds = one(plans.of(env, preview), "aws:rds/instance:Instance")
+        assert rds["engineVersion"] == "17" and rds["autoMinorVersionUpgrade"] is True
+        assert rds["engineLifecycleSupport"] == "open-source-rds-extended-support-disabled"
 
 
 def _taggable(token: str) -> bool:
@@ -172,7 +211,9 @@ def test_mocks_return_every_output_the_program_reads(plans: StackPlans, env: str
     ]
     assert holes == []
     sg = one(plan, "aws:ec2/securityGroup:SecurityGroup")
-    assert sg["ingress"][0]["securityGroups"] == ["sg-cluster-eks-cluster"]
+    # the EKS-created cluster security group (aws.eks.Cluster vpcConfig, which the mocks seed
+    # for getResource); test_wiring checks that the nodes carry it
+    assert sg["ingress"][0]["securityGroups"] == ["sg-cluster-eks-eks"]
     assert all(not rule.get("cidrBlocks") for rule in sg["ingress"])
     trust = json.loads(
         next(r for r in of_type(plan, "aws:iam/role:Role") if r.name == "identity-pipeline").inputs[
