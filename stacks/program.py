@@ -18,7 +18,7 @@ from stacks.components.database import Database, DatabaseArgs
 from stacks.components.ecr import Registry, RegistryArgs
 from stacks.components.identity import Identity, IdentityArgs, service_accounts
 from stacks.components.network import Network, NetworkArgs
-from stacks.config import StackConfig, parse_stack_config
+from stacks.config import StackConfig, mlflow_client_version, parse_stack_config
 
 
 def _decode(value: Any) -> Any:
@@ -105,6 +105,10 @@ def build(config: StackConfig) -> dict[str, Any]:
             accounts,
             identity.role_arns,
             storage.bucket_names["artifacts"],
+            config.platform.mlflow_image
+            or registry.repository_urls["mlflow"].apply(
+                lambda url: f"{url}:{mlflow_client_version()}"
+            ),
             database.backend_store_uri(),
             crons,
             {"app.kubernetes.io/part-of": "mlops-platform", "mlops/env": config.env},

@@ -14,11 +14,11 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from stacks.components.identity import ServiceAccount
+from stacks.components.mlflow import MLFLOW_PORT, MlflowArgs, mlflow_server
 from stacks.config import PlatformConfig
 
 ARGO_HELM = "https://argoproj.github.io/argo-helm"
 NAMESPACES = ("argocd", "argo", "mlflow", "mlops", "serving")
-MLFLOW_PORT = 5000
 
 
 @dataclass(frozen=True)
@@ -31,21 +31,12 @@ class ClusterServicesArgs:
     service_accounts: Mapping[str, ServiceAccount]
     role_arns: Mapping[str, pulumi.Output[str]]
     artifacts_bucket: pulumi.Input[str]
+    mlflow_image: pulumi.Input[str]
+    """The MLflow server image (``PlatformConfig.mlflow_image`` or the stack's own)."""
     mlflow_backend_uri: pulumi.Output[str]
     cron_workflows: Sequence[dict[str, Any]]
     """Rendered CronWorkflow manifests (pipelines.orchestration.argo.render)."""
     labels: dict[str, str]
-
-
-def restricted_container_security() -> dict[str, Any]:
-    """Pod Security "restricted" for one container."""
-    return {
-        "runAsNonRoot": True,
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
 
 
 def argocd_values(env: str) -> dict[str, Any]:
@@ -245,7 +236,11 @@ class ClusterServices(pulumi.ComponentResource):
             string_data={"backend-store-uri": args.mlflow_backend_uri},
             opts=in_ns("mlflow"),
         )
-        self._mlflow(name, args, in_ns("mlflow", backend))
+        mlflow_server(
+            name,
+            MlflowArgs(args.mlflow_image, args.artifacts_bucket, args.labels),
+            in_ns("mlflow", backend),
+        )
         self.mlflow_url = f"http://mlflow.mlflow.svc.cluster.local:{MLFLOW_PORT}"
         self.argocd_server = "https://argocd-server.argocd.svc.cluster.local"
 
@@ -273,93 +268,3 @@ class ClusterServices(pulumi.ComponentResource):
                 opts=in_ns(meta["namespace"], workflows),
             )
         self.register_outputs({"mlflow_url": self.mlflow_url})
-
-    def _mlflow(self, name: str, args: ClusterServicesArgs, opts: pulumi.ResourceOptions) -> None:
-        labels = {**args.labels, "app.kubernetes.io/name": "mlflow"}
-        selector = {"app.kubernetes.io/name": "mlflow"}
-        artifacts = pulumi.Output.from_input(args.artifacts_bucket).apply(
-            lambda b: f"s3://{b}/mlflow"
-        )
-        command = pulumi.Output.all(artifacts).apply(
-            lambda v: [
-                "mlflow",
-                "server",
-                "--host",
-                "0.0.0.0",
-                "--port",
-                str(MLFLOW_PORT),
-                "--workers",
-                "2",
-                "--backend-store-uri",
-                "$(MLFLOW_BACKEND_STORE_URI)",
-                "--artifacts-destination",
-                v[0],
-                "--allowed-hosts",
-                f"mlflow.mlflow.svc.cluster.local:{MLFLOW_PORT},mlflow.mlflow:{MLFLOW_PORT},"
-                f"mlflow:{MLFLOW_PORT},localhost:*,127.0.0.1:*",
-            ]
-        )
-        probe = {"httpGet": {"path": "/health", "port": MLFLOW_PORT}, "periodSeconds": 10}
-        k8s.apps.v1.Deployment(
-            f"{name}-mlflow",
-            metadata={"name": "mlflow", "namespace": "mlflow", "labels": labels},
-            spec={
-                "replicas": 2,
-                "selector": {"matchLabels": selector},
-                "template": {
-                    "metadata": {"labels": {**labels, **selector}},
-                    "spec": {
-                        "serviceAccountName": "mlflow",
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "runAsUser": 10001,
-                            "fsGroup": 10001,
-                        },
-                        "containers": [
-                            {
-                                "name": "mlflow",
-                                "image": args.config.mlflow_image,
-                                "command": command,
-                                "ports": [{"containerPort": MLFLOW_PORT, "name": "http"}],
-                                "env": [
-                                    {
-                                        "name": "MLFLOW_BACKEND_STORE_URI",
-                                        "valueFrom": {
-                                            "secretKeyRef": {
-                                                "name": "mlflow-backend",
-                                                "key": "backend-store-uri",
-                                            }
-                                        },
-                                    },
-                                    {
-                                        "name": "MLFLOW_SERVER_ENABLE_JOB_EXECUTION",
-                                        "value": "false",
-                                    },
-                                    {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
-                                    {"name": "HOME", "value": "/tmp"},
-                                ],
-                                "resources": {
-                                    "requests": {"cpu": "250m", "memory": "512Mi"},
-                                    "limits": {"cpu": "1", "memory": "1Gi"},
-                                },
-                                "readinessProbe": probe,
-                                "livenessProbe": {**probe, "initialDelaySeconds": 30},
-                                "securityContext": restricted_container_security(),
-                                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                            }
-                        ],
-                        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
-                    },
-                },
-            },
-            opts=opts,
-        )
-        k8s.core.v1.Service(
-            f"{name}-mlflow",
-            metadata={"name": "mlflow", "namespace": "mlflow", "labels": labels},
-            spec={
-                "selector": selector,
-                "ports": [{"name": "http", "port": MLFLOW_PORT, "targetPort": MLFLOW_PORT}],
-            },
-            opts=opts,
-        )

@@ -67,8 +67,37 @@ class Plan:
             "resources": [r.__dict__ for r in self.resources],
             "outputs": self.outputs,
             "secret_outputs": self.secret_outputs,
+            **inventory(self.resources),
             **({"policy": self.policy} if self.policy else {}),
         }
+
+
+def _images(value: Any) -> list[str]:
+    """Every container image named anywhere in a Kubernetes resource's inputs."""
+    if isinstance(value, dict):
+        found = [value["image"]] if isinstance(value.get("image"), str) else []
+        return found + [i for k, v in value.items() if k != "image" for i in _images(v)]
+    if isinstance(value, list):
+        return [i for v in value for i in _images(v)]
+    return []
+
+
+def inventory(resources: list[PlannedResource]) -> dict[str, Any]:
+    """What a deploy would run, resolved: the EKS and PostgreSQL versions, each Helm chart's
+    version, and every container image the stack's own Kubernetes objects name."""
+    versions: dict[str, Any] = {"charts": {}}
+    images: dict[str, list[str]] = {}
+    for r in resources:
+        if r.type == "eks:index:Cluster":
+            versions["kubernetes"] = r.inputs.get("version")
+        elif r.type == "aws:rds/instance:Instance":
+            versions["postgresql"] = r.inputs.get("engineVersion")
+        elif r.type == "kubernetes:helm.sh/v4:Chart":
+            versions["charts"][r.inputs.get("chart", r.name)] = r.inputs.get("version")
+        elif r.type.startswith("kubernetes:"):
+            for image in _images(r.inputs):
+                images.setdefault(image, []).append(r.name)
+    return {"versions": versions, "images": {k: sorted(set(v)) for k, v in images.items()}}
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

@@ -284,3 +284,59 @@ def test_plan_cli_json_lists_the_platform(tmp_path: Any) -> None:
         "kubernetes:argoproj.io/v1alpha1:CronWorkflow",
     } <= types
     assert document["outputs"]["kubeconfig"] == SECRET
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "prod"])
+def test_the_plan_lists_the_resolved_versions_and_images(plans: StackPlans, env: str) -> None:
+    from importlib.metadata import version
+
+    document = plans.of(env, True).document()
+    config = load_stack_config(env)
+    assert document["versions"] == {
+        "kubernetes": config.cluster.version,
+        "postgresql": config.database.engine_version,
+        "charts": {
+            "argo-cd": config.platform.argocd_chart_version,
+            "argo-workflows": config.platform.argo_workflows_chart_version,
+        },
+    }
+    images = document["images"]
+    assert images[config.workflows.image] == [
+        "cluster-services-cron-mlops-monitor",
+        "cluster-services-cron-mlops-training",
+    ]
+    (mlflow,) = [i for i in images if "/mlops-" + env + "-mlflow:" in i]
+    assert mlflow.endswith(":" + version("mlflow")), "the server runs the client's MLflow"
+
+
+def test_a_server_image_that_is_not_the_clients_mlflow_is_refused() -> None:
+    from stacks.config import PlatformConfig
+
+    base = {"gitopsRepoUrl": "https://git.internal/mlops.git"}
+    with pytest.raises(ValueError, match="is not MLflow"):
+        PlatformConfig.model_validate({**base, "mlflowImage": "ghcr.io/mlflow/mlflow:v3.7.0"})
+    from importlib.metadata import version
+
+    current = version("mlflow")
+    with pytest.raises(ValueError, match="neither the PostgreSQL driver nor boto3"):
+        PlatformConfig.model_validate({**base, "mlflowImage": f"ghcr.io/mlflow/mlflow:v{current}"})
+    full = PlatformConfig.model_validate(
+        {**base, "mlflowImage": f"ghcr.io/mlflow/mlflow:v{current}-full"}
+    )
+    assert full.mlflow_image is not None and full.mlflow_image.endswith("-full")
+
+
+def test_the_mlflow_schema_is_upgraded_by_the_servers_own_image(plans: StackPlans) -> None:
+    resources = plans["dev"].resources
+    (job,) = [r for r in resources if r.type == "kubernetes:batch/v1:Job"]
+    (server,) = [
+        r
+        for r in resources
+        if r.type == "kubernetes:apps/v1:Deployment" and r.inputs["metadata"]["name"] == "mlflow"
+    ]
+    (upgrade,) = job.inputs["spec"]["template"]["spec"]["containers"]
+    (serve,) = server.inputs["spec"]["template"]["spec"]["containers"]
+    assert upgrade["image"] == serve["image"], "the migration is the server version's own"
+    assert upgrade["command"] == ["mlflow", "db", "upgrade", "$(MLFLOW_BACKEND_STORE_URI)"]
+    assert upgrade["env"] == serve["env"]  # the same backend store Secret
+    assert "name" not in job.inputs["metadata"], "auto-named: a new image replaces the Job"
