@@ -14,19 +14,19 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
 
 from pipelines.errors import PipelineError
 from pipelines.orchestration.argo import WorkflowSettings
 from stacks import support_matrix
+from stacks.config_base import ConfigModel
+from stacks.platform_config import PlatformConfig as PlatformConfig
+from stacks.platform_config import mlflow_client_version as mlflow_client_version
 
 PROJECT = "mlops-platform"
 STACKS_DIR = Path(__file__).resolve().parent
@@ -36,10 +36,7 @@ DEFAULT_LAYOUT_ROOT = "v1"
 """Where the storage layout starts inside each data bucket (``s3://<bucket>/v1/raw/...``)."""
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True
-    )
+_Model = ConfigModel
 
 
 class NetworkConfig(_Model):
@@ -241,66 +238,6 @@ class StorageConfig(_Model):
     def url(self, kind: str) -> str:
         """``s3://<bucketPrefix>-<kind>/<layoutRoot>``: where the layout starts in bucket `kind`."""
         return f"s3://{self.bucket(kind)}/{self.layout_root}"
-
-
-def mlflow_client_version() -> str:
-    """The MLflow version the pipelines run (uv.lock): the server must be the same."""
-    from importlib.metadata import version
-
-    return version("mlflow")
-
-
-class PlatformConfig(_Model):
-    """What runs on the cluster: charts, MLflow and the GitOps root application."""
-
-    argocd_chart_version: str = "10.1.1"
-    argo_workflows_chart_version: str = "1.0.18"
-    mlflow_image: str | None = None
-    """Override of the MLflow server image. Default: this stack's ``mlops-<env>-mlflow``
-    repository tagged with the client's MLflow version (images/mlflow builds it)."""
-    gitops_repo_url: str
-    gitops_revision: str = "main"
-
-    @field_validator("mlflow_image")
-    @classmethod
-    def _server_matches_client(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        client = mlflow_client_version()
-        tag = value.rsplit("/", 1)[-1].partition(":")[2]
-        if client not in tag:
-            raise ValueError(
-                f"{value} is not MLflow {client} (the client in uv.lock): a server older than "
-                "its clients breaks the registry API; leave it unset to use images/mlflow"
-            )
-        if value.startswith("ghcr.io/mlflow/mlflow:") and not tag.endswith("-full"):
-            raise ValueError(
-                f"{value} has neither the PostgreSQL driver nor boto3 (RDS backend, S3 "
-                "artifacts); leave it unset to use images/mlflow"
-            )
-        return value
-
-    class ArgoSso(_Model):
-        """argo-server OIDC single sign-on (chart values ``server.sso.*``); the OIDC client's id
-        and secret are the keys client-id/client-secret of Secret argo/<clientSecretName>."""
-
-        issuer: str
-        redirect_url: str  # <argo-server URL>/oauth2/callback
-        client_secret_name: str = "argo-server-sso"
-        scopes: list[str] = Field(default_factory=list)
-
-    argo_server_auth_modes: list[Literal["client", "server", "sso"]] = Field(
-        ["client"], min_length=1
-    )
-    """argo-server ``--auth-mode``s: ``client`` (callers send a Kubernetes bearer token),
-    ``server`` (every caller acts as the server's service account), ``sso`` (needs ``argoSso``)."""
-    argo_sso: PlatformConfig.ArgoSso | None = None
-
-    @model_validator(mode="after")
-    def _sso_is_configured(self) -> PlatformConfig:
-        if "sso" in self.argo_server_auth_modes and self.argo_sso is None:
-            raise ValueError("argoServerAuthModes has sso but no argoSso: argo-server would exit")
-        return self
 
 
 class StackConfig(_Model):
