@@ -95,23 +95,18 @@ def load_estimator(model: Any) -> Any:
     Raises:
         ValueError: the model was not saved in the skops format.
     """
-    import skops.io
-    import yaml
     from threadpoolctl import threadpool_limits
 
-    from pipelines.ml.modeling import SKOPS_TRUSTED_TYPES
+    from pipelines.errors import PipelineError
+    from pipelines.ml.modeling import load_skops_model
 
     threadpool_limits(1)
     # Requests arrive as matrices in the model's column order (checked by the request models).
     warnings.filterwarnings("ignore", message="X does not have valid feature names")
-    root = Path(model.path_of("mlflow_model"))
-    flavor = yaml.safe_load((root / "MLmodel").read_text())["flavors"]["sklearn"]
-    if flavor.get("serialization_format") != "skops":
-        raise ValueError(
-            f"{model.tag}: serialization format {flavor.get('serialization_format')!r} is not "
-            "skops; retrain with this version of the pipelines (it logs skops models)"
-        )
-    return skops.io.load(root / flavor["pickled_model"], trusted=SKOPS_TRUSTED_TYPES)
+    try:
+        return load_skops_model(Path(model.path_of("mlflow_model")), str(model.tag))
+    except PipelineError as error:
+        raise ValueError(str(error)) from None
 
 
 class Scorer:

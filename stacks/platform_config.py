@@ -3,6 +3,7 @@ image and the GitOps root application."""
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -35,7 +36,7 @@ class PlatformConfig(_Model):
             return value
         client = mlflow_client_version()
         tag = value.rsplit("/", 1)[-1].partition(":")[2]
-        if client not in tag:
+        if not re.fullmatch(rf"v?{re.escape(client)}(-full)?", tag):
             raise ValueError(
                 f"{value} is not MLflow {client} (the client in uv.lock): a server older than "
                 "its clients breaks the registry API; leave it unset to use images/mlflow"

@@ -81,10 +81,12 @@ def test_the_summary_contract_check_fails_on_a_renamed_or_retyped_key() -> None:
     renamed = json.loads(json.dumps(example))
     renamed["steps"]["fetch"]["files_fetched"] = renamed["steps"]["fetch"].pop("files_downloaded")
     renamed["steps"]["register"]["version"] = "7"
+    renamed["steps"]["evaluate"]["rows"] = None
     del renamed["run_id"]
     assert contract_violations(renamed) == [
         "missing top-level key 'run_id'",
         "fetch.files_downloaded missing",
+        "evaluate.rows is null, was number",
         "register.version is string, was number",
     ]
 

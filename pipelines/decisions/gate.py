@@ -28,6 +28,7 @@ from pipelines.ml.dataset import DatasetInfo, read_dataset
 from pipelines.ml.packaging import PackageResult
 from pipelines.ml.registry import RegisterResult
 from pipelines.ml.tracking import client as mlflow_client
+from pipelines.ml.tracking import load_model_safely
 from pipelines.ml.train import EvaluateResult
 from pipelines.settings import Settings
 from pipelines.storage import Storage
@@ -61,9 +62,7 @@ def block_bootstrap_auc_delta(
 
 
 def _probabilities(settings: Settings, version: int, frame: pd.DataFrame) -> np.ndarray:
-    import mlflow.sklearn
-
-    model = mlflow.sklearn.load_model(f"models:/{settings.model_name}/{version}")
+    model = load_model_safely(settings, f"models:/{settings.model_name}/{version}")
     return np.asarray(model.predict_proba(frame)[:, 1])
 
 

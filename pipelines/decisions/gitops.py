@@ -67,6 +67,10 @@ def has_password(url: str) -> bool:
     return bool(_URL_PASSWORD.search(url))
 
 
+GIT_TIMEOUT_SECONDS = 120
+"""Bound on any one git command (a push to an unreachable remote)."""
+
+
 @dataclass(frozen=True)
 class GitCredentials:
     """How git authenticates to the GitOps remote: files mounted from a Kubernetes Secret.
@@ -185,7 +189,12 @@ class GitOpsRepo:
                 env=self.environment(),
                 capture_output=True,
                 text=True,
+                timeout=GIT_TIMEOUT_SECONDS,
             )
+        except subprocess.TimeoutExpired:
+            raise PipelineError(
+                f"{what}: git gave no answer in {GIT_TIMEOUT_SECONDS} s", hint
+            ) from None
         except OSError as error:
             raise PipelineError(f"{what}: cannot run git: {error}", hint) from None
         if done.returncode != 0:
@@ -278,7 +287,13 @@ class GitOpsRepo:
             raise
         commit = self.head()
         if self.remote:
-            self.git("push", "-q", self.remote_url(), f"HEAD:{self.branch}")
+            try:
+                self.git("push", "-q", self.remote_url(), f"HEAD:{self.branch}")
+            except PipelineError:
+                # An unpushed commit is not a decision: drop it, so the working copy agrees
+                # with the remote again and a retry commits and pushes anew.
+                self.git("reset", "-q", "--hard", "HEAD~1")
+                raise
         return commit
 
     def log(self, limit: int = 20) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -48,3 +49,30 @@ def make_model(model_type: str, overrides: dict[str, Any]) -> Pipeline:
         raise PipelineError(
             f"MLOPS_MODEL_PARAMS: {error}", f"use hyperparameters of {model_type}"
         ) from None
+
+
+def load_skops_model(root: Path, name: str) -> Any:
+    """The scikit-learn pipeline of the MLflow model directory `root` (its ``MLmodel`` file and
+    the model file), loaded with skops against *our* allow-list (`SKOPS_TRUSTED_TYPES`), never
+    the one the artifact carries, and never by unpickling: a model artifact is data from the
+    registry, and whoever can write to the registry must not get code execution.
+
+    Raises:
+        PipelineError: the model is not in the skops format (e.g. a pickle), naming `name`.
+    """
+    import skops.io
+    import yaml
+
+    flavors = yaml.safe_load((root / "MLmodel").read_text()).get("flavors", {})
+    flavor = flavors.get("sklearn", {})
+    found = flavor.get("serialization_format")
+    if found != "skops":
+        raise PipelineError(
+            f"{name}: serialization format {found!r} is not skops; it is refused (loading it "
+            "could run code from the artifact)",
+            "retrain with this version of the pipelines (it logs skops models)",
+        )
+    model_file = (root / str(flavor["pickled_model"])).resolve()
+    if root.resolve() not in model_file.parents:
+        raise PipelineError(f"{name}: the model file points outside the model directory")
+    return skops.io.load(model_file, trusted=SKOPS_TRUSTED_TYPES)

@@ -87,3 +87,19 @@ def client(settings: Settings) -> Any:
     from mlflow import MlflowClient
 
     return MlflowClient()
+
+
+def load_model_safely(settings: Settings, model_uri: str) -> Any:
+    """The model at `model_uri` (``models:/NAME/VERSION``, ``runs:/…``, ``models:/m-…``):
+    its files downloaded (no deserialization), then loaded through `load_skops_model`."""
+    import tempfile
+    from pathlib import Path
+
+    import mlflow.artifacts
+
+    from pipelines.ml.modeling import load_skops_model
+
+    configure(settings)
+    with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
+        root = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+        return load_skops_model(Path(root), model_uri)

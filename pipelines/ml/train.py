@@ -12,7 +12,7 @@ from pipelines.intervals import interval_delta
 from pipelines.ml.dataset import DatasetInfo, read_dataset
 from pipelines.ml.evaluation import classification_metrics, split_eval_window, walk_forward
 from pipelines.ml.modeling import SKOPS_TRUSTED_TYPES, make_model, model_params
-from pipelines.ml.tracking import configure, git_commit
+from pipelines.ml.tracking import configure, git_commit, load_model_safely
 from pipelines.settings import Settings
 from pipelines.storage import Storage
 
@@ -158,7 +158,7 @@ def evaluate(
         (rows["open_time"] >= pd.Timestamp(trained.eval_start))
         & (rows["open_time"] <= pd.Timestamp(trained.eval_end))
     ]
-    model = mlflow.sklearn.load_model(trained.model_uri)
+    model = load_model_safely(settings, trained.model_uri)
     probability = model.predict_proba(window[info.features])[:, 1]
     metrics = classification_metrics(window, probability, info.horizon, settings.fee_bps)
     with mlflow.start_run(run_id=trained.mlflow_run_id):

@@ -54,12 +54,20 @@ class History:
         }
         self.runs: list[dict[str, Any]] = []
         self.stages: dict[int, dict[str, Any]] = {}
+        self.failed: dict[int, str] = {}
 
     def stage(self, n: int) -> dict[str, Any]:
-        """What stage `n` observed, running it (and the stages before it) on first use."""
+        """What stage `n` observed, running it (and the stages before it) on first use. A stage
+        that failed is not run again on the state it left: later tests fail naming it."""
         for k in range(1, n + 1):
+            if k in self.failed:
+                pytest.fail(f"stage {k} failed earlier: {self.failed[k]}")
             if k not in self.stages:
-                self.stages[k] = STAGES[k](self)
+                try:
+                    self.stages[k] = STAGES[k](self)
+                except BaseException as error:
+                    self.failed[k] = f"{type(error).__name__}: {error}"[:2000]
+                    raise
         return self.stages[n]
 
     def cli(self, *args: str) -> Any:

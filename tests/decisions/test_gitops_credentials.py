@@ -124,19 +124,17 @@ def test_a_missing_credential_file_is_named(tmp_path: Path) -> None:
         repo.remote_url()
 
 
-def test_repo_of_takes_the_credentials_from_the_settings(tmp_path: Path) -> None:
-    settings: Any = SimpleNamespace(
-        gitops_path=tmp_path / "gitops",
-        gitops_branch="main",
-        gitops_remote="https://git.host/gitops.git",
-        gitops_token_file=tmp_path / "token",
-        gitops_ssh_key_file=None,
-        gitops_known_hosts_file=None,
-    )
-    repo = promotion.repo_of(settings)
-    assert repo.credentials == GitCredentials(token_file=tmp_path / "token")
-    # today's Settings has no such fields yet (see promotion.credentials_of): none configured
+def test_repo_of_takes_the_credentials_from_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("TOKEN", "SSH_KEY", "KNOWN_HOSTS"):
+        monkeypatch.delenv(f"MLOPS_GITOPS_{name}_FILE", raising=False)
     assert promotion.credentials_of(Settings(home=tmp_path)) == GitCredentials()
+    # what the CronWorkflow sets for the steps that push (pipelines/orchestration/argo.py)
+    monkeypatch.setenv("MLOPS_GITOPS_TOKEN_FILE", str(tmp_path / "token"))
+    monkeypatch.setenv("MLOPS_GITOPS_REMOTE", "https://git.host/gitops.git")
+    repo = promotion.repo_of(Settings(home=tmp_path))
+    assert repo.credentials == GitCredentials(token_file=tmp_path / "token")
 
 
 def test_a_failed_gitops_commit_leaves_no_credential_in_the_error_or_the_ledger(
@@ -260,7 +258,12 @@ def test_git_gets_the_token_from_the_helper_and_stores_it_nowhere(
 
 
 @pytest.mark.integration
-def test_a_failing_push_error_shows_no_credential(tmp_path: Path, token_file: Path) -> None:
+def test_a_failing_push_error_shows_no_credential(
+    tmp_path: Path, token_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for proxy in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)  # 127.0.0.1:1 answers nothing; nothing leaves
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     repo = GitOpsRepo(
         tmp_path / "gitops",
         source=REPO / "platform",
@@ -279,3 +282,30 @@ def test_a_failing_push_error_shows_no_credential(tmp_path: Path, token_file: Pa
     message = str(caught.value)
     assert "git push" in message and "unable to access" in message
     assert TOKEN not in message and "127.0.0.1:1/***/gitops.git" in message
+
+
+@pytest.mark.integration
+def test_a_failed_push_leaves_no_commit_and_the_retry_pushes(tmp_path: Path) -> None:
+    """An unpushed commit is not a decision: the retry must commit and push again, not find
+    the tag 'already pinned' in the working copy and report success."""
+    repo = GitOpsRepo(tmp_path / "gitops", source=REPO / "platform")
+    repo.ensure()
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True, timeout=30)
+    repo.git("push", "-q", str(remote), "HEAD:main")
+    before = repo.head()
+    repo.remote = str(tmp_path / "gone.git")  # the remote is unreachable: the push fails
+    with pytest.raises(PipelineError, match="git push"):
+        repo.pin("dev", "v7-abc", "promote v7")
+    assert repo.head() == before and repo.pinned("dev") != "v7-abc"
+    repo.remote = str(remote)  # reachable again: the retry commits and pushes
+    commit = repo.pin("dev", "v7-abc", "promote v7")
+    assert commit is not None and repo.pinned("dev") == "v7-abc"
+    pushed = subprocess.run(
+        ["git", "--git-dir", str(remote), "rev-parse", "main"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.strip()
+    assert pushed == commit

@@ -192,32 +192,43 @@ def test_render_cli_writes_both_pipelines(tmp_path: Path) -> None:
     )
 
 
+PUSHERS = {"training": {"gate"}, "monitor": {"monitor"}}
+"""The steps that commit to the GitOps repository (promotion; rollback)."""
+
+
+def credential_templates(document: dict[str, Any]) -> dict[str, tuple[dict[str, Any], str]]:
+    """Template name -> (its gitops Secret volume, the credential env value) where mounted."""
+    found = {}
+    for template in document["spec"]["workflowSpec"]["templates"]:
+        volumes = {v["name"]: v for v in template.get("volumes", [])}
+        if "gitops-credentials" in volumes:
+            env = {e["name"]: e["value"] for e in template["container"]["env"]}
+            value = env.get("MLOPS_GITOPS_TOKEN_FILE") or env.get("MLOPS_GITOPS_SSH_KEY_FILE")
+            found[template["name"]] = (volumes["gitops-credentials"], str(value))
+    return found
+
+
 @pytest.mark.parametrize("env", ["dev", "staging", "prod"])
-def test_only_the_steps_that_push_get_the_gitops_credential(env: str) -> None:
-    config = load_stack_config(env).workflows
-    for name in PIPELINES:
-        steps = {s.name: s for s in get_pipeline(name).steps}
-        spec = rendered(env, name)["spec"]["workflowSpec"]
+@pytest.mark.parametrize("credential", ["token", "ssh-key"])
+def test_only_the_steps_that_push_get_the_gitops_credential(env: str, credential: str) -> None:
+    from pipelines.orchestration.argo import GITOPS_SECRET_DIR
+
+    config = load_stack_config(env).workflows.model_copy(update={"gitops_credential": credential})
+    for name, pushers in PUSHERS.items():
+        document = render(get_pipeline(name), config)
+        spec = document["spec"]["workflowSpec"]
         assert spec["securityContext"]["fsGroup"] == 10001  # the image's user reads the Secret
+        mounted = credential_templates(document)
+        assert set(mounted) == pushers
+        for volume, value in mounted.values():
+            secret = volume["secret"]
+            assert secret["secretName"] == config.gitops_secret and secret["defaultMode"] == 0o440
+            assert [(i["key"], i["path"]) for i in secret["items"]] == [(credential, credential)]
+            assert value == f"{GITOPS_SECRET_DIR}/{credential}"
+        variable = {"token": "MLOPS_GITOPS_TOKEN_FILE", "ssh-key": "MLOPS_GITOPS_SSH_KEY_FILE"}
         for template in spec["templates"]:
-            if "container" not in template:
-                continue
-            env_names = {e["name"] for e in template["container"].get("env", [])}
-            mounted = {v["name"]: v for v in template.get("volumes", [])}
-            pushes = template["name"] in steps and steps[template["name"]].pushes_gitops
-            assert ("gitops-credentials" in mounted) is pushes, template["name"]
-            assert ("MLOPS_GITOPS_TOKEN_FILE" in env_names) is pushes, template["name"]
-            if pushes:
-                secret = mounted["gitops-credentials"]["secret"]
-                assert secret["secretName"] == config.gitops_secret
-                assert secret["defaultMode"] == 0o440
-                assert [i["key"] for i in secret["items"]] == ["token"]
+            names = {e["name"] for e in template.get("container", {}).get("env", [])}
+            assert (variable[credential] in names) is (template["name"] in pushers)
     # without a Secret, no step mounts one (a public or in-cluster remote)
     bare = config.model_copy(update={"gitops_secret": None})
-    document = render(get_pipeline("training"), bare)
-    volumes = [
-        v["name"]
-        for t in document["spec"]["workflowSpec"]["templates"]
-        for v in t.get("volumes", [])
-    ]
-    assert "gitops-credentials" not in volumes
+    assert credential_templates(render(get_pipeline("training"), bare)) == {}

@@ -320,6 +320,8 @@ def test_a_server_image_that_is_not_the_clients_mlflow_is_refused() -> None:
     current = version("mlflow")
     with pytest.raises(ValueError, match="neither the PostgreSQL driver nor boto3"):
         PlatformConfig.model_validate({**base, "mlflowImage": f"ghcr.io/mlflow/mlflow:v{current}"})
+    with pytest.raises(ValueError, match="is not MLflow"):  # a near miss is another version
+        PlatformConfig.model_validate({**base, "mlflowImage": f"r/mlflow:v{current}0-full"})
     full = PlatformConfig.model_validate(
         {**base, "mlflowImage": f"ghcr.io/mlflow/mlflow:v{current}-full"}
     )
@@ -340,3 +342,20 @@ def test_the_mlflow_schema_is_upgraded_by_the_servers_own_image(plans: StackPlan
     assert upgrade["command"] == ["mlflow", "db", "upgrade", "$(MLFLOW_BACKEND_STORE_URI)"]
     assert upgrade["env"] == serve["env"]  # the same backend store Secret
     assert "name" not in job.inputs["metadata"], "auto-named: a new image replaces the Job"
+
+
+def test_the_mlflow_server_waits_for_its_schema_upgrade() -> None:
+    """The plan drops dependencies: read them from one mocked run."""
+    from stacks.config import PROJECT, STACKS_DIR
+    from stacks.offline.harness import run_program
+    from stacks.offline.plan import load_config_file
+
+    config = load_config_file(STACKS_DIR / "Pulumi.dev.yaml")
+    result = run_program(STACKS_DIR, project=PROJECT, stack="dev", config=config, preview=False)
+    (job,) = [r for r in result.resources if r.type == "kubernetes:batch/v1:Job"]
+    (server,) = [
+        r
+        for r in result.resources
+        if r.type == "kubernetes:apps/v1:Deployment" and r.inputs["metadata"]["name"] == "mlflow"
+    ]
+    assert job.urn in server.dependencies
