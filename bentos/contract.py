@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from pipelines.intervals import interval_ms
+from pipelines.intervals import MAX_EPOCH_MS, interval_ms
 
 MAX_ROWS = 10_000
 """Default cap on rows (or klines) in one request."""
@@ -48,7 +48,7 @@ def feature_row_model(features: tuple[str, ...]) -> type[BaseModel]:
     (epoch ms) let the monitor join a logged prediction with its realized outcome."""
     fields: dict[str, Any] = {name: (float, ...) for name in features}
     fields["symbol"] = (str | None, Field(default=None, min_length=1, max_length=32))
-    fields["open_time"] = (int | None, Field(default=None, ge=0))
+    fields["open_time"] = (int | None, Field(default=None, ge=0, le=MAX_EPOCH_MS))
     return create_model("FeatureRow", __config__=STRICT, **fields)
 
 
@@ -70,13 +70,13 @@ class Kline(BaseModel):
 
     model_config = STRICT
 
-    open_time: int = Field(ge=0)
+    open_time: int = Field(ge=0, le=MAX_EPOCH_MS)
     open: float = Field(gt=0)
     high: float = Field(gt=0)
     low: float = Field(gt=0)
     close: float = Field(gt=0)
     volume: float = Field(ge=0)
-    close_time: int = Field(ge=0)
+    close_time: int = Field(ge=0, le=MAX_EPOCH_MS)
     quote_volume: float = Field(ge=0)
     count: int = Field(ge=0)
     taker_buy_volume: float = Field(ge=0)

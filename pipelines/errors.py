@@ -23,6 +23,7 @@ def describe_validation_error(error: ValidationError, prefix: str = "") -> str:
     """One line naming each invalid field and why."""
     parts = []
     for item in error.errors():
-        where = ".".join(str(x) for x in item["loc"]) or "value"
-        parts.append(f"{prefix}{where}: {item['msg']}")
+        message = str(item["msg"]).removeprefix("Value error, ")
+        where = ".".join(str(x) for x in item["loc"])
+        parts.append(f"{prefix}{where}: {message}" if where else message)
     return "invalid " + "; ".join(parts)

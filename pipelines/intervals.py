@@ -6,6 +6,12 @@ from datetime import timedelta
 
 from pipelines.errors import PipelineError
 
+MAX_EPOCH_MS = 4_102_444_800_000
+"""2100-01-01T00:00:00Z in epoch milliseconds: the latest bar time any input may name (a larger
+one is a unit error or an attack; pandas cannot even represent some of them)."""
+MAX_RUN_DAYS = 3_660
+"""The longest range one run may cover (about ten years of daily files)."""
+
 _MS = {
     "1m": 60_000,
     "3m": 3 * 60_000,

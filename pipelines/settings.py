@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     home: Path = Path(".mlops")
     """Root of local state: storage (unless ``storage_url`` says otherwise), MLflow DB, bentos."""
 
-    env: str = "local"
+    env: str = Field(default="local", pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
     """Environment name; it keys reports, inference logs and decisions."""
 
     storage_url: str | None = None

@@ -251,7 +251,13 @@ class GitOpsRepo:
 
     def overlay(self, env: str) -> Path:
         """The serving overlay of `env`."""
+        envs = (self.path / "platform" / "envs").resolve()
         path = self.path / "platform" / "envs" / env / "kustomization.yaml"
+        if path.resolve().parent.parent != envs:
+            raise PipelineError(
+                f"env {env!r} is not one folder name: its overlay would be outside platform/envs/",
+                "use letters, digits and '-' (MLOPS_ENV)",
+            )
         if not path.is_file():
             raise PipelineError(
                 f"no serving overlay for env {env!r} in the GitOps repository ({path})",

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, field_validator, model_validator
 
 from pipelines import layout
+from pipelines.intervals import MAX_RUN_DAYS
 from pipelines.progress import Progress, no_progress
 from pipelines.settings import Interval, Settings, Symbols
 from pipelines.storage import Storage
@@ -33,6 +34,16 @@ class RunParams(BaseModel):
         if not value.startswith(("https://", "http://", "file://")):
             raise ValueError(f"source {value!r} must start with https://, http:// or file://")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> RunParams:
+        days = (self.end - self.start).days + 1
+        if days > MAX_RUN_DAYS:
+            raise ValueError(
+                f"{days} days from {self.start} to {self.end} is more than one run covers "
+                f"({MAX_RUN_DAYS}); split the backfill into runs of at most that many days"
+            )
+        return self
 
 
 def default_dates(settings: Settings, today: date | None = None) -> tuple[date, date]:

@@ -61,6 +61,12 @@ def test_rows_become_a_matrix_in_model_column_order() -> None:
         (b'{"rows": [{"a": 1, "b": 2}], "x": 1}', "x", "extra_forbidden"),
         (b'{"rows": [' + b",".join([b'{"a": 1, "b": 2}'] * 11) + b"]}", "rows", "too_long"),
         (b"rows=1", "", "json_invalid"),
+        # hostile: a bar time past 2100 once failed every inference-log flush (issue 15 #6)
+        (
+            b'{"rows": [{"a": 1, "b": 2, "open_time": 1000000000000000000000000000000}]}',
+            "rows.0.open_time",
+            "less_than_equal",
+        ),
     ],
 )
 def test_each_bad_row_names_what_is_wrong(body: bytes, where: str, kind: str) -> None:
@@ -111,6 +117,8 @@ def test_klines_become_bars() -> None:
         (lambda k: [*k[:3], {**k[3], "high": 1.0}, *k[4:]], "klines", "bar 3: need low"),
         (lambda k: [*k[:3], {**k[3], "extra": 1.0}, *k[4:]], "klines.3.extra", "not permitted"),
         (lambda k: [*k[:3], {**k[3], "volume": None}, *k[4:]], "klines.3.volume", "number"),
+        # hostile: a far-future bar answered 500 (OutOfBoundsDatetime) (issue 15 #11)
+        (lambda k: [*k[:-1], {**k[-1], "open_time": 10**19}], "klines.59.open_time", "less than"),
     ],
 )
 def test_bad_klines_name_the_bar(mutate, where: str, text: str) -> None:  # type: ignore[no-untyped-def]

@@ -112,3 +112,25 @@ def test_a_remote_gitops_repository_is_cloned_and_pushed_to(tmp_path: Path) -> N
     assert origin.git("ls-remote", str(bare), "refs/heads/main").split()[0] == commit
     with pytest.raises(PipelineError, match="cloning the GitOps repository"):
         GitOpsRepo(tmp_path / "nowhere", remote=str(tmp_path / "missing.git")).ensure()
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("env", ["../../etc", "../dev", "dev/../../x", "a/b"])
+def test_an_env_that_is_not_one_folder_name_is_refused(tmp_path: Path, env: str) -> None:
+    """`env` names a folder under platform/envs/ and storage keys: a path is refused twice —
+    by the settings, and by the GitOps repository before it reads or writes (issue 15 #14)."""
+    from pydantic import ValidationError
+
+    from pipelines.decisions.gitops import GitOpsRepo
+    from pipelines.errors import PipelineError
+    from pipelines.settings import Settings
+
+    with pytest.raises(ValidationError, match="env"):
+        Settings(home=tmp_path, env=env)
+    outside = tmp_path / "etc" / "kustomization.yaml"  # what ../../etc would reach
+    outside.parent.mkdir(parents=True)
+    outside.write_text("images: []\n")
+    repo = GitOpsRepo(tmp_path / "repo" / "gitops")
+    (repo.path / "platform" / "envs" / "dev").mkdir(parents=True)
+    with pytest.raises(PipelineError, match="not one folder name"):
+        repo.overlay(env)
