@@ -25,7 +25,7 @@ from tenacity import (
 from pipelines import layout
 from pipelines.archive import parse_checksum, zip_path
 from pipelines.data.bars import date_range
-from pipelines.data.http import client_url, make_client
+from pipelines.data.http import OutsideSource, client_url, make_client
 from pipelines.errors import PipelineError
 from pipelines.settings import Settings
 from pipelines.storage import Storage
@@ -134,6 +134,10 @@ class Fetcher:
             raise PipelineError(
                 f"{url}: {error}", "use an https://, http:// or file:// source"
             ) from error
+        except OutsideSource as error:  # a redirect or a symlink out of the source: never retried
+            raise PipelineError(f"{url}: {error}", "fetch only from the source itself") from None
+        except httpx.TooManyRedirects:
+            raise PipelineError(f"{url}: more than 3 redirects", "check --source") from None
         except httpx.TransportError as error:  # connection refused/reset, timeout, cut body
             raise RetryableError(f"{type(error).__name__}: {error}") from error
         status = response.status_code
@@ -244,7 +248,7 @@ def fetch(
     jobs = [(symbol, day) for symbol in symbols for day in date_range(start, end)]
     result = FetchResult()
     found: dict[str, int] = dict.fromkeys(symbols, 0)
-    with make_client(settings.fetch_timeout, settings.fetch_concurrency) as client:
+    with make_client(settings.fetch_timeout, settings.fetch_concurrency, source_url) as client:
         fetcher = Fetcher(settings, client)
 
         def work(job: tuple[str, date]) -> tuple[str, date, str, str | None]:

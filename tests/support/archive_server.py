@@ -62,6 +62,8 @@ def make_handler(root: Path, faults: Faults, log: Path) -> type[BaseHTTPRequestH
             action = faults.next(self.path)
             if action in ("500", "503", "404"):
                 return self._status(int(action), action)
+            if action.startswith("redirect:"):  # a 302 to wherever the plan says
+                return self._status(302, action, {"Location": action.removeprefix("redirect:")})
             if action.startswith(("429:", "418:")):
                 code, seconds = action.split(":")
                 return self._status(int(code), action, {"Retry-After": seconds})
