@@ -708,7 +708,9 @@ def test_every_cron_workflow_passes_restricted_with_argo_s_injected_containers(
 def test_a_cron_workflow_with_an_unrestricted_executor_fails_on_the_wait_container(
     plans: StackPlans, executor: dict[str, Any] | None
 ) -> None:
-    for _, cron in cron_workflows("dev", plans["dev"]):
+    crons = cron_workflows("dev", plans["dev"])
+    assert len(crons) == 4  # training and monitor, golden and planned: not a vacuous loop
+    for _, cron in crons:
         lines = object_violations(cron, executor)
         assert any(": container wait: securityContext.allowPrivilegeEscalation" in x for x in lines)
         assert any(": initContainer init: " in x for x in lines)

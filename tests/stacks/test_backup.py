@@ -67,6 +67,7 @@ def test_retention_differs_per_env_as_configured(plans: StackPlans) -> None:
         for env in ENVS
     ]
     assert retention == [load_stack_config(env).database.backup_retention_days for env in ENVS]
+    assert len(set(retention)) == len(ENVS), "each env keeps its backups for its own time"
 
 
 @pytest.mark.parametrize("env", ENVS)
