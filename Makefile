@@ -33,7 +33,8 @@ golden: ## regenerate the generated files the tests compare against (then review
 	$(UV) run mlops workflows render --stack staging --out tests/golden/workflows/staging
 	$(UV) run mlops workflows render --stack prod --out tests/golden/workflows/prod
 	$(UV) run mlops bento requirements
-	$(UV) export --only-group mlflow-server --frozen --no-header --no-annotate -o images/mlflow/requirements.txt
+	$(UV) export --only-group mlflow-server --frozen --no-header --no-annotate -o images/mlflow/requirements.txt >/dev/null
+	$(UV) export --only-group serving --frozen --no-header --no-annotate -o images/serving/requirements.txt >/dev/null
 
 requirements: ## regenerate bentos/requirements.txt from uv.lock
 	$(UV) run mlops bento requirements

@@ -12,7 +12,6 @@ from typing import Any
 from pydantic import BaseModel
 
 from bentos.card import ModelCard
-from bentos.runtime import REQUIREMENTS
 from pipelines import layout
 from pipelines.errors import PipelineError
 from pipelines.settings import Settings
@@ -22,7 +21,6 @@ REPO = Path(__file__).resolve().parent.parent
 SERVICE = "bentos.service:MarketDirection"
 BENTO_NAME = "market-direction"
 """The API service's name: the Bento (and image) name."""
-SOURCES = ("bentos", "pipelines", "pyproject.toml", "uv.lock")
 BENTO_INCLUDE = (
     "bentos/*.py",
     "bentos/requirements.txt",
@@ -55,19 +53,21 @@ def model_tag(settings: Settings, version: int) -> str:
     return f"{settings.model_name}:v{version}"
 
 
-def code_digest() -> str:
-    """12 hex digits over the service's code and its lock (sorted paths and contents)."""
+def serving_files(root: Path = REPO) -> list[Path]:
+    """The files of the serving code under `root` (`BENTO_INCLUDE`), sorted: what the serving
+    image and every Bento contain. The same set exists in a checkout and in the installed wheel
+    (the pipeline image), so both compute the same digest."""
+    files = {f for pattern in BENTO_INCLUDE for f in root.glob(pattern) if f.is_file()}
+    return sorted(files, key=lambda f: f.relative_to(root).as_posix())
+
+
+def code_digest(root: Path = REPO) -> str:
+    """12 hex digits over the serving code and its pinned requirements (paths and contents): the
+    serving image's tag, and the second half of every Bento version."""
     digest = hashlib.sha256()
-    for top in SOURCES:
-        path = REPO / top
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
-        if top == "bentos":
-            files.append(REQUIREMENTS)
-        for file in files:
-            if "__pycache__" in file.parts:
-                continue
-            digest.update(file.relative_to(REPO).as_posix().encode() + b"\0")
-            digest.update(file.read_bytes() + b"\0")
+    for file in serving_files(root):
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(file.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
 
 
@@ -245,25 +245,54 @@ def bento_key(tag: str) -> str:
     return layout.bento_archive(tag)
 
 
-def package(settings: Settings, storage: Storage, version: int) -> dict[str, Any]:
-    """The package step: build the version's Bento and export it to ``bentos/`` in storage,
-    where an image build (or another machine's ``bentoml import``) picks it up."""
+def export_model_archive(storage: Storage, settings: Settings, version: int) -> tuple[str, str]:
+    """Export the BentoML model of registry version `version` to storage (once) and return
+    ``(key, sha256)`` of the stored archive: the bytes a serving pod fetches and checks."""
     import tempfile
 
     import bentoml
 
+    key = layout.model_archive(settings.model_name, version)
+    if not storage.exists(key):
+        with tempfile.TemporaryDirectory() as tmp:
+            archive = Path(tmp) / "model.bentomodel"
+            bentoml.models.export_model(model_tag(settings, version), str(archive))
+            storage.write_bytes(key, archive.read_bytes())
+    return key, hashlib.sha256(storage.read_bytes(key)).hexdigest()
+
+
+def package(settings: Settings, storage: Storage, version: int) -> dict[str, Any]:
+    """The package step: build the version's Bento, export it and the model archive to
+    ``bentos/`` in storage, and tag the registry version with what a pin names (serving image,
+    archive digest). Idempotent: what exists is reused."""
+    import tempfile
+
+    import bentoml
+
+    from pipelines.ml.registry import BENTO_TAG, MODEL_DIGEST_TAG, SERVING_IMAGE_TAG
     from pipelines.ml.tracking import client as mlflow_client
 
     result = build(settings, version=version)
-    # The registry version remembers its Bento: promotion and rollback pin it in GitOps.
-    mlflow_client(settings).set_model_version_tag(
-        settings.model_name, str(version), "bento", result.bento
-    )
     key = bento_key(result.bento)
-    exported = storage.exists(key)
-    if not exported:
+    if not storage.exists(key):
         with tempfile.TemporaryDirectory() as tmp:
             archive = Path(tmp) / "bento.bento"
             bentoml.export_bento(result.bento, str(archive))
             storage.write_bytes(key, archive.read_bytes())
-    return {**result.model_dump(exclude={"path"}), "archive": f"{storage.url}/{key}"}
+    model_key, model_sha256 = export_model_archive(storage, settings, version)
+    image_tag = code_digest()
+    # The registry version remembers what serves it: promotion and rollback pin these.
+    client = mlflow_client(settings)
+    for name, value in (
+        (BENTO_TAG, result.bento),
+        (SERVING_IMAGE_TAG, image_tag),
+        (MODEL_DIGEST_TAG, model_sha256),
+    ):
+        client.set_model_version_tag(settings.model_name, str(version), name, value)
+    return {
+        **result.model_dump(exclude={"path"}),
+        "archive": f"{storage.url}/{key}",
+        "image_tag": image_tag,
+        "model_archive": f"{storage.url}/{model_key}",
+        "model_sha256": model_sha256,
+    }

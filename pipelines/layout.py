@@ -9,6 +9,7 @@ against the prefixes named here (``PREFIXES``).
     features/{interval}/{dataset_hash}/{labelled,scoring}.parquet, manifest.json
     runs/{run_id}/params.json, steps/{step}.json, exit.json
     bentos/{name}/{version}.bento                                            exported Bentos
+    bentos/{name}/v{model_version}.bentomodel                                model archives
     inference/{env}/{model_version}/{date}/{batch}.parquet                   serving log
     reports/{env}/{kind}/{timestamp}/report.{html,json}, summary.json        Evidently
     decisions/{env}/{timestamp}[-{n}]-{kind}.json                            the ledger
@@ -80,6 +81,12 @@ def bento_archive(tag: str) -> str:
     """Exported Bento archive of ``name:version``."""
     name, version = parse_bento_tag(tag)
     return f"{BENTOS}{name}/{version}.bento"
+
+
+def model_archive(name: str, version: int) -> str:
+    """Exported BentoML model archive of registry version `version` of model `name`: what a
+    serving pod fetches, checks against the GitOps pin's digest and imports at start."""
+    return f"{BENTOS}{name}/v{version}.bentomodel"
 
 
 def parse_bento_tag(tag: str) -> tuple[str, str]:

@@ -295,6 +295,11 @@ class StackConfig(_Model):
         }
 
 
+SECRET_KEYS = frozenset({"gitopsRepoCredential"})
+"""Keys set with ``pulumi config set --secret``: encrypted, never part of `StackConfig`; each
+is read where it is used (`stacks.components.gitops_repo`)."""
+
+
 def parse_stack_config(document: dict[str, Any], source: str) -> tuple[StackConfig, dict[str, Any]]:
     """Our namespace's keys as a `StackConfig`, and every other provider's keys as they are.
 
@@ -305,6 +310,8 @@ def parse_stack_config(document: dict[str, Any], source: str) -> tuple[StackConf
     providers: dict[str, Any] = {}
     for key, value in (document.get("config") or {}).items():
         namespace, _, name = str(key).partition(":")
+        if namespace == PROJECT and name in SECRET_KEYS:
+            continue  # read by the component that needs it, as a Pulumi secret
         if namespace == PROJECT:
             values[name] = value
         else:

@@ -28,6 +28,10 @@ class PlatformConfig(_Model):
     repository tagged with the client's MLflow version (images/mlflow builds it)."""
     gitops_repo_url: str
     gitops_revision: str = "main"
+    gitops_repo_auth: Literal["token", "ssh-key", "none"] = "token"
+    """How ArgoCD reads the GitOps repository: an HTTPS token or an SSH deploy key (the Pulumi
+    secret ``gitopsRepoCredential``), or nothing (a public HTTPS repository). The stack creates
+    ArgoCD's repository Secret from it."""
 
     @field_validator("mlflow_image")
     @classmethod
@@ -63,6 +67,17 @@ class PlatformConfig(_Model):
     """argo-server ``--auth-mode``s: ``client`` (callers send a Kubernetes bearer token),
     ``server`` (every caller acts as the server's service account), ``sso`` (needs ``argoSso``)."""
     argo_sso: PlatformConfig.ArgoSso | None = None
+
+    @model_validator(mode="after")
+    def _auth_fits_the_url(self) -> PlatformConfig:
+        ssh = self.gitops_repo_url.startswith(("ssh://", "git@"))
+        if (self.gitops_repo_auth == "ssh-key") != ssh:
+            raise ValueError(
+                f"gitopsRepoAuth {self.gitops_repo_auth} does not fit gitopsRepoUrl "
+                f"{self.gitops_repo_url}: an SSH deploy key needs an ssh:// or git@ URL, a token "
+                "(or none) an https:// URL"
+            )
+        return self
 
     @model_validator(mode="after")
     def _sso_is_configured(self) -> PlatformConfig:

@@ -54,6 +54,24 @@ def bento_build(
     out.print(result.bento, highlight=False)
 
 
+@bento_app.command("digest")
+def bento_digest(
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Print the serving code's digest: the serving image's tag (images/serving/Dockerfile).
+
+    CI builds and pushes ``<ecr>/mlops-<env>-serving:<digest>`` whenever it changes; the
+    package step tags every registry version with it, and the GitOps pin names it.
+    """
+    from pipelines.ml.packaging import serving_digest
+
+    digest, files = serving_digest()
+    if json_out:
+        print_json({"digest": digest, "files": files})
+        return
+    out.print(digest, highlight=False)
+
+
 @bento_app.command("requirements")
 def bento_requirements(
     check: Annotated[

@@ -21,9 +21,9 @@ from pydantic import BaseModel
 
 from pipelines.decisions import ledger
 from pipelines.decisions.ledger import Decision
+from pipelines.decisions.pin import ServingPin
 from pipelines.decisions.promotion import apply, current_aliases, repo_of
 from pipelines.errors import PipelineError
-from pipelines.layout import parse_bento_tag
 from pipelines.ml.dataset import DatasetInfo, read_dataset
 from pipelines.ml.packaging import PackageResult
 from pipelines.ml.registry import RegisterResult
@@ -114,7 +114,11 @@ def gate(
     client = mlflow_client(settings)
     name, env = settings.model_name, settings.env
     challenger = registered.version
-    pin = parse_bento_tag(packaged.bento)[1]
+    pin = ServingPin(
+        image_tag=packaged.image_tag,
+        model_version=packaged.model_version,
+        model_sha256=packaged.model_sha256,
+    )
     repo = repo_of(settings)
     with repo.lock():
         repo.ensure()
@@ -138,6 +142,7 @@ def gate(
                 "dataset_hash": info.dataset_hash,
                 "window": [evaluated.eval_start, evaluated.eval_end],
                 "bento": packaged.bento,
+                "pin": pin.model_dump(),
             },
             thresholds={
                 "min_auc_delta": settings.gate_min_auc_delta,

@@ -1,5 +1,6 @@
-"""The GitOps repository: promotion and rollback change the Bento an env's serving overlay pins
-(``platform/envs/<env>/kustomization.yaml``, ``images[0].newTag``) in one commit each.
+"""The GitOps repository: promotion and rollback change what an env's serving overlay pins —
+the serving image's tag and the model with its archive digest (`pipelines.decisions.pin`) — in
+one commit each.
 
 Locally the repository is ``$MLOPS_HOME/gitops`` (``MLOPS_GITOPS_REPO``), initialised from this
 checkout's ``platform/``; on the cluster it is a clone of the repo ArgoCD watches, pushed to
@@ -25,11 +26,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.decisions.pin import ServingPin, read_pin, write_pin
 from pipelines.errors import PipelineError
 from pipelines.settings import REPO_ROOT
-from pipelines.storage import write_file_atomic
 
-PIN = re.compile(r"^(?P<lead>\s+newTag:\s*)(?P<tag>\S+)\s*$", re.MULTILINE)
 IDENTITY = ["-c", "user.name=mlops-platform", "-c", "user.email=mlops-platform@localhost"]
 TOKEN_USERNAME = "x-access-token"
 """The HTTPS username sent with a token (GitHub's for app and fine-grained tokens; GitHub and
@@ -265,31 +265,28 @@ class GitOpsRepo:
             )
         return path
 
-    def pinned(self, env: str) -> str:
-        """The Bento version `env` serves (the overlay's image tag)."""
-        matches = PIN.findall(self.overlay(env).read_text())
-        if len(matches) != 1:
-            raise PipelineError(f"{self.overlay(env)}: expected exactly one images[].newTag")
-        return str(matches[0][1])
+    def pinned(self, env: str) -> ServingPin | None:
+        """What `env` serves (image tag and model), or None before its first promotion."""
+        return read_pin(self.overlay(env))
 
     def head(self) -> str:
         """The current commit."""
         return self.git("rev-parse", "HEAD")
 
-    def pin(self, env: str, tag: str, message: str) -> str | None:
-        """Make `env` serve Bento version `tag` in one commit. Returns the commit, or None when
-        `tag` is already pinned (nothing to do)."""
+    def pin(self, env: str, pin: ServingPin, message: str) -> str | None:
+        """Make `env` serve `pin` (image and model, `pipelines.decisions.pin`) in one commit.
+        Returns the commit, or None when `pin` is already what `env` serves (nothing to do)."""
         self.ensure()
         path = self.overlay(env)
-        if self.pinned(env) == tag:
+        if self.pinned(env) == pin:
             return None
-        text = PIN.sub(lambda m: f"{m.group('lead')}{tag}", path.read_text())
-        write_file_atomic(path, text.encode())
+        changed = [str(p.relative_to(self.path)) for p in write_pin(path, pin)]
         try:
-            self.git("add", str(path.relative_to(self.path)))
+            self.git("add", *changed)
             self.git("commit", "-q", "-m", message)
         except PipelineError:
-            self.git("checkout", "HEAD", "--", str(path.relative_to(self.path)))
+            self.git("reset", "-q", "HEAD", "--", *changed)
+            self.git("checkout", "HEAD", "--", *changed)
             raise
         commit = self.head()
         if self.remote:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from pipelines import layout
+from pipelines.decisions.pin import ServingPin
 from pipelines.storage import Storage
 
 Kind = Literal["gate", "monitor", "rollback"]
@@ -35,7 +36,9 @@ class Decision(BaseModel):
     aliases_before: dict[str, int] = Field(default_factory=dict)
     aliases_after: dict[str, int] = Field(default_factory=dict)
     gitops_commit: str | None = None
-    gitops_pin: str | None = None
+    gitops_pin: ServingPin | str | None = None
+    """What the decision pinned (image and model); a string in records written before the
+    two-part pin."""
     run_id: str | None = None
     started_at: str
     decided_at: str = ""

@@ -13,7 +13,9 @@ from typing import Any
 from pipelines.decisions import ledger
 from pipelines.decisions.gitops import GitCredentials, GitOpsRepo
 from pipelines.decisions.ledger import Decision
+from pipelines.decisions.pin import ServingPin
 from pipelines.errors import PipelineError
+from pipelines.ml.registry import MODEL_DIGEST_TAG, SERVING_IMAGE_TAG
 from pipelines.ml.tracking import client as mlflow_client
 from pipelines.settings import Settings
 from pipelines.storage import Storage
@@ -57,18 +59,31 @@ def set_aliases(client: Any, name: str, wanted: dict[str, int | None]) -> None:
             client.set_registered_model_alias(name, alias, str(version))
 
 
-def bento_of(client: Any, name: str, version: int) -> str:
-    """The Bento version (image tag) built for a registry version, from its ``bento`` tag.
+def pin_of(client: Any, name: str, version: int) -> ServingPin:
+    """What serving runs for a registry version: the tags its package step set.
 
     Raises:
-        PipelineError: the version was never packaged.
+        PipelineError: the version was never packaged (or its tags are not a valid pin).
     """
     tags = client.get_model_version(name, str(version)).tags or {}
-    if "bento" not in tags:
+    if SERVING_IMAGE_TAG not in tags or MODEL_DIGEST_TAG not in tags:
         raise PipelineError(
-            f"{name} version {version} has no Bento", f"run: mlops bento build --version {version}"
+            f"{name} version {version} has no exported model archive (never packaged)",
+            "re-run the package step of the run that registered it: "
+            "mlops step package --run-id RUN_ID",
         )
-    return str(tags["bento"]).split(":", 1)[1]
+    try:
+        return ServingPin(
+            image_tag=tags[SERVING_IMAGE_TAG],
+            model_version=version,
+            model_sha256=tags[MODEL_DIGEST_TAG],
+        )
+    except ValueError:
+        raise PipelineError(
+            f"{name} version {version}: its tags {SERVING_IMAGE_TAG} and {MODEL_DIGEST_TAG} "
+            "do not form a valid pin",
+            "re-run its package step",
+        ) from None
 
 
 def apply(
@@ -76,10 +91,11 @@ def apply(
     storage: Storage,
     record: Decision,
     moves: dict[str, int | None],
-    pin: str | None,
+    pin: ServingPin | None,
     message: str,
 ) -> Decision:
-    """Move aliases and pin `pin` (a Bento version) for the env, all or nothing; write `record`.
+    """Move aliases and pin `pin` (serving image and model) for the env, all or nothing;
+    write `record`.
 
     `message` may hold ``{record}``, replaced by the record's storage key.
     """
@@ -146,7 +162,7 @@ def rollback(
     extra: dict[str, Any] | None = None,
 ) -> Decision:
     """``champion`` ← `to` (default: ``previous``), ``previous`` cleared; the env's overlay pins
-    that version's Bento. Recorded; idempotent when `to` already serves."""
+    that version's model and serving image. Recorded; idempotent when `to` already serves."""
     client = mlflow_client(settings)
     name = settings.model_name
     aliases = current_aliases(client, name)
@@ -158,7 +174,7 @@ def rollback(
     repo = repo_of(settings)
     with repo.lock():
         repo.ensure()
-        pin = bento_of(client, name, target)
+        pin = pin_of(client, name, target)
         record = Decision(
             kind=kind,
             env=settings.env,

@@ -28,6 +28,12 @@ class PackageResult(BaseModel):
     built: bool
     archive: str
     """Storage URL of the exported ``.bento`` archive."""
+    image_tag: str
+    """The serving image this version runs on: the serving code's digest."""
+    model_archive: str
+    """Storage URL of the exported BentoML model archive (what a serving pod fetches)."""
+    model_sha256: str
+    """Its sha256: the GitOps pin names it, and a pod refuses an archive that differs."""
 
 
 def build_bento(settings: Settings, alias: str | None, version: int | None) -> BuildResult:
@@ -42,6 +48,13 @@ def find_bento(settings: Settings, alias: str | None, version: int | None) -> st
     from bentos.build import find_bento as find
 
     return find(settings, alias, version)
+
+
+def serving_digest() -> tuple[str, list[str]]:
+    """The serving code's digest (the serving image's tag) and the files it covers."""
+    from bentos.build import REPO, code_digest, serving_files
+
+    return code_digest(), [f.relative_to(REPO).as_posix() for f in serving_files()]
 
 
 def export_requirements() -> tuple[Path, str]:

@@ -14,6 +14,13 @@ from pipelines.ml.tracking import client as mlflow_client
 from pipelines.ml.train import EvaluateResult, TrainResult, metrics_json
 from pipelines.settings import Settings
 
+BENTO_TAG = "bento"
+"""Registry version tag: the Bento built for the version (``name:v<version>-<code digest>``)."""
+SERVING_IMAGE_TAG = "serving_image"
+"""Registry version tag: the serving image (the serving code's digest) it was packaged on."""
+MODEL_DIGEST_TAG = "model_sha256"
+"""Registry version tag: the sha256 of the version's exported model archive."""
+
 
 class Alias(StrEnum):
     """The registry's aliases: what serves, the newest candidate, the rollback target."""

@@ -68,6 +68,7 @@ CONFIG_KEYS: tuple[tuple[str | None, str | None, str | None, str], ...] = (
     (r":CronWorkflow$", r"\.image$", None, "workflows.image"),
     (r":Deployment$", r"\.image$", r"mlflow", "platform.mlflowImage"),
     (r":Application$", r"(^|\.)repoURL$", None, "platform.gitopsRepoUrl"),
+    (r":Secret$", r"^stringData\.url$", None, "platform.gitopsRepoUrl"),
     (None, r"(^|\.)publicAccessCidrs(\[|$)", None, "cluster.publicAccessCidrs"),
     (r"^eks:index:Cluster$", r"^accessEntries\.ci\.principalArn$", None, "cluster.ciRoleArn"),
     (r"^eks:index:Cluster$", r"^accessEntries\.admin-\d+\.", None, "cluster.adminRoleArns"),

@@ -13,6 +13,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from stacks.components.gitops_repo import gitops_repository_secret
 from stacks.components.identity import ServiceAccount
 from stacks.components.mlflow import MLFLOW_PORT, MlflowArgs, mlflow_server
 from stacks.config import PlatformConfig
@@ -244,6 +245,7 @@ class ClusterServices(pulumi.ComponentResource):
         self.mlflow_url = f"http://mlflow.mlflow.svc.cluster.local:{MLFLOW_PORT}"
         self.argocd_server = "https://argocd-server.argocd.svc.cluster.local"
 
+        repository = gitops_repository_secret(name, args.config, labels, in_ns("argocd"))
         k8s.apiextensions.CustomResource(
             f"{name}-root-app",
             api_version="argoproj.io/v1alpha1",
@@ -255,7 +257,7 @@ class ClusterServices(pulumi.ComponentResource):
                 "finalizers": ["resources-finalizer.argocd.argoproj.io"],
             },
             spec=root_application_spec(args.config, args.env),
-            opts=in_ns("argocd", argocd),
+            opts=in_ns("argocd", argocd, repository),
         )
         for manifest in args.cron_workflows:
             meta = manifest["metadata"]

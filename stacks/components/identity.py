@@ -43,8 +43,9 @@ def service_accounts(
     env: str,
     layout_root: str = DEFAULT_LAYOUT_ROOT,
 ) -> dict[str, ServiceAccount]:
-    """Who may touch which bucket: pipeline (data), mlflow (artifacts), serving (read models,
-    write its inference log under ``<layoutRoot>/inference/<env>/``, `pipelines.layout`)."""
+    """Who may touch which bucket: pipeline (data), mlflow (artifacts), serving (read the model
+    archives under ``<layoutRoot>/bentos/`` it fetches at start, write its inference log under
+    ``<layoutRoot>/inference/<env>/``; keys from `pipelines.layout`)."""
     return {
         "pipeline": ServiceAccount(
             workflows_namespace,
@@ -61,6 +62,7 @@ def service_accounts(
             "serving",
             (
                 Grant("artifacts", write=False),
+                Grant("curated", write=False, prefix=f"{layout_root}/{layout.BENTOS}"),
                 Grant(
                     "curated",
                     write=True,

@@ -28,6 +28,7 @@ from pipelines.decisions.inference import read_inference
 from pipelines.ml.dataset import read_dataset
 from pipelines.ml.features import FeatureConfig, compute_features
 from pipelines.storage import LocalStorage
+from tests.bentos.conftest import training_env
 from tests.conftest import MIRROR_DAYS, MIRROR_START, run_cli
 from tests.services import bento_server
 
@@ -48,38 +49,6 @@ class Served:
     @property
     def storage(self) -> LocalStorage:
         return LocalStorage(self.home / "data")
-
-
-def training_env(home: Path) -> dict[str, str]:
-    return {
-        "MLOPS_HOME": str(home),
-        "MLOPS_EVAL_DAYS": "1",
-        "MLOPS_CV_FOLDS": "2",
-        "MLOPS_CHAMPION_MIN_ROC_AUC": "0",
-        "MLOPS_INFERENCE_FLUSH_SECONDS": "3600",  # rows reach storage only at shutdown
-    }
-
-
-@pytest.fixture(scope="module")
-def trained(
-    tmp_path_factory: pytest.TempPathFactory, mirror_root: Path
-) -> tuple[Path, dict[str, Any]]:
-    home = tmp_path_factory.mktemp("serving") / "home"
-    done = run_cli(
-        [
-            "run",
-            "--source",
-            mirror_root.as_uri(),
-            "--start",
-            MIRROR_START.isoformat(),
-            "--end",
-            END.isoformat(),
-            "--json",
-        ],
-        training_env(home),
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return home, json.loads(done.stdout)
 
 
 @pytest.fixture(scope="module")

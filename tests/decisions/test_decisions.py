@@ -17,6 +17,7 @@ each stage's work once.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import time
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pipelines.decisions.pin import ServingPin
 from pipelines.synthetic.mirror import write_mirror
 from tests.conftest import run_cli
 
@@ -107,16 +109,17 @@ class History:
 
         return current_aliases(client(self.settings), "market-direction")
 
-    def pinned(self) -> str:
+    def pinned(self) -> ServingPin | None:
         from pipelines.decisions.promotion import repo_of
 
         return repo_of(self.settings).pinned("local")
 
-    def bento(self, version: int) -> str:
-        from pipelines.decisions.promotion import bento_of
+    def bento(self, version: int) -> ServingPin:
+        """What a promotion of `version` pins: its registry tags."""
+        from pipelines.decisions.promotion import pin_of
         from pipelines.ml.tracking import client
 
-        return bento_of(client(self.settings), "market-direction", version)
+        return pin_of(client(self.settings), "market-direction", version)
 
 
 @pytest.fixture(scope="module")
@@ -274,8 +277,14 @@ def test_a_stable_market_bootstraps_then_gates_by_quality(history: History) -> N
     gate = first["steps"]["gate"]
     assert gate["status"] == "succeeded" and gate["decision"] == "promote"
     assert "bootstrap" in gate["reasons"][0]
-    bento = first["steps"]["package"]["bento"].split(":")[1]
-    assert seen["pinned_after_first"] == history.bento(1) == bento
+    package = first["steps"]["package"]
+    pin = seen["pinned_after_first"]
+    assert pin == history.bento(1)
+    assert pin.model_version == 1 and pin.model_sha256 == package["model_sha256"]
+    assert pin.image_tag == package["image_tag"] == package["bento"].split("-")[-1]
+    # the pinned digest is the digest of the archive the package step exported
+    key = package["model_archive"].removeprefix(f"{history.storage.url}/")
+    assert hashlib.sha256(history.storage.read_bytes(key)).hexdigest() == pin.model_sha256
 
     gate = second["steps"]["gate"]
     assert gate["decision"] in ("promote", "reject")
@@ -346,8 +355,9 @@ def test_degraded_live_quality_rolls_back_only_after_n_windows(history: History)
     assert after["champion"] == previous and "previous" not in after
     assert seen["pinned_after_rollback"] == history.bento(previous)
     assert seen["subject"].endswith(f"(decision {rolled['record']})")
-    # the rollback commit changes exactly the local env's pin, nothing else
-    assert seen["changed"] == ["platform/envs/local/kustomization.yaml"]
+    # the rollback commit changes exactly the local env's pin: the model (same serving code,
+    # so the image tag stays)
+    assert seen["changed"] == ["platform/envs/local/model.env"]
     assert seen["last_record"].kind == "monitor" and seen["last_record"].decision == "rollback"
 
     moves = seen["moves"]

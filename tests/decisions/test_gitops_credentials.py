@@ -18,6 +18,7 @@ from pipelines.errors import PipelineError
 from pipelines.settings import Settings
 from pipelines.storage import LocalStorage
 from tests.conftest import REPO
+from tests.support.pins import make_pin
 
 TOKEN = "tok-5b0c1e7f2a9d4c38b6e1"
 
@@ -171,7 +172,9 @@ def test_a_failed_gitops_commit_leaves_no_credential_in_the_error_or_the_ledger(
         started_at=ledger.now_iso(),
     )
     with pytest.raises(PipelineError) as caught:
-        promotion.apply(Settings(home=tmp_path), storage, record, {"champion": 2}, "v2", "pin")
+        promotion.apply(
+            Settings(home=tmp_path), storage, record, {"champion": 2}, make_pin(2), "pin"
+        )
     records = ledger.read_all(storage, "local")
     texts = [str(caught.value), *(r.model_dump_json() for r in records)]
     assert [r.decision for r in records] == ["failed"]
@@ -215,7 +218,7 @@ def test_a_push_with_a_token_file_keeps_the_token_out_of_argv_env_repo_and_commi
     clone = GitOpsRepo(
         tmp_path / "clone", remote=remote, credentials=GitCredentials(token_file=token_file)
     )
-    commit = clone.pin("staging", "v3-def", "promote v3 in staging")
+    commit = clone.pin("staging", make_pin(3), "promote v3 in staging")
     assert commit is not None
     assert clone.git("ls-remote", remote, "refs/heads/main").split()[0] == commit
     assert any("push" in argv for argv, _ in calls) and any("clone" in argv for argv, _ in calls)
@@ -273,12 +276,12 @@ def test_a_failing_push_error_shows_no_credential(
     # planted: a password in the remote URL -> refused, shown as user:***@
     repo.remote = "https://user:secret@127.0.0.1:1/gitops.git"
     with pytest.raises(PipelineError) as caught:
-        repo.pin("dev", "v1-abc", "promote v1")
+        repo.pin("dev", make_pin(1), "promote v1")
     assert "user:***@127.0.0.1" in str(caught.value) and "secret" not in str(caught.value)
     # planted: git itself echoes the token (here in the URL's path) -> redacted
     repo.remote = f"https://127.0.0.1:1/{TOKEN}/gitops.git"
     with pytest.raises(PipelineError) as caught:
-        repo.pin("dev", "v2-abc", "promote v2")
+        repo.pin("dev", make_pin(2), "promote v2")
     message = str(caught.value)
     assert "git push" in message and "unable to access" in message
     assert TOKEN not in message and "127.0.0.1:1/***/gitops.git" in message
@@ -296,11 +299,11 @@ def test_a_failed_push_leaves_no_commit_and_the_retry_pushes(tmp_path: Path) -> 
     before = repo.head()
     repo.remote = str(tmp_path / "gone.git")  # the remote is unreachable: the push fails
     with pytest.raises(PipelineError, match="git push"):
-        repo.pin("dev", "v7-abc", "promote v7")
-    assert repo.head() == before and repo.pinned("dev") != "v7-abc"
+        repo.pin("dev", make_pin(7), "promote v7")
+    assert repo.head() == before and repo.pinned("dev") != make_pin(7)
     repo.remote = str(remote)  # reachable again: the retry commits and pushes
-    commit = repo.pin("dev", "v7-abc", "promote v7")
-    assert commit is not None and repo.pinned("dev") == "v7-abc"
+    commit = repo.pin("dev", make_pin(7), "promote v7")
+    assert commit is not None and repo.pinned("dev") == make_pin(7)
     pushed = subprocess.run(
         ["git", "--git-dir", str(remote), "rev-parse", "main"],
         capture_output=True,

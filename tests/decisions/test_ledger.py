@@ -16,6 +16,7 @@ from pipelines.decisions.monitor import trailing_degraded
 from pipelines.errors import PipelineError
 from pipelines.storage import LocalStorage
 from tests.conftest import REPO
+from tests.support.pins import make_pin
 
 
 def decision(**changes: object) -> Decision:
@@ -52,18 +53,52 @@ def test_records_are_append_only_and_found_by_question(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_gitops_pins_one_tag_per_commit(tmp_path: Path) -> None:
+def test_gitops_pins_image_and_model_in_one_commit(tmp_path: Path) -> None:
     repo = GitOpsRepo(tmp_path / "gitops", source=REPO / "platform")
     repo.ensure()
-    assert repo.pinned("prod") == "unreleased"
-    commit = repo.pin("prod", "v7-abc", "promote v7")
-    assert commit == repo.head() and repo.pinned("prod") == "v7-abc"
-    assert repo.pin("prod", "v7-abc", "again") is None  # nothing to do, no empty commit
-    text = (repo.path / "platform/envs/prod/kustomization.yaml").read_text()
-    assert "newTag: v7-abc" in text and "# Serving in prod" in text  # comments kept
-    assert repo.git("show", "--stat", "--format=%s", "HEAD").splitlines()[0] == "promote v7"
+    assert repo.pinned("prod") is None  # unreleased
+    pin = make_pin(7)
+    commit = repo.pin("prod", pin, "promote v7")
+    assert commit == repo.head() and repo.pinned("prod") == pin
+    assert repo.pin("prod", pin, "again") is None  # nothing to do, no empty commit
+    overlay = repo.path / "platform/envs/prod"
+    text = (overlay / "kustomization.yaml").read_text()
+    assert f"newTag: {pin.image_tag}" in text and "# Serving in prod" in text  # comments kept
+    model = (overlay / "model.env").read_text()
+    assert f"MLOPS_MODEL_VERSION=7\nMLOPS_MODEL_SHA256={pin.model_sha256}\n" in model
+    changed = repo.git("show", "--name-only", "--format=%s", "HEAD").splitlines()
+    assert changed == [
+        "promote v7",
+        "",
+        "platform/envs/prod/kustomization.yaml",
+        "platform/envs/prod/model.env",
+    ]
+    # a new model on the same image: one commit changing model.env only
+    repo.pin("prod", make_pin(8), "promote v8")
+    assert repo.git("show", "--name-only", "--format=", "HEAD").split() == [
+        "platform/envs/prod/model.env"
+    ]
     with pytest.raises(PipelineError, match="no serving overlay for env 'qa'"):
         repo.pinned("qa")
+
+
+@pytest.mark.integration  # git
+@pytest.mark.hostile
+def test_a_malformed_pin_in_the_overlay_is_named(tmp_path: Path) -> None:
+    repo = GitOpsRepo(tmp_path / "gitops", source=REPO / "platform")
+    repo.ensure()
+    model = repo.path / "platform/envs/dev/model.env"
+    model.write_text("MLOPS_MODEL_VERSION=3\nMLOPS_MODEL_SHA256=not-a-digest\n")
+    (repo.path / "platform/envs/dev/kustomization.yaml").write_text(
+        (REPO / "platform/envs/dev/kustomization.yaml")
+        .read_text()
+        .replace("newTag: unreleased", "newTag: 0123456789ab")
+    )
+    with pytest.raises(PipelineError, match="MLOPS_MODEL_SHA256='not-a-digest'"):
+        repo.pinned("dev")
+    model.unlink()
+    with pytest.raises(PipelineError, match=r"model\.env is missing"):
+        repo.pinned("dev")
 
 
 def test_decisions_are_serialized_by_the_lock(tmp_path: Path) -> None:
@@ -107,7 +142,7 @@ def test_a_remote_gitops_repository_is_cloned_and_pushed_to(tmp_path: Path) -> N
     bare = tmp_path / "bare.git"
     origin.git("clone", "-q", "--bare", str(origin.path), str(bare))
     clone = GitOpsRepo(tmp_path / "clone", remote=str(bare))
-    commit = clone.pin("staging", "v3-def", "promote v3 in staging")
+    commit = clone.pin("staging", make_pin(3), "promote v3 in staging")
     assert commit is not None
     assert origin.git("ls-remote", str(bare), "refs/heads/main").split()[0] == commit
     with pytest.raises(PipelineError, match="cloning the GitOps repository"):

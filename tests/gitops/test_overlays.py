@@ -46,8 +46,13 @@ def rendered(env: str) -> tuple[dict[str, Any], ...]:
     return tuple(d for d in yaml.safe_load_all(kustomize_build(PLATFORM / "envs" / env)) if d)
 
 
-def by_kind(env: str, kind: str) -> dict[str, Any]:
-    (document,) = [d for d in rendered(env) if d["kind"] == kind]
+def by_kind(env: str, kind: str, name: str | None = None) -> dict[str, Any]:
+    """The one rendered object of `kind` (named `name`, before kustomize's hash suffix)."""
+    (document,) = [
+        d
+        for d in rendered(env)
+        if d["kind"] == kind and (name is None or d["metadata"]["name"].startswith(f"{name}-"))
+    ]
     return document
 
 
@@ -59,7 +64,8 @@ def test_platform_holds_no_python() -> None:
 @pytest.mark.parametrize("env", ENVS)
 def test_each_overlay_renders_and_validates_strictly(env: str) -> None:
     documents = rendered(env)
-    assert {d["kind"] for d in documents} == KINDS and len(documents) == len(KINDS)
+    assert {d["kind"] for d in documents} == KINDS
+    assert len(documents) == len(KINDS) + 1  # two ConfigMaps: settings and the model pin
     for document in documents:
         kubernetes_validate.validate(document, kubernetes_version(env), strict=True)
         assert document["metadata"]["namespace"] == "serving"
@@ -73,7 +79,7 @@ def test_the_workload_is_hardened(env: str) -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert {"/tmp", "/home/bentoml/prometheus_multiproc_dir"} <= mounts
+    assert {"/tmp", "/tmp/bentoml/prometheus_multiproc_dir"} <= mounts
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert set(container["resources"]) == {"requests", "limits"}
@@ -83,6 +89,27 @@ def test_the_workload_is_hardened(env: str) -> None:
     env_vars = {e["name"]: e["value"] for e in container["env"]}
     assert env_vars["OMP_NUM_THREADS"] == "1"
     assert pod["serviceAccountName"] == "serving"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("env", ENVS)
+def test_the_pods_read_the_model_pin_of_their_overlay(env: str) -> None:
+    """The model half of the pin (model.env) reaches the pods as the serving-model ConfigMap,
+    whose name changes with its content, so a new pin rolls the pods; and what it holds is what
+    `read_pin` and the serving entry point parse."""
+    from bentos.start import ModelPin
+    from pipelines.decisions.pin import DIGEST_KEY, VERSION_KEY, read_pin
+
+    model = by_kind(env, "ConfigMap", "serving-model")
+    assert model["data"] == {VERSION_KEY: "unreleased", DIGEST_KEY: "unreleased"}
+    (container,) = by_kind(env, "Deployment")["spec"]["template"]["spec"]["containers"]
+    sources = [s["configMapRef"]["name"] for s in container["envFrom"]]
+    assert model["metadata"]["name"] in sources  # kustomize rewrote the hashed name
+    assert read_pin(PLATFORM / "envs" / env / "kustomization.yaml") is None  # unreleased
+    # every key the ConfigMap holds is a field the entry point reads
+    assert {f"MLOPS_{name.upper()}" for name in ModelPin.model_fields} >= set(model["data"])
+    env_vars = {e["name"]: e["value"] for e in container["env"]}
+    assert env_vars["BENTOML_HOME"] == "/tmp/bentoml"  # on the writable emptyDir
 
 
 @pytest.mark.integration
@@ -109,7 +136,7 @@ def test_overlays_agree_with_the_stacks(env: str) -> None:
     the env (`repository_name` is what the stack creates; tests/stacks/test_wiring.py checks
     the plan)."""
     config = load_stack_config(env)
-    settings = by_kind(env, "ConfigMap")["data"]
+    settings = by_kind(env, "ConfigMap", "serving-env")["data"]
     assert settings["MLOPS_ENV"] == env == config.env
     assert settings["MLOPS_STORAGE_URL"] == config.workflows.storage_url
     registry = config.workflows.image.split("/")[0]

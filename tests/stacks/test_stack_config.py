@@ -22,7 +22,8 @@ def test_stack_config_errors_name_the_key() -> None:
     good = yaml.safe_load((REPO / "stacks" / "Pulumi.dev.yaml").read_text())
     config, providers = parse_stack_config(good, "Pulumi.dev.yaml")
     assert config.workflows.storage_url.startswith("s3://") and providers == {
-        "aws:region": "eu-west-1"
+        "aws:region": "eu-west-1",
+        "aws:allowedAccountIds": ["111111111111"],
     }
 
     def broken(key: str, value: object) -> dict[str, Any]:

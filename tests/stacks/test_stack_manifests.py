@@ -50,9 +50,9 @@ def test_built_in_kinds_validate_strictly(plans: StackPlans, env: str) -> None:
             document = manifest(resource, *BUILT_IN[resource.type])
             kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
             checked += 1
-    # 5 namespaces, 3 service accounts, 2 secrets (MLflow's backend, argocd-redis), MLflow's
-    # service and deployment
-    assert checked == 12
+    # 5 namespaces, 3 service accounts, 3 secrets (MLflow's backend, argocd-redis, ArgoCD's
+    # repository), MLflow's service and deployment
+    assert checked == 13
 
 
 def test_strict_validation_rejects_a_typo_and_an_unknown_kind(plans: StackPlans) -> None:

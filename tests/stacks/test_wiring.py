@@ -52,6 +52,13 @@ def stack_region(env: str) -> str:
     return str(document["config"]["aws:region"])
 
 
+def stack_account(env: str) -> str:
+    """The one AWS account the stack may deploy to (the provider's ``allowedAccountIds``)."""
+    document = yaml.safe_load((REPO / "stacks" / f"Pulumi.{env}.yaml").read_text())
+    (account,) = document["config"]["aws:allowedAccountIds"]
+    return str(account)
+
+
 # ------------------------------------------------------------------------------ (a) images
 
 
@@ -125,10 +132,11 @@ def pulled_images(
 
 
 def image_problems(
-    resources: list[PlannedResource], kustomization: dict[str, Any], region: str
+    resources: list[PlannedResource], kustomization: dict[str, Any], region: str, account: str
 ) -> list[str]:
     """Every ECR image the env pulls must name a repository the plan creates, in the stack's
-    region; every overlay rewrite must name an image the base runs (else it rewrites nothing)."""
+    account and region; every overlay rewrite must name an image the base runs (else it
+    rewrites nothing)."""
     repositories = {r.inputs["name"] for r in of_type(resources, "aws:ecr/repository:Repository")}
     problems = []
     for where, image in pulled_images(resources, kustomization).items():
@@ -144,6 +152,12 @@ def image_problems(
         match = ECR_HOST.match(host)
         if match and match["region"] != region:
             problems.append(f"{where}: {image} is in {match['region']}, the stack in {region}")
+        # the plan's images come from its ECR outputs (the mocks' account); the overlay spells
+        # the account out, and must spell the stack's (``aws:allowedAccountIds``)
+        if match and where.startswith("overlay") and match["account"] != account:
+            problems.append(
+                f"{where}: {image} is in account {match['account']}, the stack's is {account}"
+            )
     base_images = {
         c["image"].split(":")[0]
         for d in base_documents()
@@ -162,7 +176,9 @@ def image_problems(
 @pytest.mark.parametrize("env", ENVS)
 def test_every_pulled_image_has_its_repository(plans: StackPlans, env: str) -> None:
     plan, kustomization = plans[env], overlay(env)
-    assert image_problems(plan.resources, kustomization, stack_region(env)) == []
+    assert (
+        image_problems(plan.resources, kustomization, stack_region(env), stack_account(env)) == []
+    )
     # the serving Deployment runs the overlay's image from the stack's serving repository
     (rewrite,) = kustomization["images"]
     assert ecr_repository(rewrite["newName"]) == (
@@ -171,14 +187,17 @@ def test_every_pulled_image_has_its_repository(plans: StackPlans, env: str) -> N
     )
     created = {r.inputs["name"] for r in of_type(plan.resources, "aws:ecr/repository:Repository")}
     assert created == {repository_name(env, kind) for kind in REPOSITORIES}
+    # the pipeline image of the stack config is in the account the provider may deploy to
+    pipeline = ecr_repository(load_stack_config(env).workflows.image)
+    assert pipeline is not None and pipeline[0].startswith(f"{stack_account(env)}.")
 
 
 def test_image_check_catches_planted_mismatches(plans: StackPlans) -> None:
-    plan, region = plans["dev"], stack_region("dev")
+    plan, region, account = plans["dev"], stack_region("dev"), stack_account("dev")
     # the overlay pulling the repository the stack used to create
     planted = copy.deepcopy(overlay("dev"))
     planted["images"][0]["newName"] = planted["images"][0]["newName"].replace("-serving", "-bento")
-    (problem,) = image_problems(plan.resources, planted, region)
+    (problem,) = image_problems(plan.resources, planted, region, account)
     assert "pulls mlops-dev-bento, which the stack does not create" in problem
     # the stack no longer creating the serving repository
     resources = [
@@ -186,23 +205,31 @@ def test_image_check_catches_planted_mismatches(plans: StackPlans) -> None:
         for r in plan.resources
         if not (r.type == "aws:ecr/repository:Repository" and r.name.endswith("serving"))
     ]
-    (problem,) = image_problems(resources, overlay("dev"), region)
+    (problem,) = image_problems(resources, overlay("dev"), region, account)
     assert "pulls mlops-dev-serving, which the stack does not create" in problem
     # a CronWorkflow step pulling an image from a repository nobody creates
     resources = copy.deepcopy(plan.resources)
     cron = next(r for r in resources if r.type.endswith(":CronWorkflow"))
     step = next(t for t in cron.inputs["spec"]["workflowSpec"]["templates"] if "container" in t)
-    step["container"]["image"] = (
-        f"{FAKE_ACCOUNT}.dkr.ecr.{region}.amazonaws.com/mlops-dev-trainer:1"
+    step["container"]["image"] = f"{account}.dkr.ecr.{region}.amazonaws.com/mlops-dev-trainer:1"
+    (problem,) = image_problems(resources, overlay("dev"), region, account)
+    assert ".image: " in problem and "pulls mlops-dev-trainer, which the stack does not create" in (
+        problem
     )
-    assert any("mlops-dev-trainer" in p for p in image_problems(resources, overlay("dev"), region))
     # an image in another region, and a rewrite of an image the base does not run
     planted = copy.deepcopy(overlay("dev"))
     planted["images"][0]["newName"] = planted["images"][0]["newName"].replace(region, "us-east-1")
     planted["images"].append({"name": "mlops-serving-v2", "newTag": "1"})
-    problems = image_problems(plan.resources, planted, region)
+    problems = image_problems(plan.resources, planted, region, account)
     assert any("is in us-east-1, the stack in eu-west-1" in p for p in problems)
     assert any("mlops-serving-v2 is no image of platform/base" in p for p in problems)
+    # the overlay pulling the serving image from another account's registry (same name)
+    planted = copy.deepcopy(overlay("dev"))
+    planted["images"][0]["newName"] = planted["images"][0]["newName"].replace(
+        account, "999999999999"
+    )
+    (problem,) = image_problems(plan.resources, planted, region, account)
+    assert f"is in account 999999999999, the stack's is {account}" in problem
 
 
 # ---------------------------------------------------------------------- (b) security groups
@@ -315,7 +342,10 @@ def test_security_group_check_catches_planted_sources(plans: StackPlans) -> None
     # a node group with a launch template: its groups are not known to be the cluster group
     resources = copy.deepcopy(plan.resources)
     of_type(resources, "eks:index:ManagedNodeGroup")[0].inputs["launchTemplate"] = {"id": "lt-1"}
-    assert security_group_problems(resources, groups)
+    problem, unreachable = security_group_problems(resources, groups)
+    assert unreachable == "no security group lets the workloads reach PostgreSQL (5432)"
+    assert problem.startswith(f"database-sg ingress[0] lets in {groups.nodes}, which the workloads")
+    assert "node group cluster-system: [\"<unresolved launch template {'id': 'lt-1'}>\"]" in problem
 
 
 # -------------------------------------------------------------------------- (c) key prefixes
@@ -597,7 +627,11 @@ def test_irsa_check_catches_planted_mismatches(plans: StackPlans) -> None:
     role.inputs["assumeRolePolicy"] = role.inputs["assumeRolePolicy"].replace(
         "StringEquals", "StringLike"
     )
-    assert irsa_problems(resources, running)
+    (problem,) = irsa_problems(resources, running)
+    assert problem.startswith("ServiceAccount system:serviceaccount:mlflow:mlflow: role")
+    assert (
+        '"StringLike"' in problem and "not exactly system:serviceaccount:mlflow:mlflow" in problem
+    )
     # a CronWorkflow running as an account the stack does not create
     resources = copy.deepcopy(plan.resources)
     cron = next(r for r in resources if r.type.endswith(":CronWorkflow"))

@@ -1,0 +1,97 @@
+"""The GitOps pin: exactly what an env's serving pods run, in two parts.
+
+- the **serving image**: one per code version, tagged with the serving code's digest
+  (``images[0].newTag`` of ``platform/envs/<env>/kustomization.yaml``);
+- the **model**: its registry version and the sha256 of its exported BentoML model archive
+  (``platform/envs/<env>/model.env``, which kustomize turns into the ``serving-model``
+  ConfigMap the pods read; a new pin renames the ConfigMap, so the pods roll).
+
+At start a pod fetches the archive, checks its digest against the pin and refuses to serve
+anything else (`bentos.start`). Promotion and rollback change both parts in one commit.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipelines.errors import PipelineError
+
+IMAGE_TAG = re.compile(r"^(?P<lead>\s+newTag:\s*)(?P<tag>\S+)\s*$", re.MULTILINE)
+MODEL_FILE = "model.env"
+"""The model half of the pin, next to the overlay's kustomization.yaml."""
+UNRELEASED = "unreleased"
+"""What a fresh overlay pins until the first promotion (its pods wait, refusing to start)."""
+VERSION_KEY = "MLOPS_MODEL_VERSION"
+DIGEST_KEY = "MLOPS_MODEL_SHA256"
+_MODEL_LINE = re.compile(r"^(?P<key>[A-Z0-9_]+)=(?P<value>.*)$")
+_HEADER = (
+    "# The model this env serves, with the sha256 of its archive: set by promotion and rollback\n"
+    "# (one commit each, with the image tag in kustomization.yaml). Pods refuse any other bytes.\n"
+)
+
+
+class ServingPin(BaseModel):
+    """What serving runs: the image's code digest, the model version and its archive digest."""
+
+    model_config = ConfigDict(frozen=True)
+
+    image_tag: str = Field(pattern=r"^[0-9a-f]{12}$")
+    """The serving code's digest (`bentos.build.code_digest`): the serving image's tag."""
+    model_version: int = Field(ge=1)
+    model_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    def describe(self) -> str:
+        """One line for messages and the ledger: ``v3 (sha256 1a2b…) on image 0123abcd4567``."""
+        return f"v{self.model_version} (sha256 {self.model_sha256[:12]}…) on image {self.image_tag}"
+
+    def model_env(self) -> str:
+        """The text of ``model.env``."""
+        return f"{_HEADER}{VERSION_KEY}={self.model_version}\n{DIGEST_KEY}={self.model_sha256}\n"
+
+
+def read_pin(overlay: Path) -> ServingPin | None:
+    """The pin of the overlay `overlay` (its kustomization.yaml); None while unreleased.
+
+    Raises:
+        PipelineError: the overlay does not hold exactly one image tag and one complete model
+            pin, or holds values no pin can have (naming the file).
+    """
+    tags = IMAGE_TAG.findall(overlay.read_text())
+    if len(tags) != 1:
+        raise PipelineError(f"{overlay}: expected exactly one images[].newTag")
+    model_path = overlay.with_name(MODEL_FILE)
+    if not model_path.is_file():
+        raise PipelineError(
+            f"{model_path} is missing: the overlay pins an image but no model",
+            "add it (see platform/envs/dev/model.env) and list it in configMapGenerator",
+        )
+    values = {}
+    for line in model_path.read_text().splitlines():
+        if (match := _MODEL_LINE.match(line.strip())) is not None:
+            values[match["key"]] = match["value"].strip()
+    version, digest = values.get(VERSION_KEY), values.get(DIGEST_KEY)
+    if UNRELEASED in (tags[0][1], version, digest):
+        return None
+    try:
+        return ServingPin(image_tag=tags[0][1], model_version=version, model_sha256=digest)  # type: ignore[arg-type]
+    except ValueError as error:
+        raise PipelineError(
+            f"{overlay.parent}: the pin is not valid ({error.__class__.__name__}): image tag "
+            f"{tags[0][1]!r}, {VERSION_KEY}={version!r}, {DIGEST_KEY}={digest!r}",
+            "fix it by hand, or pin a version: mlops decisions rollback --to VERSION",
+        ) from None
+
+
+def write_pin(overlay: Path, pin: ServingPin) -> list[Path]:
+    """Write `pin` into the overlay (image tag and ``model.env``, each atomically); returns the
+    files changed."""
+    from pipelines.storage import write_file_atomic
+
+    text = IMAGE_TAG.sub(lambda m: f"{m.group('lead')}{pin.image_tag}", overlay.read_text())
+    write_file_atomic(overlay, text.encode())
+    model_path = overlay.with_name(MODEL_FILE)
+    write_file_atomic(model_path, pin.model_env().encode())
+    return [overlay, model_path]
