@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,13 +14,38 @@ from urllib.parse import urlparse
 from pipelines import layout
 from pipelines.errors import PipelineError
 
+STALE_TEMP_SECONDS = 3600.0
+"""A temporary file untouched this long was left by a killed writer: every write is one whole
+bytes object, done in seconds (the largest, a Bento archive, in well under a minute), and the
+kernel moves a temp's mtime on every write, so a live writer's temp is never this old."""
+
+
+def sweep_stale_temps(
+    directory: Path, pattern: str, max_age: float = STALE_TEMP_SECONDS, now: float | None = None
+) -> list[Path]:
+    """Remove the files in `directory` matching `pattern` not modified for `max_age` seconds
+    (the temps of writers killed mid-write); returns what was removed."""
+    cutoff = (time.time() if now is None else now) - max_age
+    removed = []
+    for candidate in directory.glob(pattern):
+        with contextlib.suppress(FileNotFoundError):  # another sweeper or its writer was first
+            if candidate.is_file() and candidate.stat().st_mtime < cutoff:
+                candidate.unlink()
+                removed.append(candidate)
+    return removed
+
 
 def write_file_atomic(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
     """Write `path` whole or not at all: a temp file (beside it, or in `tmp_dir` on the same
     filesystem), then rename. No fsync: the rename is what readers rely on; a crash re-run
-    redoes the newest file (fsync cost ~0.6 ms a file in the ETL benchmark)."""
+    redoes the newest file (fsync cost ~0.6 ms a file in the ETL benchmark).
+
+    A temp beside the file that a killed writer left (older than `STALE_TEMP_SECONDS`) is
+    removed by the next write of the same file; `LocalStorage` sweeps its own `tmp_dir`.
+    """
     if tmp_dir is None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale_temps(path.parent, f".{path.name}.*.tmp")
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     else:
         tmp = tmp_dir / f"{path.name}.{uuid.uuid4().hex}"
@@ -58,12 +84,18 @@ class Storage(Protocol):
 
 
 class LocalStorage:
-    """The layout under a directory. Temp files live in ``.tmp/`` so none appears under a key."""
+    """The layout under a directory. Temp files live in ``.tmp/`` so none appears under a key
+    (``.tmp`` is no key: `list` skips it, `exists`/`read_bytes` refuse it). Temps a killed
+    writer left there are swept on the first write of each instance, then hourly: those older
+    than `STALE_TEMP_SECONDS`, never a live writer's."""
+
+    TMP = ".tmp"
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.url = str(root)
         self._made: set[Path] = set()
+        self._swept_at: float | None = None
 
     def _mkdir(self, directory: Path) -> None:
         if directory not in self._made:
@@ -71,9 +103,18 @@ class LocalStorage:
             self._made.add(directory)
 
     def _path(self, key: str) -> Path:
-        if key.startswith("/") or ".." in key.split("/"):
-            raise ValueError(f"storage keys are relative paths without '..': {key!r}")
+        parts = key.split("/")
+        if key.startswith("/") or ".." in parts or parts[0] == self.TMP:
+            raise ValueError(
+                f"storage keys are relative paths without '..', outside {self.TMP}/: {key!r}"
+            )
         return self.root / key
+
+    def sweep(self, now: float | None = None) -> list[Path]:
+        """Remove the temps killed writers left in ``.tmp/`` (older than `STALE_TEMP_SECONDS`)."""
+        self._swept_at = time.monotonic()
+        tmp_dir = self.root / self.TMP
+        return sweep_stale_temps(tmp_dir, "*", now=now) if tmp_dir.is_dir() else []
 
     def read_bytes(self, key: str) -> bytes:
         return self._path(key).read_bytes()
@@ -81,8 +122,10 @@ class LocalStorage:
     def write_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
         self._mkdir(path.parent)
-        tmp_dir = self.root / ".tmp"
+        tmp_dir = self.root / self.TMP
         self._mkdir(tmp_dir)
+        if self._swept_at is None or time.monotonic() - self._swept_at > STALE_TEMP_SECONDS:
+            self.sweep()
         write_file_atomic(path, data, tmp_dir)  # temp files never appear under a key
 
     def exists(self, key: str) -> bool:
@@ -97,7 +140,7 @@ class LocalStorage:
         keys = (
             p.relative_to(self.root).as_posix()
             for p in base.rglob("*")
-            if p.is_file() and ".tmp" not in p.relative_to(self.root).parts
+            if p.is_file() and self.TMP not in p.relative_to(self.root).parts
         )
         return sorted(keys)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
 import httpx
@@ -11,6 +14,24 @@ import httpx
 class OutsideSource(httpx.TransportError):
     """A request outside the source: another scheme or host (a redirect), or a file whose real
     path (symlinks resolved) is not under the source's root."""
+
+
+class FileStream(httpx.SyncByteStream):
+    """A file's bytes in chunks, so a reader can stop early without the file read whole."""
+
+    CHUNK = 64 * 1024
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+
+    def __iter__(self) -> Iterator[bytes]:
+        """The file's bytes, one chunk at a time."""
+        while chunk := self.handle.read(self.CHUNK):
+            yield chunk
+
+    def close(self) -> None:
+        """Close the file (httpx calls this when the response is closed)."""
+        self.handle.close()
 
 
 class FileTransport(httpx.BaseTransport):
@@ -28,11 +49,12 @@ class FileTransport(httpx.BaseTransport):
         if self.root is not None and not path.resolve().is_relative_to(self.root):
             raise OutsideSource(f"{path} resolves outside the source {self.root}")
         try:
-            content = path.read_bytes()
+            handle = path.open("rb")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return httpx.Response(404, request=request)
+        size = os.fstat(handle.fileno()).st_size
         return httpx.Response(
-            200, content=content, headers={"Content-Length": str(len(content))}, request=request
+            200, stream=FileStream(handle), headers={"Content-Length": str(size)}, request=request
         )
 
 

@@ -25,11 +25,11 @@ from pipelines.data.rows import (
     NUMERIC,
     Parsed,
     check_rows,
-    csv_payload,
     parse_csv,
     reasons_of,
     split_duplicates,
 )
+from pipelines.data.unzip import ARCHIVE_BOUNDS, ArchiveRefusedError, ZipBounds, read_csv
 from pipelines.errors import PipelineError
 from pipelines.intervals import bars_per_day
 from pipelines.progress import Progress, no_progress
@@ -62,10 +62,14 @@ class DayStats(BaseModel):
     rows_duplicate: int = 0
     missing_bars: int = 0
     reasons: dict[str, int] = Field(default_factory=dict)
+    refused: str | None = None
+    """Why the whole file was refused unread (past a size bound, or not a valid zip)."""
 
     @property
     def quarantined_share(self) -> float:
-        """Share of the day's rows that went to quarantine."""
+        """Share of the day's rows that went to quarantine (all of them for a refused file)."""
+        if self.refused is not None:
+            return 1.0
         return self.rows_quarantined / self.rows_total if self.rows_total else 0.0
 
 
@@ -83,6 +87,9 @@ class ValidateResult(BaseModel):
     """File -> reason -> rows, for every file that lost rows to quarantine."""
     gaps: dict[str, int] = Field(default_factory=dict)
     """``SYMBOL date`` -> missing bars, for days with gaps (never filled in)."""
+    files_refused: dict[str, str] = Field(default_factory=dict)
+    """File -> why it was refused unread (past a size bound of `pipelines.archive`, or not a
+    valid zip); such a day is never curated and fails the step once the others are done."""
 
 
 def _curated_table(parsed: Parsed, rows: np.ndarray) -> pa.Table:
@@ -137,11 +144,35 @@ def current_stats(
     return checksum, None
 
 
-def process_day(
-    storage: Storage, symbol: str, interval: str, day: date, checksum: str, max_share: float
+def refuse_day(
+    storage: Storage, symbol: str, interval: str, day: date, checksum: str, why: str
 ) -> DayStats:
-    """Parse, check and dedupe one day; write quarantine and (if acceptable) curated files."""
-    parsed = parse_csv(csv_payload(storage.read_bytes(layout.raw_zip(symbol, interval, day))))
+    """Record a file refused unread: its reason in quarantine, no curated copy left behind."""
+    note = pd.DataFrame({"reason": [f"file refused: {why}"], "raw_line": [""]})
+    storage.write_bytes(layout.quarantine(symbol, interval, day), note.to_csv(index=False).encode())
+    storage.delete(layout.curated(symbol, interval, day))
+    return DayStats(symbol=symbol, day=day.isoformat(), source_sha256=checksum, refused=why)
+
+
+def process_day(
+    storage: Storage,
+    symbol: str,
+    interval: str,
+    day: date,
+    checksum: str,
+    max_share: float,
+    bounds: ZipBounds = ARCHIVE_BOUNDS,
+) -> DayStats:
+    """Parse, check and dedupe one day; write quarantine and (if acceptable) curated files.
+
+    A zip past one of `bounds` is refused by name (`refuse_day`), never inflated past them.
+    """
+    try:
+        payload = read_csv(storage.read_bytes(layout.raw_zip(symbol, interval, day)), bounds)
+    except ArchiveRefusedError as refused:
+        return refuse_day(storage, symbol, interval, day, checksum, str(refused))
+    parsed = parse_csv(payload)
+    del payload  # the parsed columns are all that is needed from here on
     check_rows(parsed, interval, day)
     keep, exact_dups = split_duplicates(parsed)
     rejected = np.flatnonzero(parsed.codes)
@@ -187,12 +218,15 @@ def validate(
     max_share: float,
     workers: int | None = None,
     progress: Progress = no_progress,
+    bounds: ZipBounds = ARCHIVE_BOUNDS,
 ) -> ValidateResult:
     """Validate every raw file of the range and curate the good ones.
 
     Raises:
         PipelineError: if a day or the whole run lost more than `max_share` of its rows to
-            quarantine (naming the files and reasons), or there is no raw file at all.
+            quarantine (naming the files and reasons), a file was refused past one of
+            `bounds` (naming it and the bound; the other files are validated first), or there
+            is no raw file at all.
     """
     jobs = [
         (s, d)
@@ -213,7 +247,7 @@ def validate(
         checksum, stats = current_stats(storage, symbol, interval, day)
         skipped = stats is not None
         if stats is None:
-            stats = process_day(storage, symbol, interval, day, checksum, max_share)
+            stats = process_day(storage, symbol, interval, day, checksum, max_share, bounds)
         advance()
         return stats, skipped
 
@@ -238,6 +272,9 @@ def summarize(
         result.missing_bars += stats.missing_bars
         total += stats.rows_total
         name = f"{stats.symbol}-{interval}-{stats.day}"
+        if stats.refused is not None:
+            result.files_refused[name] = stats.refused
+            continue
         if stats.reasons:
             result.quarantine[name] = stats.reasons
         if stats.missing_bars:
@@ -245,6 +282,15 @@ def summarize(
         if stats.quarantined_share > max_share:
             too_many.append(f"{name} ({stats.quarantined_share:.1%}: {json.dumps(stats.reasons)})")
     run_share = result.rows_quarantined / total if total else 0.0
+    if result.files_refused:
+        refused = "; ".join(f"{name}: {why}" for name, why in sorted(result.files_refused.items()))
+        also = f"; also quarantine above {max_share:.1%}: {'; '.join(too_many)}" if too_many else ""
+        raise PipelineError(
+            f"{len(result.files_refused)} raw file(s) refused, not validated: {refused}{also}",
+            "a daily kline zip is ~50-80 KB holding ~1,441 lines (bounds in pipelines/archive.py); "
+            "check --source, delete the refused files under raw/ and re-run (fetch downloads "
+            "them again); the other days are curated",
+        )
     if too_many or run_share > max_share:
         detail = "; ".join(too_many) or f"run total {run_share:.2%}"
         raise PipelineError(

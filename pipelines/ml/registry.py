@@ -65,6 +65,22 @@ def version_tags(
     }
 
 
+def version_of_run(client: Any, name: str, trained: TrainResult) -> Any | None:
+    """The newest version of `name` already registered from `trained`'s MLflow run and model —
+    what an earlier attempt of the register step left, even one killed before it recorded its
+    result — or None."""
+    if not trained.mlflow_run_id.isalnum():  # MLflow run ids are hex; never splice anything else
+        return None
+    found = [
+        mv
+        for mv in client.search_model_versions(
+            f"name='{name}' and run_id='{trained.mlflow_run_id}'"
+        )
+        if mv.source == trained.model_uri
+    ]
+    return max(found, key=lambda mv: int(mv.version), default=None)
+
+
 def register(
     settings: Settings,
     info: DatasetInfo,
@@ -73,20 +89,36 @@ def register(
     run_id: str,
 ) -> RegisterResult:
     """New version with alias ``challenger``; also ``champion`` if there is none and the
-    version clears the quality floor. All or nothing: on any failure the version is deleted."""
+    version clears the quality floor. All or nothing: on any failure the version it created is
+    deleted.
+
+    Re-runnable: one training run (its MLflow run and model) gets one version. If an earlier
+    attempt already registered it (killed before its result was recorded, or a re-run of the
+    step), that version is reused — its tags refreshed, the aliases set — never a second one.
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 
     client = mlflow_client(settings)
     name = settings.model_name
     tags = version_tags(info, trained, evaluated, run_id)
-    version = mlflow.register_model(trained.model_uri, name, tags=tags)
+    version = version_of_run(client, name, trained)
+    reused = version is not None
+    if version is not None:
+        for key, value in tags.items():
+            if (version.tags or {}).get(key) != value:
+                client.set_model_version_tag(name, version.version, key, value)
+    else:
+        version = mlflow.register_model(trained.model_uri, name, tags=tags)
     try:
         aliases = dict(client.get_registered_model(name).aliases)
         client.set_registered_model_alias(name, CHALLENGER, version.version)
         given = [CHALLENGER]
         roc_auc = evaluated.metrics.get("roc_auc")
-        if CHAMPION not in aliases:
+        if str(aliases.get(CHAMPION)) == str(version.version):
+            given.append(CHAMPION)
+            bootstrap = "already champion: an earlier attempt of this run promoted it"
+        elif CHAMPION not in aliases:
             if roc_auc is not None and roc_auc >= settings.champion_min_roc_auc:
                 client.set_registered_model_alias(name, CHAMPION, version.version)
                 given.append(CHAMPION)
@@ -102,8 +134,17 @@ def register(
                 f"champion stays at version {aliases[CHAMPION]} (promotion is the gate's decision)"
             )
     except MlflowException as error:
+        if reused:  # not ours to undo: a re-run finds it again
+            raise PipelineError(
+                f"registering {name} version {version.version} failed: {error.message}"
+            ) from error
         client.delete_model_version(name, version.version)
         raise PipelineError(f"registering {name} failed and was undone: {error.message}") from error
+    if reused:
+        bootstrap = (
+            f"version {version.version} reused: an earlier attempt of this step registered the "
+            f"same training run; {bootstrap}"
+        )
     return RegisterResult(
         model_name=name, version=int(version.version), aliases=given, decision=bootstrap
     )

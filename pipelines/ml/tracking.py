@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from typing import Any
 
@@ -79,6 +80,61 @@ def git_commit() -> str:
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return done.stdout.strip() if done.returncode == 0 else "unknown"
+
+
+RUN_KEY_TAG = "mlops.run_id"
+"""The pipeline run an MLflow run belongs to (with ``mlops.host``/``mlops.pid``: which process
+wrote it)."""
+
+
+def attempt_tags(run_id: str) -> dict[str, str]:
+    """Tags naming the pipeline run and the process (host, pid) that opens an MLflow run."""
+    return {RUN_KEY_TAG: run_id, "mlops.host": socket.gethostname(), "mlops.pid": str(os.getpid())}
+
+
+def _writer_alive(run: Any) -> bool:
+    """Whether the process that opened `run` may still be writing it.
+
+    Another host (pod) is an earlier attempt that ended: the local runner and Argo start a
+    step's next attempt only after the previous one stopped. On this host, its pid is asked.
+    """
+    import mlflow
+
+    tags = run.data.tags
+    pid = tags.get("mlops.pid", "")
+    if tags.get("mlops.host") != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        active = mlflow.active_run()
+        return active is not None and active.info.run_id == run.info.run_id
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def end_abandoned_runs(experiment_id: str, run_id: str) -> list[str]:
+    """Mark ``KILLED`` the MLflow runs of pipeline run `run_id` still ``RUNNING`` whose process
+    is gone (a killed earlier attempt); a live writer's run is left alone. Returns their ids.
+
+    They are ended, not reused: an MLflow run's params cannot change, and what a killed
+    attempt logged (half a model?) is unknown; the new run links them (``mlops.replaces``).
+    """
+    from mlflow import MlflowClient
+
+    # The run id is compared here, not in the filter: it is never spliced into a query.
+    running = MlflowClient().search_runs(
+        [experiment_id], filter_string="attributes.status = 'RUNNING'"
+    )
+    ended = []
+    for run in running:
+        if run.data.tags.get(RUN_KEY_TAG) == run_id and not _writer_alive(run):
+            MlflowClient().set_terminated(run.info.run_id, "KILLED")
+            ended.append(run.info.run_id)
+    return ended
 
 
 def client(settings: Settings) -> Any:

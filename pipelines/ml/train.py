@@ -12,7 +12,13 @@ from pipelines.intervals import interval_delta
 from pipelines.ml.dataset import DatasetInfo, read_dataset
 from pipelines.ml.evaluation import classification_metrics, split_eval_window, walk_forward
 from pipelines.ml.modeling import SKOPS_TRUSTED_TYPES, make_model, model_params
-from pipelines.ml.tracking import configure, git_commit, load_model_safely
+from pipelines.ml.tracking import (
+    attempt_tags,
+    configure,
+    end_abandoned_runs,
+    git_commit,
+    load_model_safely,
+)
 from pipelines.settings import Settings
 from pipelines.storage import Storage
 
@@ -45,6 +51,8 @@ def train(settings: Settings, storage: Storage, info: DatasetInfo, run_id: str) 
     """Cross-validate, fit the final model before the evaluation window, log it to MLflow.
 
     Returns the train step's result: MLflow run and model ids, the evaluation window, CV metrics.
+    An MLflow run of the same pipeline run left ``RUNNING`` by a killed earlier attempt is
+    marked ``KILLED`` first (`end_abandoned_runs`), and the new run names it (``mlops.replaces``).
     """
     rows = read_dataset(storage, info.prefix)
     embargo = pd.Timedelta(interval_delta(info.interval)) * settings.effective_embargo
@@ -63,17 +71,19 @@ def train(settings: Settings, storage: Storage, info: DatasetInfo, run_id: str) 
     final = make_model(settings.model_type, settings.model_params)
     final.fit(window.train[features], window.train["label"])
 
-    configure(settings)
+    experiment_id = configure(settings)
     import mlflow
     from mlflow.models import infer_signature
 
     commit = git_commit()
     tags = {
         "mlflow.source.git.commit": commit,
-        "mlops.run_id": run_id,
+        **attempt_tags(run_id),
         "mlops.dataset_hash": info.dataset_hash,
         "mlops.env": settings.env,
     }
+    if replaced := end_abandoned_runs(experiment_id, run_id):
+        tags["mlops.replaces"] = ",".join(replaced)
     with mlflow.start_run(run_name=run_id, tags=tags) as run:
         mlflow.log_params(
             {
