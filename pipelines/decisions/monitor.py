@@ -6,56 +6,36 @@ Joins the champion's inference log with realized outcomes computed from freshly 
 live features against the champion's training rows (Evidently). It rolls back — ``champion`` ←
 ``previous``, the env's GitOps pin with it — only when the latest ``monitor_windows`` judged
 windows are all degraded: one noisy window never triggers it. Every run is a ledger record.
+
+Only predictions the monitor can re-derive are judged (`pipelines.decisions.trust`): asked live,
+with features equal to those recomputed from curated klines. The others are counted by reason in
+the result and the record; they can neither force a rollback nor hold one back.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from pipelines.data.bars import load_curated, prepare_bars
 from pipelines.decisions import ledger
 from pipelines.decisions.inference import read_inference
 from pipelines.decisions.ledger import Decision
 from pipelines.decisions.promotion import current_aliases, rollback
+from pipelines.decisions.trust import (
+    TrustReport,
+    feature_config_of,
+    trust_reasons,
+    trust_thresholds,
+    verify,
+)
 from pipelines.ml.dataset import read_dataset
-from pipelines.ml.features import compute_labels
 from pipelines.ml.tracking import client as mlflow_client
 from pipelines.settings import Settings
 from pipelines.storage import Storage
-
-
-def realized_outcomes(
-    storage: Storage,
-    symbols: list[str],
-    source_interval: str,
-    model_interval: str,
-    horizon: int,
-    first: pd.Timestamp,
-    last: pd.Timestamp,
-) -> pd.DataFrame:
-    """``symbol, open_time, label`` for every bar whose outcome is known by now."""
-    frames = []
-    for symbol in symbols:
-        bars = load_curated(
-            storage, symbol, source_interval, first.date(), (last + timedelta(days=2)).date()
-        )
-        if bars.empty:
-            continue
-        bars = prepare_bars(bars, source_interval, model_interval).reset_index(drop=True)
-        labels = compute_labels(bars, horizon)
-        frame = pd.DataFrame(
-            {"symbol": symbol, "open_time": bars["open_time"], "label": labels["label"]}
-        )
-        frames.append(frame.dropna(subset=["label"]))
-    if not frames:
-        return pd.DataFrame(columns=["symbol", "open_time", "label"])
-    return pd.concat(frames, ignore_index=True)
 
 
 def judge_windows(
@@ -112,8 +92,6 @@ def monitor(settings: Settings, storage: Storage, run_id: str | None = None) -> 
     tags = client.get_model_version(name, str(champion)).tags or {}
     recorded = json.loads(tags.get("eval_metrics", "{}")).get("roc_auc")
     features = tags.get("features", "").split(",")
-    horizon = int(tags.get("horizon", settings.horizon))
-    interval = tags.get("interval", settings.model_interval or settings.interval)
     log = read_inference(storage, env, str(champion)).to_pandas()
     thresholds = {
         "window_hours": settings.monitor_window_hours,
@@ -124,27 +102,19 @@ def monitor(settings: Settings, storage: Storage, run_id: str | None = None) -> 
     }
     keyed = (
         log.dropna(subset=["symbol", "open_time"])
-        if {"symbol", "open_time"} <= set(log.columns)
+        if {"symbol", "open_time", "timestamp"} <= set(log.columns)
         else pd.DataFrame()
     )
     windows: list[dict[str, Any]] = []
     reports: list[str] = []
     metrics: dict[str, Any] = {"logged_rows": len(log), "keyed_rows": len(keyed)}
+    trust = TrustReport(keyed_rows=len(keyed))
     if not keyed.empty and recorded is not None:
-        # a bar predicted more than once: the latest answer is the one that stands
-        keyed = keyed.sort_values("timestamp", kind="stable").drop_duplicates(
-            ["symbol", "open_time"], keep="last"
+        symbols = set(settings.symbols) | {s for s in tags.get("symbols", "").split(",") if s}
+        trusted, trust = verify(
+            storage, keyed, features, feature_config_of(storage, tags), settings.interval, symbols
         )
-        outcomes = realized_outcomes(
-            storage,
-            sorted(keyed["symbol"].unique()),
-            settings.interval,
-            interval,
-            horizon,
-            keyed["open_time"].min(),
-            keyed["open_time"].max(),
-        )
-        joined = keyed.merge(outcomes, on=["symbol", "open_time"], how="inner")
+        joined = trusted.dropna(subset=["label"])
         metrics["joined_rows"] = len(joined)
         windows = judge_windows(
             joined,
@@ -154,6 +124,8 @@ def monitor(settings: Settings, storage: Storage, run_id: str | None = None) -> 
             settings.monitor_max_auc_drop,
         )
         reports = _reports(settings, storage, joined, windows, tags, features, str(champion))
+    metrics["trust"] = trust.model_dump()
+    thresholds.update(trust_thresholds())
     degraded = trailing_degraded(windows)
     metrics.update({"windows": windows, "trailing_degraded": degraded})
     last = windows[-1]["start"] if windows else None
@@ -164,7 +136,8 @@ def monitor(settings: Settings, storage: Storage, run_id: str | None = None) -> 
     if degraded >= settings.monitor_windows:
         reasons = [
             f"live ROC-AUC below {recorded:.4f} - {settings.monitor_max_auc_drop} in the last "
-            f"{degraded} judged windows (limit {settings.monitor_windows}): roll back"
+            f"{degraded} judged windows (limit {settings.monitor_windows}): roll back",
+            *trust_reasons(trust),
         ]
         record = rollback(
             settings,
@@ -187,6 +160,13 @@ def monitor(settings: Settings, storage: Storage, run_id: str | None = None) -> 
         reasons = [f"version {champion} has no recorded ROC-AUC to compare with: hold"]
     elif keyed.empty:
         reasons = ["no logged predictions with symbol and open_time yet: hold"]
+    elif not trust.trusted_rows:
+        reasons = [
+            f"no trusted prediction among the {len(keyed)} with symbol and open_time "
+            f"({trust.untrusted_rows} untrusted, {trust.pending_rows} waiting for their bars "
+            "to be curated): hold"
+        ]
+    reasons += trust_reasons(trust)
     record = Decision(
         kind="monitor",
         env=env,
@@ -272,6 +252,9 @@ class MonitorResult(BaseModel):
     gitops_commit: str | None = None
     aliases: dict[str, int] = {}
     reused: bool = False
+    trust: TrustReport | None = None
+    """Logged predictions judged (trusted) and left out (untrusted, by reason); None in records
+    written before the monitor checked them."""
 
 
 def _result(record: Decision, reused: bool = False) -> MonitorResult:
@@ -283,4 +266,7 @@ def _result(record: Decision, reused: bool = False) -> MonitorResult:
         gitops_commit=record.gitops_commit,
         aliases=record.aliases_after or record.aliases_before,
         reused=reused,
+        trust=TrustReport.model_validate(record.metrics["trust"])
+        if "trust" in record.metrics
+        else None,
     )

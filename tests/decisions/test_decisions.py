@@ -6,7 +6,9 @@ with a regime change on the last day). One history, built in stages:
 2. `--shift-at` inside the current window: drift is detected and shown; the gate rejects and the
    champion stays;
 3. a commit failure during a promotion puts the aliases back; the retry promotes;
-4. degraded live quality (inference log vs realized outcomes): one bad window → hold; N in a row
+4. crafted predictions (hostile): rows posted for real bars with features chosen to make the
+   champion look bad are not judged, only counted: no rollback;
+5. degraded live quality (inference log vs realized outcomes): one bad window → hold; N in a row
    → rollback to `previous`, the serving overlay reverted by a GitOps commit, all in the ledger.
 
 Each stage runs once per session, when the first test that needs it asks (`history.stage(n)`
@@ -20,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import time
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ class History:
             "MLOPS_MONITOR_MIN_ROWS": "200",
         }
         self.runs: list[dict[str, Any]] = []
+        self.asked = 0  # requests logged so far: each round answers a little later
         self.stages: dict[int, dict[str, Any]] = {}
         self.failed: dict[int, str] = {}
 
@@ -208,48 +210,116 @@ def commit_failure(history: History) -> dict[str, Any]:
     return seen
 
 
-def log_predictions(history: History, version: int, days: list[date], good: bool) -> None:
-    """Logged predictions of `version` for every labelled bar of `days` (as the server writes
-    them): right (probability tracks the outcome) or wrong (its opposite)."""
-    from bentos.inference_log import Chunk, InferenceLog
-    from pipelines.ml.dataset import read_dataset
+BAR_MS = 60_000  # the scenario's model interval (1m)
 
-    prefix = history.runs[-1]["steps"]["features"]["prefix"]
-    features = history.runs[-1]["steps"]["features"]["features"]
-    rows = read_dataset(history.storage, prefix)
+
+def answer_times(history: History, open_times: list[int]) -> list[int]:
+    """When the server answered each bar: live, as a client asking at every bar's close would,
+    each round of requests a second later than the one before (later answers supersede)."""
+    history.asked += 1
+    return [t + BAR_MS + 1000 * history.asked for t in open_times]
+
+
+def log_rows(
+    history: History,
+    version: int,
+    features: list[str],
+    rows: Any,
+    matrix: np.ndarray,
+    probability: np.ndarray,
+    tag: str,
+) -> None:
+    """Log `rows` (``symbol``, ``open_time``) as the server does: one request per bar time,
+    answered at `answer_times`."""
+    from bentos.inference_log import Chunk, InferenceLog
+
     logger = InferenceLog(history.storage, "local", str(version), features)
-    rng = np.random.default_rng(len(days))
-    for day in days:
-        part = rows[rows["open_time"].dt.date == day]
-        label = part["label"].to_numpy(dtype=float)
-        noise = rng.uniform(0, 0.3, len(part))
-        probability = (
-            (0.6 + noise * label - noise * (1 - label)) if good else 1 - label * 0.9 - 0.05
-        )
+    open_ms = np.asarray([int(t.value // 1_000_000) for t in rows["open_time"]])
+    symbols = np.asarray(rows["symbol"].tolist())
+    bars = sorted(set(open_ms.tolist()))
+    for bar, asked in zip(bars, answer_times(history, bars), strict=True):
+        pick = open_ms == bar
         logger.append(
             Chunk(
-                f"day-{day}-{'good' if good else 'bad'}",
+                f"{tag}-{bar}",
                 "predict",
-                time.time_ns() // 1_000_000,  # later answers for the same bar supersede
-                part[features].to_numpy(),
-                np.asarray(probability, dtype=float),
-                part["symbol"].tolist(),
-                [int(t.value // 1_000_000) for t in part["open_time"]],
+                asked,
+                matrix[pick],
+                probability[pick],
+                symbols[pick].tolist(),
+                open_ms[pick].tolist(),
             )
         )
     logger.close()
 
 
+def log_predictions(history: History, version: int, days: list[date], good: bool) -> int:
+    """Logged predictions of `version` for every labelled bar of `days` (as the server writes
+    them): right (probability tracks the outcome) or wrong (its opposite). Returns the rows."""
+    from pipelines.ml.dataset import read_dataset
+
+    prefix = history.runs[-1]["steps"]["features"]["prefix"]
+    features = history.runs[-1]["steps"]["features"]["features"]
+    rows = read_dataset(history.storage, prefix)
+    part = rows[rows["open_time"].dt.date.isin(days)]
+    rng = np.random.default_rng(len(days))
+    label = part["label"].to_numpy(dtype=float)
+    noise = rng.uniform(0, 0.3, len(part))
+    probability = (0.6 + noise * label - noise * (1 - label)) if good else 1 - label * 0.9 - 0.05
+    tag = "good" if good else "bad"
+    matrix = part[features].to_numpy()
+    log_rows(history, version, features, part, matrix, np.asarray(probability, float), tag)
+    return len(part)
+
+
+def craft_predictions(history: History, version: int, days: list[date]) -> int:
+    """The attack: for every bar of `days`, a row naming that real bar (symbol, open_time) with
+    the features that make `version` most confident of the wrong direction, answered by the
+    model itself, asked live (as if the attacker foresaw every outcome). Returns the rows."""
+    from pipelines.ml.dataset import read_dataset
+    from pipelines.ml.tracking import load_model_safely
+
+    prefix = history.runs[-1]["steps"]["features"]["prefix"]
+    features = history.runs[-1]["steps"]["features"]["features"]
+    rows = read_dataset(history.storage, prefix)
+    model = load_model_safely(history.settings, f"models:/market-direction/{version}")
+    answers = model.predict_proba(rows[features])[:, 1]
+    surest_up, surest_down = (
+        rows[features].iloc[[int(np.argmax(answers))]],
+        rows[features].iloc[[int(np.argmin(answers))]],
+    )
+    part = rows[rows["open_time"].dt.date.isin(days)]
+    went_up = part["label"].to_numpy(dtype=float) == 1
+    matrix = np.where(went_up[:, None], surest_down.to_numpy(), surest_up.to_numpy())
+    probability = np.asarray(model.predict_proba(matrix)[:, 1], dtype=float)
+    log_rows(history, version, features, part, matrix, probability, "crafted")
+    return len(part)
+
+
+def crafted_predictions(history: History) -> dict[str, Any]:
+    """Stage 4 (hostile): honest traffic shows a healthy champion; then crafted rows for the
+    same bars, answered later, try to make it look bad enough for a rollback."""
+    champion, previous = history.aliases()["champion"], history.aliases()["previous"]
+    days = [START + timedelta(days=k) for k in (3, 4, 5)]
+    seen: dict[str, Any] = {"champion": champion, "previous": previous}
+    seen["honest"] = log_predictions(history, champion, days, good=True)
+    seen["crafted"] = craft_predictions(history, champion, days)
+    seen["pinned_before"] = history.pinned()
+    seen["result"] = history.cli("decisions", "monitor", "--json")
+    seen.update(aliases_after=history.aliases(), pinned_after=history.pinned())
+    return seen
+
+
 def degraded_live_quality(history: History) -> dict[str, Any]:
-    """Stage 4: one bad live window (hold), then three (rollback), then a rollback by hand."""
+    """Stage 5: one bad live window (hold), then three (rollback), then a rollback by hand."""
     from pipelines.decisions import ledger
     from pipelines.decisions.promotion import repo_of
 
     champion, previous = history.aliases()["champion"], history.aliases()["previous"]
     days = [START + timedelta(days=k) for k in (3, 4, 5)]
-    log_predictions(history, champion, days[:2], good=True)
-    log_predictions(history, champion, days[2:], good=False)
-    seen: dict[str, Any] = {"champion": champion, "previous": previous}
+    honest = log_predictions(history, champion, days[:2], good=True)
+    honest += log_predictions(history, champion, days[2:], good=False)
+    seen: dict[str, Any] = {"champion": champion, "previous": previous, "honest": honest}
     seen["hold"] = history.cli("decisions", "monitor", "--json")
     seen.update(aliases_after_hold=history.aliases(), pinned_after_hold=history.pinned())
     log_predictions(history, champion, days[:2], good=False)  # now three bad windows in a row
@@ -268,7 +338,13 @@ def degraded_live_quality(history: History) -> dict[str, Any]:
     return seen
 
 
-STAGES = {1: stable_market, 2: regime_change, 3: commit_failure, 4: degraded_live_quality}
+STAGES = {
+    1: stable_market,
+    2: regime_change,
+    3: commit_failure,
+    4: crafted_predictions,
+    5: degraded_live_quality,
+}
 
 
 def test_a_stable_market_bootstraps_then_gates_by_quality(history: History) -> None:
@@ -335,8 +411,32 @@ def test_a_commit_failure_during_promotion_puts_the_aliases_back(history: Histor
     assert done.gitops_commit == seen["head_after_retry"]
 
 
-def test_degraded_live_quality_rolls_back_only_after_n_windows(history: History) -> None:
+@pytest.mark.hostile
+def test_crafted_predictions_are_counted_not_judged(history: History) -> None:
+    """Finding 3: rows posted to /predict naming real bars, with features that make the champion
+    confidently wrong and answered after the honest ones, once forced a rollback (the monitor
+    judged the latest answer per bar). Now they are checked against the curated klines, left
+    out and counted; the honest rows of the same bars are still judged (healthy: hold)."""
     seen = history.stage(4)
+    result = seen["result"]
+    assert seen["crafted"] > 3 * 200  # enough to judge three windows on their own
+    assert result["decision"] == "hold", result
+    assert seen["aliases_after"]["champion"] == seen["champion"]
+    assert seen["aliases_after"]["previous"] == seen["previous"]
+    assert seen["pinned_after"] == seen["pinned_before"] == history.bento(seen["champion"])
+    trust = result["trust"]
+    assert trust["untrusted"] == {"features_differ": seen["crafted"]}, trust
+    assert trust["trusted_rows"] == seen["honest"] and trust["pending_rows"] == 0
+    assert any("features_differ" in r and "left out" in r for r in result["reasons"])
+    record = json.loads(history.storage.read_bytes(result["record"]))
+    assert record["metrics"]["trust"] == trust
+    windows = record["metrics"]["windows"]
+    assert len(windows) == 3 and all(w["judged"] and not w["degraded"] for w in windows)
+    assert sum(w["rows"] for w in windows) == seen["honest"]  # the honest answers, not crafted
+
+
+def test_degraded_live_quality_rolls_back_only_after_n_windows(history: History) -> None:
+    seen = history.stage(5)
     champion, previous = seen["champion"], seen["previous"]
     assert champion == 3
     hold = seen["hold"]
@@ -349,8 +449,13 @@ def test_degraded_live_quality_rolls_back_only_after_n_windows(history: History)
     assert all(w["rows"] >= 200 for w in windows)
     assert any(r.startswith("reports/local/live_quality/") for r in hold["reports"])
 
+    # the crafted rows of stage 4 are still in the log: counted, never judged, and they do not
+    # stop honest evidence from rolling back (an attacker cannot block a due rollback either)
+    assert hold["trust"]["untrusted"] == {"features_differ": history.stage(4)["crafted"]}
     rolled = seen["rolled"]
     assert rolled["decision"] == "rollback", rolled
+    assert rolled["trust"]["untrusted"] == hold["trust"]["untrusted"]
+    assert rolled["trust"]["trusted_rows"] > hold["trust"]["trusted_rows"] > seen["honest"]
     after = seen["aliases_after_rollback"]
     assert after["champion"] == previous and "previous" not in after
     assert seen["pinned_after_rollback"] == history.bento(previous)
@@ -374,7 +479,7 @@ def test_degraded_live_quality_rolls_back_only_after_n_windows(history: History)
 
 def test_evidently_ui_lists_the_reports(history: History) -> None:
     """A real `evidently ui` on the workspace the gate and the monitor fill."""
-    history.stage(4)  # gate reports (stages 1-3) and live quality reports (stage 4)
+    history.stage(5)  # gate reports (stages 1-3) and live quality reports (stages 4-5)
     import os
     import sys
 
