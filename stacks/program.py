@@ -112,6 +112,7 @@ def build(config: StackConfig) -> dict[str, Any]:
             database.backend_store_uri(),
             crons,
             {"app.kubernetes.io/part-of": "mlops-platform", "mlops/env": config.env},
+            load_balancer_cidrs=config.network.public_subnet_cidrs,
         ),
     )
     return {

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from policies.rules import eks, iam, kubernetes, network, placeholders, rds, s3, tags_cost
 from policies.rules.base import WORLD, Kind, Level, Report, Rule, collect, rule
-from policies.rules.eks import eks_endpoint, eks_logging, eks_secrets_encryption
+from policies.rules.eks import eks_endpoint, eks_logging, eks_node_imds, eks_secrets_encryption
 from policies.rules.iam import ADMIN_POLICIES, POLICY_DOCUMENTS, iam_no_admin, iam_no_star_on_star
 from policies.rules.kubernetes import (
     CRON_WORKFLOW,
     WORKLOAD_KINDS,
     cron_workflow_guardrails,
     k8s_image_tags,
+    k8s_no_secret_in_argv,
     k8s_non_root,
     k8s_probes,
     k8s_resources,
@@ -71,10 +72,12 @@ __all__ = [
     "cron_workflow_guardrails",
     "eks_endpoint",
     "eks_logging",
+    "eks_node_imds",
     "eks_secrets_encryption",
     "iam_no_admin",
     "iam_no_star_on_star",
     "k8s_image_tags",
+    "k8s_no_secret_in_argv",
     "k8s_non_root",
     "k8s_probes",
     "k8s_resources",

@@ -1,4 +1,5 @@
-"""EKS: a restricted API endpoint, control-plane logging and secrets encryption."""
+"""EKS: a restricted API endpoint, control-plane logging, secrets encryption, and nodes whose
+instance metadata pods cannot reach."""
 
 from __future__ import annotations
 
@@ -57,4 +58,43 @@ def eks_secrets_encryption(args: Any, report: Report) -> None:
     if cluster is not None and not cluster[3]:
         report(
             f"{who(args)}: secrets encryption is off (encryptionConfigKeyArn / encryptionConfig)"
+        )
+
+
+LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+NODE_GROUPS = ("eks:index:ManagedNodeGroup", "aws:eks/nodeGroup:NodeGroup")
+
+
+@rule(
+    "eks-node-imds",
+    "Nodes: IMDSv2 only, PUT hop limit 1 (pods cannot take the node role's credentials)",
+    "mandatory",
+)
+def eks_node_imds(args: Any, report: Report) -> None:
+    """Launch templates require IMDSv2 tokens with a hop limit of 1; managed node groups use
+    one (EKS's default launch template allows 2 hops, so any pod could reach the node role).
+
+    A launch template with the metadata endpoint disabled passes too.
+    """
+    p = args.props
+    if args.resource_type == LAUNCH_TEMPLATE:
+        options = get(p, "metadataOptions", default={}) or {}
+        if get(options, "httpEndpoint") == "disabled":
+            return
+        tokens = get(options, "httpTokens")
+        hops = get(options, "httpPutResponseHopLimit")
+        if tokens != "required":
+            report(
+                f"{who(args)}: metadataOptions.httpTokens is {tokens!r}; it must be 'required' "
+                "(IMDSv2 only)"
+            )
+        if hops is None or float(hops) != 1:
+            report(
+                f"{who(args)}: metadataOptions.httpPutResponseHopLimit is {hops!r}; it must be 1 "
+                "so pods cannot reach the node's instance metadata (they use IRSA)"
+            )
+    elif args.resource_type in NODE_GROUPS and not get(p, "launchTemplate"):
+        report(
+            f"{who(args)}: no launchTemplate, so EKS's default applies (metadata hop limit 2: "
+            "pods reach the node role's credentials); give it one with IMDSv2 and hop limit 1"
         )

@@ -1,7 +1,9 @@
-"""Kubernetes workloads and Argo CronWorkflows: resources, non-root, immutable images, probes."""
+"""Kubernetes workloads and Argo CronWorkflows: resources, non-root, immutable images, probes,
+no Secret on a command line."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -112,3 +114,48 @@ def cron_workflow_guardrails(args: Any, report: Report) -> None:
             template, "retryStrategy"
         ):
             report(f"{who(args)}: templates[{get(template, 'name')}] has no retryStrategy")
+
+
+_VAR_REFERENCE = re.compile(r"(?<!\$)\$\((?P<name>[A-Za-z_][A-Za-z0-9_]*)\)")
+"""Kubernetes' dependent-variable syntax in command/args: ``$(NAME)`` (``$$(NAME)`` escapes)."""
+_URL_CREDENTIALS = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@")
+
+
+def _secret_sourced(container: Mapping[str, Any]) -> tuple[set[str], set[str], bool]:
+    """(env names from a Secret, env names with a plain value, whether envFrom reads a Secret)."""
+    secret, plain = set(), set()
+    for item in as_list(get(container, "env")):
+        name = get(item, "name")
+        if get(item, "valueFrom", "secretKeyRef"):
+            secret.add(name)
+        elif name is not None:
+            plain.add(name)
+    whole = any(get(source, "secretRef") for source in as_list(get(container, "envFrom")))
+    return secret, plain, whole
+
+
+@rule("k8s-no-secret-in-argv", "No Secret value on a container's command line", "mandatory")
+def k8s_no_secret_in_argv(args: Any, report: Report) -> None:
+    """No ``$(VAR)`` of a Secret-sourced variable, and no ``user:password@`` URL, in a container's
+    ``command`` or ``args``: the kubelet expands ``$(VAR)`` into the process's argv, which ``ps``
+    and /proc show to every process of the pod and of the node. Pass the value as an environment
+    variable (``secretKeyRef``) the program reads, or a mounted file."""
+    for where, c, _ in _containers(args):
+        secret, plain, whole = _secret_sourced(c)
+        for field in ("command", "args"):
+            for index, word in enumerate(as_list(get(c, field))):
+                if not isinstance(word, str):
+                    continue
+                for match in _VAR_REFERENCE.finditer(word):
+                    name = match["name"]
+                    if name in secret or (whole and name not in plain):
+                        report(
+                            f"{who(args)}: {where} {field}[{index}] expands $({name}), a Secret's "
+                            "value, onto the command line; have the program read the variable "
+                            "from its environment instead"
+                        )
+                if _URL_CREDENTIALS.search(word):
+                    report(
+                        f"{who(args)}: {where} {field}[{index}] holds a URL with a password; "
+                        "pass it through a Secret-sourced environment variable instead"
+                    )

@@ -24,6 +24,16 @@ CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterA
 """The EKS access policy equivalent to Kubernetes ``cluster-admin``."""
 METRICS_SERVER = "metrics-server"
 """The EKS community add-on serving the resource metrics API (the serving HPA reads it)."""
+NODE_METADATA_OPTIONS = {
+    "http_endpoint": "enabled",
+    "http_tokens": "required",
+    "http_put_response_hop_limit": 1,
+}
+"""Instance metadata on every node: IMDSv2 only, and a PUT response that dies after one hop, so
+a pod (one hop further than the host, unless host-network) never gets a session token, hence
+never the node role's credentials; pods use IRSA. EKS's default launch template allows 2 hops."""
+ROOT_DEVICE = "/dev/xvda"
+"""The root volume of the EKS-optimized Amazon Linux 2023 AMIs (the node groups' default)."""
 
 
 def access_entries(config: ClusterConfig) -> dict[str, eks.AccessEntryArgs]:
@@ -168,8 +178,27 @@ class Cluster(pulumi.ComponentResource):
         labels: dict[str, str],
         attachments: Sequence[pulumi.Resource],
     ) -> eks.ManagedNodeGroup:
-        # no launch template with security groups: EKS puts the nodes in the cluster security
-        # group (`security_group_id`)
+        # The launch template sets no security group, so EKS still puts the nodes in the cluster
+        # security group (`security_group_id`); with a launch template the disk size lives in it.
+        template = aws.ec2.LaunchTemplate(
+            f"{name}-nodes",
+            description=f"{name} nodes: IMDSv2 only, hop limit 1, encrypted gp3 root volume",
+            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(**NODE_METADATA_OPTIONS),
+            block_device_mappings=[
+                aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
+                    device_name=ROOT_DEVICE,
+                    ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                        volume_size=config.disk_size_gib,
+                        volume_type="gp3",
+                        encrypted="true",
+                        delete_on_termination="true",
+                    ),
+                )
+            ],
+            update_default_version=True,
+            tags=args.tags,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         return eks.ManagedNodeGroup(
             name,
             cluster=cluster,
@@ -177,7 +206,9 @@ class Cluster(pulumi.ComponentResource):
             subnet_ids=list(args.private_subnet_ids),
             instance_types=config.instance_types,
             capacity_type=config.capacity_type,
-            disk_size=config.disk_size_gib,
+            launch_template=aws.eks.NodeGroupLaunchTemplateArgs(
+                id=template.id, version=template.latest_version.apply(str)
+            ),
             scaling_config={
                 "min_size": config.min_size,
                 "desired_size": config.desired_size,

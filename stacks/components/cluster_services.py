@@ -16,6 +16,7 @@ import pulumi_random as random
 from stacks.components.gitops_repo import gitops_repository_secret
 from stacks.components.identity import ServiceAccount
 from stacks.components.mlflow import MLFLOW_PORT, MlflowArgs, mlflow_server
+from stacks.components.serving import SERVING_NAMESPACE, serving_load_balancer_policy
 from stacks.config import PlatformConfig
 
 ARGO_HELM = "https://argoproj.github.io/argo-helm"
@@ -38,6 +39,9 @@ class ClusterServicesArgs:
     cron_workflows: Sequence[dict[str, Any]]
     """Rendered CronWorkflow manifests (pipelines.orchestration.argo.render)."""
     labels: dict[str, str]
+    load_balancer_cidrs: Sequence[str] = ()
+    """The public subnets' CIDRs: where the serving ALB's interfaces live (the only source the
+    serving pods admit, `stacks.components.serving`)."""
 
 
 def argocd_values(env: str) -> dict[str, Any]:
@@ -239,8 +243,16 @@ class ClusterServices(pulumi.ComponentResource):
         )
         mlflow_server(
             name,
-            MlflowArgs(args.mlflow_image, args.artifacts_bucket, args.labels),
+            MlflowArgs(
+                args.mlflow_image,
+                args.artifacts_bucket,
+                args.labels,
+                clients_namespace=args.service_accounts["pipeline"].namespace,
+            ),
             in_ns("mlflow", backend),
+        )
+        serving_load_balancer_policy(
+            name, args.load_balancer_cidrs, labels, in_ns(SERVING_NAMESPACE)
         )
         self.mlflow_url = f"http://mlflow.mlflow.svc.cluster.local:{MLFLOW_PORT}"
         self.argocd_server = "https://argocd-server.argocd.svc.cluster.local"

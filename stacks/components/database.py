@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import quote, urlencode
 
 import pulumi
 import pulumi_aws as aws
@@ -12,6 +13,20 @@ import pulumi_random as random
 from stacks.config import DatabaseConfig
 
 PORT = 5432
+RDS_CA_BUNDLE = "/etc/ssl/rds/global-bundle.pem"
+"""Where images/mlflow/Dockerfile puts the RDS CA bundle (RDS certificates chain to Amazon RDS
+CAs, which no system trust store holds: ``sslrootcert=system`` would never verify them)."""
+
+
+def postgres_uri(
+    username: str, password: str, host: str, port: int, database: str, ca_file: str
+) -> str:
+    """A ``postgresql://`` URI that makes libpq verify the server: ``sslmode=verify-full`` (the
+    chain against `ca_file` and the host name against the certificate), not ``require``, which
+    encrypts but accepts any certificate."""
+    query = urlencode({"sslmode": "verify-full", "sslrootcert": ca_file})
+    credentials = f"{quote(username, safe='')}:{quote(password, safe='')}"
+    return f"postgresql://{credentials}@{host}:{port}/{quote(database, safe='')}?{query}"
 
 
 @dataclass(frozen=True)
@@ -113,9 +128,9 @@ class Database(pulumi.ComponentResource):
         self.register_outputs({"endpoint": self.endpoint})
 
     def backend_store_uri(self) -> pulumi.Output[str]:
-        """``postgresql://…`` for MLflow, as a secret."""
+        """``postgresql://…?sslmode=verify-full&sslrootcert=…`` for MLflow, as a secret."""
         return pulumi.Output.secret(
             pulumi.Output.all(self.address, self.password).apply(
-                lambda v: f"postgresql://{self.username}:{v[1]}@{v[0]}:{PORT}/{self.name}"
+                lambda v: postgres_uri(self.username, v[1], v[0], PORT, self.name, RDS_CA_BUNDLE)
             )
         )

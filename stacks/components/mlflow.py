@@ -1,6 +1,11 @@
 """The MLflow tracking server and registry on the cluster: the schema migration of its version
 as a Job (the server refuses an out-of-date schema), then the server (RDS backend store from the
-``mlflow-backend`` Secret, S3 artifacts through IRSA) and its Service."""
+``mlflow-backend`` Secret, S3 artifacts through IRSA), its Service, and the NetworkPolicies that
+admit only the pipeline's pods.
+
+The backend store URI holds the database password: it reaches both containers only as the
+environment variable ``MLFLOW_BACKEND_STORE_URI`` from the Secret, never in ``command``/``args``
+(a ``$(VAR)`` there is expanded by the kubelet into the process's argv, which ``ps`` shows)."""
 
 from __future__ import annotations
 
@@ -28,6 +33,8 @@ class MlflowArgs:
     image: pulumi.Input[str]
     artifacts_bucket: pulumi.Input[str]
     labels: dict[str, str]
+    clients_namespace: str
+    """The namespace of the only pods that may call the server: the pipeline's (CronWorkflows)."""
 
 
 def restricted_container_security() -> dict[str, Any]:
@@ -41,11 +48,27 @@ def restricted_container_security() -> dict[str, Any]:
     }
 
 
+BACKEND_URI_ENV = "MLFLOW_BACKEND_STORE_URI"
+"""Read by ``mlflow server`` (the envvar of its ``--backend-store-uri``) and `UPGRADE_COMMAND`."""
+UPGRADE_COMMAND = [
+    "python",
+    "-c",
+    "import os, sys; from mlflow.db import upgrade; "
+    f"url = os.environ.get({BACKEND_URI_ENV!r}) or sys.exit("
+    f"'{BACKEND_URI_ENV} is not set: the mlflow-backend Secret is missing'); "
+    "upgrade.main([url], prog_name='mlflow db upgrade')",
+]
+"""``mlflow db upgrade URL``, the very click command run in-process with the URL read from the
+environment: as a process, ``mlflow db upgrade`` takes the URL (and its password) in argv."""
+ARGO_WORKFLOW_POD_LABEL = "workflows.argoproj.io/workflow"
+"""The label Argo's controller sets on every pod of a workflow."""
+
+
 def _env() -> list[dict[str, Any]]:
     """The server's and the migration's environment: the backend store URI from its Secret."""
     return [
         {
-            "name": "MLFLOW_BACKEND_STORE_URI",
+            "name": BACKEND_URI_ENV,
             "valueFrom": {"secretKeyRef": {"name": "mlflow-backend", "key": "backend-store-uri"}},
         },
         {"name": "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "value": "false"},
@@ -80,7 +103,7 @@ def _schema_upgrade(
                         {
                             "name": "db-upgrade",
                             "image": args.image,
-                            "command": ["mlflow", "db", "upgrade", "$(MLFLOW_BACKEND_STORE_URI)"],
+                            "command": UPGRADE_COMMAND,
                             "env": _env(),
                             "resources": {
                                 "requests": {"cpu": "100m", "memory": "256Mi"},
@@ -113,8 +136,7 @@ def mlflow_server(name: str, args: MlflowArgs, opts: pulumi.ResourceOptions) -> 
             str(MLFLOW_PORT),
             "--workers",
             "2",
-            "--backend-store-uri",
-            "$(MLFLOW_BACKEND_STORE_URI)",
+            # --backend-store-uri: from MLFLOW_BACKEND_STORE_URI (the Secret), never in argv
             "--artifacts-destination",
             v[0],
             "--allowed-hosts",
@@ -164,6 +186,55 @@ def mlflow_server(name: str, args: MlflowArgs, opts: pulumi.ResourceOptions) -> 
         spec={
             "selector": selector,
             "ports": [{"name": "http", "port": MLFLOW_PORT, "targetPort": MLFLOW_PORT}],
+        },
+        opts=opts,
+    )
+    network_policies(name, args, labels, selector, opts)
+
+
+def network_policies(
+    name: str,
+    args: MlflowArgs,
+    labels: dict[str, str],
+    selector: dict[str, str],
+    opts: pulumi.ResourceOptions,
+) -> None:
+    """Default-deny ingress in ``mlflow``; the server admits, on its port only, the pods of Argo
+    workflows in `MlflowArgs.clients_namespace` (the pipeline steps: the only callers — serving
+    loads its model from its image and never calls MLflow). Enforced by the VPC CNI's
+    network-policy agent (`stacks.components.cluster`); ``kubectl port-forward`` still works
+    (it enters the pod's network namespace, which no NetworkPolicy filters)."""
+    k8s.networking.v1.NetworkPolicy(
+        f"{name}-mlflow-default-deny",
+        metadata={"name": "default-deny-ingress", "namespace": "mlflow", "labels": labels},
+        spec={"podSelector": {}, "policyTypes": ["Ingress"]},
+        opts=opts,
+    )
+    k8s.networking.v1.NetworkPolicy(
+        f"{name}-mlflow-clients",
+        metadata={"name": "mlflow-from-pipeline", "namespace": "mlflow", "labels": labels},
+        spec={
+            "podSelector": {"matchLabels": selector},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {
+                                    "kubernetes.io/metadata.name": args.clients_namespace
+                                }
+                            },
+                            "podSelector": {
+                                "matchExpressions": [
+                                    {"key": ARGO_WORKFLOW_POD_LABEL, "operator": "Exists"}
+                                ]
+                            },
+                        }
+                    ],
+                    "ports": [{"protocol": "TCP", "port": MLFLOW_PORT}],
+                }
+            ],
         },
         opts=opts,
     )

@@ -160,6 +160,8 @@ class PlatformMocks(Mocks):
             out["result"] = "mock-password-0123456789"
         if t == "aws:iam/role:Role":
             out["arn"] = f"arn:aws:iam::{FAKE_ACCOUNT}:role/{inputs.get('name', name)}"
+        if t == "aws:ec2/launchTemplate:LaunchTemplate":
+            out["latestVersion"] = 1
         if t == "aws:kms/key:Key":
             out["keyId"] = f"{name}-key-id"
         return f"{name}-id", out

@@ -32,6 +32,7 @@ def kubernetes_version(env: str) -> str:
 
 
 KINDS = {
+    "Ingress",
     "ConfigMap",
     "Service",
     "Deployment",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import subprocess
 from importlib.metadata import version
+from typing import Any
 
 import pytest
 
@@ -79,3 +80,45 @@ def test_the_image_requirements_are_fresh_from_the_lock() -> None:
         timeout=120,
     ).stdout
     assert (IMAGE / "requirements.txt").read_text() == fresh, "run: make golden"
+
+
+RDS_BUNDLE_URL = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
+_ADD = re.compile(r"^ADD\s+((?:--\S+\s+)*)(\S+)\s+(\S+)\s*$", re.MULTILINE)
+
+
+def rds_bundle_problems(dockerfile: str) -> list[str]:
+    """What keeps the image from carrying the RDS CA bundle where the backend store URI points
+    (`stacks.components.database.RDS_CA_BUNDLE`), pinned and readable by the server's user."""
+    from stacks.components.database import RDS_CA_BUNDLE
+
+    text = dockerfile.replace("\\\n", " ")
+    adds = [m for m in _ADD.finditer(text) if m[2] == RDS_BUNDLE_URL]
+    if len(adds) != 1:
+        return [f"{len(adds)} ADD lines fetch {RDS_BUNDLE_URL} (need exactly 1)"]
+    flags, _, destination = adds[0].groups()
+    problems = []
+    if destination != RDS_CA_BUNDLE:
+        problems.append(f"the bundle lands at {destination}, the URI reads {RDS_CA_BUNDLE}")
+    if not re.search(r"--checksum=sha256:[0-9a-f]{64}(\s|$)", flags):
+        problems.append("the bundle is not pinned (ADD --checksum=sha256:<digest>)")
+    if "--chmod=644" not in flags.split():
+        problems.append("the bundle keeps ADD's 0600 from a URL: the server's user cannot read it")
+    return problems
+
+
+def test_the_image_carries_the_pinned_rds_ca_bundle_where_the_uri_reads_it() -> None:
+    assert rds_bundle_problems((IMAGE / "Dockerfile").read_text()) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda t: re.sub(r"--checksum=sha256:[0-9a-f]+ ", "", t), "not pinned"),
+        (lambda t: t.replace("/etc/ssl/rds/global-bundle.pem", "/tmp/rds.pem"), "lands at"),
+        (lambda t: t.replace("--chmod=644 ", ""), "cannot read it"),
+        (lambda t: t.replace(RDS_BUNDLE_URL, "https://example.invalid/ca.pem"), "0 ADD lines"),
+    ],
+)
+def test_a_dockerfile_without_the_pinned_bundle_is_caught(change: Any, problem: str) -> None:
+    (found,) = rds_bundle_problems(change((IMAGE / "Dockerfile").read_text()))
+    assert problem in found

@@ -64,10 +64,11 @@ def _container(change: Mutation) -> Mutation:
     return mutate
 
 
-RDS, SG, DEPLOY = (
+RDS, SG, DEPLOY, LAUNCH_TEMPLATE = (
     "aws:rds/instance:Instance",
     "aws:ec2/securityGroup:SecurityGroup",
     "kubernetes:apps/v1:Deployment",
+    "aws:ec2/launchTemplate:LaunchTemplate",
 )
 PLANTED: list[tuple[str, str, str | None, Mutation, str]] = [
     ("rds-storage-encrypted", RDS, None, _set("storageEncrypted", False), "storageEncrypted"),
@@ -201,6 +202,52 @@ PLANTED: list[tuple[str, str, str | None, Mutation, str]] = [
         None,
         _set("spec.concurrencyPolicy", "Allow"),
         "concurrencyPolicy",
+    ),
+    (
+        "eks-node-imds",
+        LAUNCH_TEMPLATE,
+        "cluster-workloads-nodes",
+        _set("metadataOptions.httpPutResponseHopLimit", 2),
+        "httpPutResponseHopLimit",
+    ),
+    (
+        "eks-node-imds",
+        LAUNCH_TEMPLATE,
+        "cluster-system-nodes",
+        _set("metadataOptions.httpTokens", "optional"),
+        "httpTokens",
+    ),
+    (
+        "eks-node-imds",
+        "eks:index:ManagedNodeGroup",
+        "cluster-workloads",
+        lambda p: p.pop("launchTemplate"),
+        "launchTemplate",
+    ),
+    (  # the MLflow server as it was: the kubelet expands $(VAR) into argv
+        "k8s-no-secret-in-argv",
+        DEPLOY,
+        None,
+        _container(
+            lambda c: c["command"].extend(["--backend-store-uri", "$(MLFLOW_BACKEND_STORE_URI)"])
+        ),
+        "$(MLFLOW_BACKEND_STORE_URI)",
+    ),
+    (  # the schema upgrade as it was
+        "k8s-no-secret-in-argv",
+        "kubernetes:batch/v1:Job",
+        None,
+        _container(_set("command", ["mlflow", "db", "upgrade", "$(MLFLOW_BACKEND_STORE_URI)"])),
+        "command[3]",
+    ),
+    (
+        "k8s-no-secret-in-argv",
+        "kubernetes:argoproj.io/v1alpha1:CronWorkflow",
+        "cluster-services-cron-mlops-training",
+        lambda p: p["spec"]["workflowSpec"]["templates"][1]["container"]["args"].append(
+            "--tracking-uri=https://pipeline:s3cret@mlflow.internal"
+        ),
+        "URL with a password",
     ),
 ]
 

@@ -21,6 +21,8 @@ BUILT_IN = {
     "kubernetes:core/v1:Secret": ("v1", "Secret"),
     "kubernetes:core/v1:Service": ("v1", "Service"),
     "kubernetes:apps/v1:Deployment": ("apps/v1", "Deployment"),
+    "kubernetes:batch/v1:Job": ("batch/v1", "Job"),
+    "kubernetes:networking.k8s.io/v1:NetworkPolicy": ("networking.k8s.io/v1", "NetworkPolicy"),
 }
 
 
@@ -51,8 +53,9 @@ def test_built_in_kinds_validate_strictly(plans: StackPlans, env: str) -> None:
             kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
             checked += 1
     # 5 namespaces, 3 service accounts, 3 secrets (MLflow's backend, argocd-redis, ArgoCD's
-    # repository), MLflow's service and deployment
-    assert checked == 13
+    # repository), MLflow's service, deployment and schema-upgrade job, 3 network policies
+    # (MLflow's default deny and its pipeline-only admission, serving's load-balancer admission)
+    assert checked == 17
 
 
 def test_strict_validation_rejects_a_typo_and_an_unknown_kind(plans: StackPlans) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pipelines.errors import PipelineError
+from stacks.components.mlflow import UPGRADE_COMMAND
 from stacks.config import load_stack_config
 from stacks.offline.harness import SECRET, UNKNOWN
 from stacks.offline.plan import Plan, plan_stack
@@ -339,7 +340,7 @@ def test_the_mlflow_schema_is_upgraded_by_the_servers_own_image(plans: StackPlan
     (upgrade,) = job.inputs["spec"]["template"]["spec"]["containers"]
     (serve,) = server.inputs["spec"]["template"]["spec"]["containers"]
     assert upgrade["image"] == serve["image"], "the migration is the server version's own"
-    assert upgrade["command"] == ["mlflow", "db", "upgrade", "$(MLFLOW_BACKEND_STORE_URI)"]
+    assert upgrade["command"] == UPGRADE_COMMAND  # mlflow db upgrade, the URL from the env
     assert upgrade["env"] == serve["env"]  # the same backend store Secret
     assert "name" not in job.inputs["metadata"], "auto-named: a new image replaces the Job"
 

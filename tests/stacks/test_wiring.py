@@ -268,13 +268,30 @@ def carried_groups(resources: list[PlannedResource], groups: ClusterGroups) -> d
     """Consumer -> the security groups it carries. Pods use their node's interfaces, so the
     workloads carry what the managed nodes carry."""
     carried: dict[str, set[str]] = {}
+    # the mocks' ids: "<logical name>-id" (stacks.offline.fakes)
+    templates = {
+        f"{t.name}-id": t for t in of_type(resources, "aws:ec2/launchTemplate:LaunchTemplate")
+    }
     for group in of_type(resources, "eks:index:ManagedNodeGroup"):
-        template = group.inputs.get("launchTemplate")
-        if template:
-            # a launch template may name groups (then EKS adds none): resolve it before trusting
-            carried[f"node group {group.name}"] = {f"<unresolved launch template {template}>"}
-        else:
+        reference = group.inputs.get("launchTemplate")
+        if not reference:
             carried[f"node group {group.name}"] = {groups.nodes}
+            continue
+        # a launch template may name groups (then EKS adds none): resolve it before trusting
+        template = templates.get(str(reference.get("id")))
+        if template is None:
+            carried[f"node group {group.name}"] = {f"<unresolved launch template {reference}>"}
+            continue
+        named = {
+            *(template.inputs.get("vpcSecurityGroupIds") or []),
+            *(template.inputs.get("securityGroupNames") or []),
+            *(
+                g
+                for interface in template.inputs.get("networkInterfaces") or []
+                for g in interface.get("securityGroups") or []
+            ),
+        }
+        carried[f"node group {group.name}"] = named or {groups.nodes}
     return carried
 
 
@@ -346,6 +363,16 @@ def test_security_group_check_catches_planted_sources(plans: StackPlans) -> None
     assert unreachable == "no security group lets the workloads reach PostgreSQL (5432)"
     assert problem.startswith(f"database-sg ingress[0] lets in {groups.nodes}, which the workloads")
     assert "node group cluster-system: [\"<unresolved launch template {'id': 'lt-1'}>\"]" in problem
+    # the stack's own launch template naming a group: EKS then adds no cluster group
+    resources = copy.deepcopy(plan.resources)
+    template = of_type(resources, "aws:ec2/launchTemplate:LaunchTemplate")[0]
+    template.inputs["vpcSecurityGroupIds"] = ["sg-0other"]
+    assert security_group_problems(resources, groups) == [
+        f"database-sg ingress[0] lets in {groups.nodes}, which the workloads do not carry "
+        f"(node group cluster-system: ['sg-0other']; node group cluster-workloads: "
+        f"['{groups.nodes}'])",
+        "no security group lets the workloads reach PostgreSQL (5432)",
+    ]
 
 
 # -------------------------------------------------------------------------- (c) key prefixes
