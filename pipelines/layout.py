@@ -13,6 +13,7 @@ against the prefixes named here (``PREFIXES``).
     inference/{env}/{model_version}/{date}/{batch}.parquet                   serving log
     reports/{env}/{kind}/{timestamp}/report.{html,json}, summary.json        Evidently
     decisions/{env}/{timestamp}[-{n}]-{kind}.json                            the ledger
+    decisions/{env}/intents/pending.json                                     decision in flight
 """
 
 from __future__ import annotations
@@ -126,6 +127,12 @@ def report(env: str, kind: str, stamp: str) -> str:
 def decisions_prefix(env: str) -> str:
     """Prefix of the decision ledger of `env`."""
     return f"{DECISIONS}{env}/"
+
+
+def decision_intent(env: str) -> str:
+    """The write-ahead intent of the decision in progress in `env` (at most one: decisions are
+    serialized); not a ledger record."""
+    return f"{decisions_prefix(env)}intents/pending.json"
 
 
 def decision(env: str, stamp: str, kind: str, n: int = 1) -> str:

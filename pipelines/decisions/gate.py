@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from pipelines.decisions import ledger
 from pipelines.decisions.ledger import Decision
 from pipelines.decisions.pin import ServingPin
-from pipelines.decisions.promotion import apply, current_aliases, repo_of
+from pipelines.decisions.promotion import apply, current_aliases, prepare, repo_of
 from pipelines.errors import PipelineError
 from pipelines.ml.dataset import DatasetInfo, read_dataset
 from pipelines.ml.packaging import PackageResult
@@ -121,7 +121,7 @@ def gate(
     )
     repo = repo_of(settings)
     with repo.lock():
-        repo.ensure()
+        prepare(settings, storage, repo)
         aliases = current_aliases(client, name)
         champion = aliases.get("champion")
         identity = ledger.decision_id("gate", env, name, challenger, champion, info.dataset_hash)

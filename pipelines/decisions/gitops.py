@@ -273,6 +273,23 @@ class GitOpsRepo:
         """The current commit."""
         return self.git("rev-parse", "HEAD")
 
+    def head_message(self) -> str:
+        """The current commit's message."""
+        return self.git("log", "-1", "--format=%B")
+
+    def sync(self) -> None:
+        """Make the working copy the committed state: the remote branch when there is a remote
+        (fetched), else HEAD. Leftovers of an interrupted decision — a staged or half-written
+        overlay, a local commit never pushed — are discarded, so `pinned` reads what is
+        committed and a retry does not mistake a leftover for a pin."""
+        self.ensure()
+        if self.remote:
+            self.git("fetch", "-q", self.remote_url(), self.branch)
+            self.git("reset", "-q", "--hard", "FETCH_HEAD")
+        else:
+            self.git("reset", "-q", "--hard", "HEAD")
+        self.git("clean", "-q", "-f", "-d", "--", "platform")
+
     def pin(self, env: str, pin: ServingPin, message: str) -> str | None:
         """Make `env` serve `pin` (image and model, `pipelines.decisions.pin`) in one commit.
         Returns the commit, or None when `pin` is already what `env` serves (nothing to do)."""

@@ -79,11 +79,12 @@ def write(storage: Storage, record: Decision) -> Decision:
 
 
 def read_all(storage: Storage, env: str) -> list[Decision]:
-    """Every record of `env`, oldest first."""
+    """Every record of `env`, oldest first (the records only: not the intent in flight)."""
+    prefix = layout.decisions_prefix(env)
     return [
         Decision.model_validate_json(storage.read_bytes(key))
-        for key in storage.list(layout.decisions_prefix(env))
-        if key.endswith(".json")
+        for key in storage.list(prefix)
+        if key.endswith(".json") and "/" not in key[len(prefix) :]
     ]
 
 

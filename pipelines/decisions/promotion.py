@@ -12,6 +12,14 @@ from typing import Any
 
 from pipelines.decisions import ledger
 from pipelines.decisions.gitops import GitCredentials, GitOpsRepo
+from pipelines.decisions.intent import (
+    Intent,
+    clear_intent,
+    landed,
+    outcome,
+    read_intent,
+    write_intent,
+)
 from pipelines.decisions.ledger import Decision
 from pipelines.decisions.pin import ServingPin
 from pipelines.errors import PipelineError
@@ -86,6 +94,26 @@ def pin_of(client: Any, name: str, version: int) -> ServingPin:
         ) from None
 
 
+def prepare(settings: Settings, storage: Storage, repo: GitOpsRepo) -> None:
+    """Before a decision reads anything (under the decision lock): the working copy becomes the
+    committed state, and an intent an interrupted decision left is reconciled
+    (`pipelines.decisions.intent`)."""
+    repo.sync()
+    intent = read_intent(storage, settings.env)
+    if intent is None:
+        return
+    client = mlflow_client(settings)
+    name = settings.model_name
+    completed = landed(intent, repo.pinned(settings.env), repo.head_message())
+    set_aliases(client, name, intent.moves if completed else intent.restore)
+    record = outcome(
+        intent, completed, current_aliases(client, name), repo.head() if completed else None
+    )
+    if not storage.exists(record.key):  # (a kill after the record, before the intent cleared)
+        ledger.write(storage, record)
+    clear_intent(storage, settings.env)
+
+
 def apply(
     settings: Settings,
     storage: Storage,
@@ -95,9 +123,11 @@ def apply(
     message: str,
 ) -> Decision:
     """Move aliases and pin `pin` (serving image and model) for the env, all or nothing;
-    write `record`.
+    write `record`. Call `prepare` first, under the decision lock.
 
-    `message` may hold ``{record}``, replaced by the record's storage key.
+    `message` may hold ``{record}``, replaced by the record's storage key. An intent is written
+    before anything moves and cleared once the record is written: a decision killed in between
+    is completed or undone by the next one's `prepare`.
     """
     client = mlflow_client(settings)
     name = settings.model_name
@@ -111,6 +141,10 @@ def apply(
         }
     )
     restore = {a: before.get(a) for a in moves}
+    message = message.format(record=record.key)
+    write_intent(
+        storage, Intent(record=record, moves=moves, restore=restore, pin=pin, message=message)
+    )
     try:
         set_aliases(client, name, moves)
     except Exception as error:
@@ -119,7 +153,7 @@ def apply(
         _failed(storage, record, f"moving aliases failed and was undone: {reason}")
         raise PipelineError(f"{record.kind}: moving aliases failed (undone): {reason}") from None
     try:
-        commit = repo.pin(record.env, pin, message.format(record=record.key)) if pin else None
+        commit = repo.pin(record.env, pin, message) if pin else None
     except Exception as error:
         set_aliases(client, name, restore)
         reason = repo.redact(str(error))
@@ -129,7 +163,7 @@ def apply(
             "fix the GitOps repository, then re-run (the decision is re-made)",
         ) from None
     after = current_aliases(client, name)
-    return ledger.write(
+    done = ledger.write(
         storage,
         record.model_copy(
             update={
@@ -138,9 +172,13 @@ def apply(
             }
         ),
     )
+    clear_intent(storage, record.env)
+    return done
 
 
 def _failed(storage: Storage, record: Decision, reason: str) -> None:
+    """Record the failed attempt (under a new key) and clear its intent: it is undone."""
+    clear_intent(storage, record.env)
     ledger.write(
         storage,
         record.model_copy(
@@ -165,15 +203,15 @@ def rollback(
     that version's model and serving image. Recorded; idempotent when `to` already serves."""
     client = mlflow_client(settings)
     name = settings.model_name
-    aliases = current_aliases(client, name)
-    target = to if to is not None else aliases.get("previous")
-    if target is None:
-        raise PipelineError(
-            f"{name} has no 'previous' version to roll back to", "pass --to VERSION"
-        )
     repo = repo_of(settings)
     with repo.lock():
-        repo.ensure()
+        prepare(settings, storage, repo)
+        aliases = current_aliases(client, name)  # as reconciled
+        target = to if to is not None else aliases.get("previous")
+        if target is None:
+            raise PipelineError(
+                f"{name} has no 'previous' version to roll back to", "pass --to VERSION"
+            )
         pin = pin_of(client, name, target)
         record = Decision(
             kind=kind,

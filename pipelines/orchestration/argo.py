@@ -227,9 +227,21 @@ def _container(
         ),
         security_context=_security_context(),
         volumes=[scratch, _gitops_volume(config)] if pushes else [scratch],
+        # the gate and the monitor run in different pods (and workflows): one at a time per env
+        synchronization=(
+            m.Synchronization(mutexes=[m.Mutex(name=decisions_mutex(config.env))])
+            if step.pushes_gitops
+            else None
+        ),
         active_deadline_seconds=step.timeout_seconds,
         metrics=_metrics(step.name),
     )
+
+
+def decisions_mutex(env: str) -> str:
+    """The Argo mutex that serializes every decision (gate, monitor) of `env` across pods and
+    workflows; the local runner serializes them with a file lock instead."""
+    return f"mlops-decisions-{env}"
 
 
 def exit_command() -> list[str]:

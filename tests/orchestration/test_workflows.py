@@ -232,3 +232,21 @@ def test_only_the_steps_that_push_get_the_gitops_credential(env: str, credential
     # without a Secret, no step mounts one (a public or in-cluster remote)
     bare = config.model_copy(update={"gitops_secret": None})
     assert credential_templates(render(get_pipeline("training"), bare)) == {}
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "prod"])
+def test_every_decision_of_an_env_holds_one_mutex_across_workflows(env: str) -> None:
+    """The gate (training workflow) and the monitor (monitor workflow) run in different pods of
+    different workflows: Argo's mutex, named per env, lets one at a time move aliases and pins
+    (the local runner uses a file lock); the other steps hold none."""
+    from pipelines.orchestration.argo import decisions_mutex
+
+    held: dict[str, list[Any]] = {}
+    for name in ("training", "monitor"):
+        for template in rendered(env, name)["spec"]["workflowSpec"]["templates"]:
+            if "container" in template:
+                held[template["name"]] = (template.get("synchronization") or {}).get("mutexes")
+    mutex = [{"name": decisions_mutex(env)}]
+    assert {step for step, mutexes in held.items() if mutexes} == {"gate", "monitor"}
+    assert held["gate"] == held["monitor"] == mutex
+    assert decisions_mutex(env) != decisions_mutex("other")  # envs do not wait on each other
