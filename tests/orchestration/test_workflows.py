@@ -241,7 +241,7 @@ def test_every_decision_of_an_env_holds_one_mutex_across_workflows(env: str) -> 
     (the local runner uses a file lock); the other steps hold none."""
     from pipelines.orchestration.argo import decisions_mutex
 
-    held: dict[str, list[Any]] = {}
+    held: dict[str, Any] = {}
     for name in ("training", "monitor"):
         for template in rendered(env, name)["spec"]["workflowSpec"]["templates"]:
             if "container" in template:
