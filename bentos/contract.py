@@ -20,6 +20,13 @@ from pipelines.intervals import MAX_EPOCH_MS, interval_ms
 MAX_ROWS = 10_000
 """Default cap on rows (or klines) in one request."""
 
+FIELD_BYTES = 96
+"""Body budget of one field of a row: its name (the longest is ~25 characters), a number's
+longest JSON form (24), quotes, separators and a pretty-printer's indentation."""
+
+BODY_SLACK_BYTES = 64 * 1024
+"""Body budget beyond the rows (the request's own keys, whitespace)."""
+
 STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
@@ -131,6 +138,12 @@ def klines_frame(bars: list[Kline]) -> pd.DataFrame:
     frame = pd.DataFrame([bar.model_dump() for bar in bars])
     frame["open_time"] = pd.to_datetime(frame["open_time"], unit="ms", utc=True)
     return frame
+
+
+def max_body_bytes(max_rows: int, fields_per_row: int) -> int:
+    """Largest request body worth reading: `max_rows` rows of `fields_per_row` fields each.
+    A body over it cannot be a valid request; it is refused (413) before it is read whole."""
+    return max_rows * fields_per_row * FIELD_BYTES + BODY_SLACK_BYTES
 
 
 def error_body(message: str, detail: list[dict[str, Any]] | None = None) -> dict[str, Any]:

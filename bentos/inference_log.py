@@ -2,9 +2,16 @@
 
 A request only appends its rows to an in-memory buffer (microseconds). A background thread
 writes the buffer every `flush_seconds` (or sooner when `batch_rows` are waiting) as one Parquet
-object per model version and day. A failed write keeps the rows and retries on the next round;
-it is counted, never raised into a request. `close()` writes what is left, so nothing that was
-acknowledged is lost on a clean shutdown.
+object per model version and day. A failed write keeps the rows; the next attempt waits an
+exponential backoff (capped, jittered: ``log_spill.Backoff``), and a full batch does not wake
+the writer early while the storage fails. At most `MAX_BUFFERED_ROWS` rows are kept: the oldest
+beyond it are dropped and counted (``on_drop``). Failures are counted, never raised into a
+request. `close()` writes what is left; if the storage is failing, it spills the rows to a local
+directory (atomic files) instead, and the next `start()` sends the spilled files to the storage
+before deleting them — nothing acknowledged is lost on a clean shutdown during an outage.
+
+The writer's whole state is this class (`append` from requests; `start`, `flush`, `close` from
+the service's lifecycle), so it can move to another thread, process or writer as it is.
 """
 
 from __future__ import annotations
@@ -14,14 +21,17 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bentos.log_spill import Backoff, Spill
 from pipelines import layout
 from pipelines.storage import Storage
 
@@ -41,6 +51,15 @@ class Chunk:
     open_times: Sequence[int | None]
 
 
+MAX_BUFFERED_ROWS = 200_000
+"""Rows kept in memory while the storage fails (~45 MB with ~20 features; at 775 single-row
+requests a second, about four minutes of traffic). Beyond it the oldest are dropped and
+counted; it also bounds one spill file (~40 MB of Parquet, under the pod's 256 MiB /tmp)."""
+
+RETRY_MAX_SECONDS = 60.0
+"""Longest wait between two write attempts while the storage fails."""
+
+
 @dataclass
 class LogStats:
     """Counters exported as Prometheus metrics."""
@@ -50,6 +69,8 @@ class LogStats:
     files_written: int = 0
     write_failures: int = 0
     rows_dropped: int = 0
+    rows_spilled: int = 0
+    rows_resent: int = 0
     last_error: str | None = None
     pending: int = field(default=0)
 
@@ -62,11 +83,14 @@ class InferenceLog:
         env: environment name (first level under ``inference/``).
         model_version: the registry version being served.
         features: feature names, in model column order.
-        flush_seconds: longest time a row waits in memory while the storage works.
-        batch_rows: write sooner once this many rows are waiting.
-        max_pending_rows: while the storage keeps failing, keep at most this many rows; the
-            oldest beyond it are dropped and counted (memory must stay bounded).
+        flush_seconds: longest time a row waits in memory while the storage works; also the
+            first wait of the backoff after a failed write.
+        batch_rows: write sooner once this many rows are waiting (not while in backoff).
+        max_pending_rows: rows kept while the storage fails; the oldest beyond it are dropped.
+        retry_max_seconds: the backoff's cap.
+        spill_dir: where `close()` keeps the rows it could not write (None: nowhere).
         on_failure: called after each failed write (e.g. a Prometheus counter's ``inc``).
+        on_drop: called with the number of rows dropped (e.g. a Prometheus counter's ``inc``).
     """
 
     def __init__(
@@ -77,8 +101,11 @@ class InferenceLog:
         features: Sequence[str],
         flush_seconds: float = 2.0,
         batch_rows: int = 5_000,
-        max_pending_rows: int = 1_000_000,
+        max_pending_rows: int = MAX_BUFFERED_ROWS,
+        retry_max_seconds: float = RETRY_MAX_SECONDS,
+        spill_dir: Path | None = None,
         on_failure: Callable[[], object] | None = None,
+        on_drop: Callable[[int], object] | None = None,
     ) -> None:
         self.storage = storage
         self.env = env
@@ -87,9 +114,16 @@ class InferenceLog:
         self.flush_seconds = flush_seconds
         self.batch_rows = batch_rows
         self.max_pending_rows = max_pending_rows
+        self.backoff = Backoff(flush_seconds, max(retry_max_seconds, flush_seconds))
+        self.spill = Spill(spill_dir) if spill_dir is not None else None
         self.on_failure = on_failure
+        self.on_drop = on_drop
         self.stats = LogStats()
-        self._pending: list[Chunk] = []
+        self.failures = 0
+        """Consecutive failed write attempts (0 while the storage works)."""
+        self._retry_at = 0.0
+        self._spilled = self.spill is not None
+        self._pending: deque[Chunk] = deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -97,9 +131,10 @@ class InferenceLog:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start the background writer (idempotent). The first Arrow conversion of a UTC
-        timestamp costs ~1 s (time-zone setup) with the GIL held; it is paid here, before the
-        service reports ready, not by whichever requests arrive during the first flush."""
+        """Start the background writer (idempotent); it first re-sends what an earlier run
+        spilled. The first Arrow conversion of a UTC timestamp costs ~1 s (time-zone setup)
+        with the GIL held; it is paid here, before the service reports ready, not by whichever
+        requests arrive during the first flush."""
         if self._thread is None:
             width = len(self.features)
             self.to_table([Chunk("warm-up", "", 0, np.zeros((1, width)), np.zeros(1), [None], [0])])
@@ -112,35 +147,65 @@ class InferenceLog:
             self._pending.append(chunk)
             self.stats.rows_logged += len(chunk.probability_up)
             self.stats.pending += len(chunk.probability_up)
-            wake = self.stats.pending >= self.batch_rows
+            dropped = self._bound()
+            wake = self.stats.pending >= self.batch_rows and not self.failures
+        if dropped:
+            self._dropped(dropped)
         if wake:
             self._wake.set()
 
     def _loop(self) -> None:
+        if self._spilled:
+            self._resend()
         while not self._stop.is_set():
-            self._wake.wait(self.flush_seconds)
-            self._wake.clear()
-            self.flush()
+            if self.failures:  # backoff: only the stop ends the wait early
+                self._stop.wait(max(0.0, self._retry_at - time.monotonic()))
+            else:
+                self._wake.wait(self.flush_seconds)
+                self._wake.clear()
+            if self._stop.is_set():
+                return
+            if self._spilled and not self._resend():
+                continue
+            with self._lock:
+                idle = not self._pending
+            if idle:
+                self.failures = 0  # nothing tried: back to the flush cadence
+            else:
+                self.flush()
+
+    def _resend(self) -> bool:
+        """Send what a spill holds; False (and a counted failure) if the storage refused."""
+        assert self.spill is not None
+        try:
+            rows = self.spill.resend(self.env, self.storage)
+        except Exception as error:
+            self._failed(error)
+            return False
+        self._spilled = False
+        with self._lock:
+            self.stats.rows_resent += rows
+        return True
 
     def flush(self) -> bool:
         """Write everything pending; on failure keep it for the next try. True if all written."""
         with self._write_lock:
             with self._lock:
-                chunks, self._pending = self._pending, []
+                chunks, self._pending = list(self._pending), deque()
             if not chunks:
                 return True
             try:
-                written = self._write(chunks)
+                key, data, written = self._encode(chunks)
+                self.storage.write_bytes(key, data)
             except Exception as error:  # storage down, credentials expired, disk full …
                 with self._lock:
-                    self._pending = chunks + self._pending
-                    self.stats.write_failures += 1
-                    self.stats.last_error = f"{type(error).__name__}: {error}"
-                    self._bound()
-                log.warning("inference log write failed (will retry): %s", error)
-                if self.on_failure is not None:
-                    self.on_failure()
+                    self._pending.extendleft(reversed(chunks))
+                    dropped = self._bound()
+                if dropped:
+                    self._dropped(dropped)
+                self._failed(error)
                 return False
+            self.failures = 0
             with self._lock:
                 self.stats.rows_written += written
                 self.stats.files_written += 1
@@ -148,25 +213,41 @@ class InferenceLog:
                 self.stats.last_error = None
             return True
 
-    def _bound(self) -> None:
-        excess = self.stats.pending - self.max_pending_rows
-        while excess > 0 and self._pending:
-            dropped = self._pending.pop(0)
-            n = len(dropped.probability_up)
+    def _failed(self, error: Exception) -> None:
+        self.failures += 1
+        delay = self.backoff.delay(self.failures)
+        self._retry_at = time.monotonic() + delay
+        with self._lock:
+            self.stats.write_failures += 1
+            self.stats.last_error = f"{type(error).__name__}: {error}"
+        log.warning("inference log write failed (next try in %.1f s): %s", delay, error)
+        if self.on_failure is not None:
+            self.on_failure()
+
+    def _bound(self) -> int:
+        """Drop the oldest rows beyond `max_pending_rows` (lock held); how many were dropped."""
+        dropped = 0
+        while self.stats.pending > self.max_pending_rows and self._pending:
+            n = len(self._pending.popleft().probability_up)
             self.stats.rows_dropped += n
             self.stats.pending -= n
-            excess -= n
+            dropped += n
+        return dropped
 
-    def _write(self, chunks: list[Chunk]) -> int:
+    def _dropped(self, rows: int) -> None:
+        log.warning("inference log: %d rows dropped (buffer full while the storage fails)", rows)
+        if self.on_drop is not None:
+            self.on_drop(rows)
+
+    def _encode(self, chunks: list[Chunk]) -> tuple[str, bytes, int]:
+        """The storage key, Parquet bytes and row count of one object holding `chunks`."""
         table = self.to_table(chunks)
         day = datetime.fromtimestamp(chunks[0].timestamp_ms / 1000, UTC).date()
         name = f"{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}.parquet"
         sink = io.BytesIO()
         pq.write_table(table, sink, compression="zstd")
-        self.storage.write_bytes(
-            layout.inference(self.env, self.model_version, day, name), sink.getvalue()
-        )
-        return int(table.num_rows)
+        key = layout.inference(self.env, self.model_version, day, name)
+        return key, sink.getvalue(), int(table.num_rows)
 
     def to_table(self, chunks: list[Chunk]) -> pa.Table:
         """One row per prediction: who asked, when, what went in, what came out."""
@@ -203,18 +284,57 @@ class InferenceLog:
         return pa.table(columns)
 
     def close(self, attempts: int = 5, backoff: float = 0.2) -> None:
-        """Stop the writer and write what is left, retrying a few times."""
+        """Stop the writer and write what is left. If the storage is failing (or the last try
+        fails), the rows go to the spill directory first — safe on disk before anything that
+        may hang — and one attempt then sends them on; without a spill directory, retry a few
+        times."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
-        for attempt in range(attempts):
-            if self.flush():
-                return
-            time.sleep(backoff * 2**attempt)
-        log.error(
-            "inference log: %d rows could not be written at shutdown: %s",
-            self.stats.pending,
+        if self.spill is None:
+            for attempt in range(attempts):
+                if self.flush():
+                    return
+                if attempt + 1 < attempts:
+                    time.sleep(backoff * 2**attempt)
+            log.error(
+                "inference log: %d rows could not be written at shutdown: %s",
+                self.stats.pending,
+                self.stats.last_error,
+            )
+            return
+        if not self.failures and self.flush() and not self._spilled:
+            return
+        self._spill_pending(self.spill)
+        self._resend()
+
+    def _spill_pending(self, spill: Spill) -> None:
+        with self._write_lock, self._lock:
+            chunks, self._pending = list(self._pending), deque()
+        if not chunks:
+            return
+        rows = sum(len(c.probability_up) for c in chunks)
+        try:
+            key, data, rows = self._encode(chunks)
+            spill.save(key, data)
+        except Exception as error:
+            log.error("inference log: %d rows lost; spill to %s: %s", rows, spill.root, error)
+            with self._lock:
+                self.stats.rows_dropped += rows
+                self.stats.pending -= rows
+            if self.on_drop is not None:
+                self.on_drop(rows)
+            return
+        self._spilled = True
+        with self._lock:
+            self.stats.rows_spilled += rows
+            self.stats.pending -= rows
+        log.warning(
+            "inference log: storage unavailable at shutdown (%s); %d rows kept in %s, sent at "
+            "the next start",
             self.stats.last_error,
+            rows,
+            spill.root,
         )

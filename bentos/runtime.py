@@ -56,14 +56,27 @@ class ServingSettings(BaseSettings):
     max_latency_ms: int = Field(default=2_000, ge=10)
     """Latency budget of one batched call: BentoML sheds requests it predicts will miss it
     (503), so it is sized from measurements (benchmarks/README.md), not set tight."""
+    max_concurrency: int = Field(default=64, ge=1)
+    """Requests the API handles at once (BentoML's ``traffic.max_concurrency``): beyond it,
+    BentoML answers 429 at once — no queue grows. The benchmarks' 32 clients fit twice over."""
     inference_flush_seconds: float = Field(default=2.0, gt=0)
     """Longest a logged prediction waits in memory before it is written."""
+    inference_retry_max_seconds: float = Field(default=60.0, gt=0)
+    """Longest wait between two inference-log writes while its storage fails (the backoff
+    starts at ``inference_flush_seconds`` and doubles, with jitter)."""
+    inference_spill_dir: Path | None = None
+    """Where inference-log rows go at shutdown if the storage is unreachable (sent on at the
+    next start); default ``$MLOPS_HOME/inference-spill``."""
 
     def open_storage(self) -> Storage:
         """The storage layout the inference log goes to."""
         from pipelines.storage import open_storage
 
         return open_storage(self.storage_url or str(self.home / "data"))
+
+    def spill_dir(self) -> Path:
+        """The inference log's spill directory."""
+        return self.inference_spill_dir or self.home / "inference-spill"
 
 
 def local_model(tag: str) -> Any:
@@ -138,6 +151,7 @@ class ServingMetrics:
 
     rows: Any
     log_failures: Any
+    log_dropped: Any
 
 
 def serving_metrics() -> ServingMetrics:
@@ -153,6 +167,11 @@ def serving_metrics() -> ServingMetrics:
         log_failures=bentoml.metrics.Counter(
             name="mlops_inference_log_write_failures",
             documentation="Failed writes of the inference log (rows are kept and retried)",
+        ),
+        log_dropped=bentoml.metrics.Counter(
+            name="mlops_inference_log_dropped_rows",
+            documentation="Predictions the inference log dropped: its buffer was full while "
+            "the storage failed, or the shutdown spill failed",
         ),
     )
 

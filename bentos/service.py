@@ -33,14 +33,17 @@ from starlette.responses import JSONResponse, Response
 
 from bentos.card import ModelCard
 from bentos.contract import (
+    Kline,
     KlinePrediction,
     Prediction,
     error_body,
     klines_frame,
     klines_request_model,
+    max_body_bytes,
     predict_request_model,
     rows_matrix,
 )
+from bentos.middleware import BodyLimit, KnownRoutesService
 from bentos.runtime import (
     SERVICE_ENVS,
     Scorer,
@@ -65,6 +68,7 @@ KlinesRequest = klines_request_model(CARD.interval, CARD.config.warmup_bars, SET
     workers=1,
     envs=SERVICE_ENVS,
     traffic={"timeout": 30},
+    service_class=KnownRoutesService,
 )
 class ModelRunner:
     """The model behind one batchable method (adaptive batching)."""
@@ -125,8 +129,9 @@ info = FastAPI(title="market-direction metadata", openapi_url=None, docs_url=Non
     workers=1,
     envs=SERVICE_ENVS,
     image=image(),
-    traffic={"timeout": 30},
+    traffic={"timeout": 30, "max_concurrency": SETTINGS.max_concurrency},
     labels=CARD.labels(),
+    service_class=KnownRoutesService,
 )
 class MarketDirection:
     """Direction of the next `horizon` bars for feature rows or raw klines."""
@@ -147,7 +152,10 @@ class MarketDirection:
             CARD.model_version,
             FEATURES,
             flush_seconds=SETTINGS.inference_flush_seconds,
+            retry_max_seconds=SETTINGS.inference_retry_max_seconds,
+            spill_dir=SETTINGS.spill_dir(),
             on_failure=self.metrics.log_failures.inc,
+            on_drop=self.metrics.log_dropped.inc,
         )
         self.log.start()
         # Everything loaded so far (model, libraries) lives as long as the worker: keep it out
@@ -278,3 +286,7 @@ class MarketDirection:
 
 
 MarketDirection.add_asgi_middleware(_JSONOnly)
+MarketDirection.add_asgi_middleware(
+    BodyLimit,
+    max_bytes=max_body_bytes(SETTINGS.max_rows, max(len(FEATURES) + 2, len(Kline.model_fields))),
+)

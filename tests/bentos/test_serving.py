@@ -306,11 +306,14 @@ def test_klines_out_of_order_are_refused_naming_the_bar(served: Served) -> None:
 
 
 def test_health_and_metrics(served: Served) -> None:
+    features = served.summary["steps"]["features"]["features"]
+    assert post(f"{served.url}/predict", {"rows": [dict.fromkeys(features, 0.1)]}).is_success
     assert httpx.get(f"{served.url}/livez").status_code == 200
     assert httpx.get(f"{served.url}/readyz").status_code == 200
     metrics = httpx.get(f"{served.url}/metrics").text
     assert 'mlops_predicted_rows_total{endpoint="predict"}' in metrics
     assert "mlops_inference_log_write_failures_total 0.0" in metrics
+    assert "mlops_inference_log_dropped_rows_total 0.0" in metrics
 
 
 def test_the_inference_log_survives_a_clean_shutdown(
