@@ -22,12 +22,11 @@ from bentos.contract import Kline, max_body_bytes
 from bentos.log_spill import Backoff
 from pipelines.decisions.inference import read_inference
 from pipelines.storage import LocalStorage
-from tests.bentos.test_serving import trained, training_env
+from tests.bentos.conftest import training_env
 from tests.services import bento_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile]
 
-__all__ = ["trained"]  # the module-scoped training fixture, shared with test_serving
 
 MAX_ROWS = 100
 MAX_CONCURRENCY = 2
