@@ -10,9 +10,10 @@ import json
 from typing import Any
 
 import pytest
+import yaml
 
 from policies.rules.placeholders import find
-from tests.conftest import StackPlans
+from tests.conftest import REPO, StackPlans
 from tests.gitops.test_overlays import ENVS, STACKS, rendered
 from tests.support.netpol import SERVING_POD, admitted, cluster_peers, ints
 
@@ -145,13 +146,16 @@ def test_an_ingress_that_lets_callers_in_unauthenticated_is_caught(
 @pytest.mark.integration
 @pytest.mark.parametrize("env", STACKS)
 def test_the_ingress_placeholders_are_flagged_for_the_overlay_to_set(env: str) -> None:
-    """The certificate and the trust store are the env's: until its overlay patches them in, the
-    no-placeholders patterns flag both ARNs (and the ALB would not come up)."""
+    """The certificate and the trust store are the env's: each overlay patches in ARNs of its
+    own account (the stack's ``aws:allowedAccountIds``), whose placeholders the no-placeholders
+    patterns flag until a user sets them (and the ALB would not come up)."""
+    stack = yaml.safe_load((REPO / "stacks" / f"Pulumi.{env}.yaml").read_text())
+    (account,) = stack["config"]["aws:allowedAccountIds"]
     (ingress,) = of_kind(rendered(env), "Ingress")
     notes = ingress["metadata"]["annotations"]
     flagged = {
         key
         for key in (A + "certificate-arn", A + "mutual-authentication")
-        if {f.placeholder for f in find(notes[key])} >= {"111111111111", "REPLACE_ME"}
+        if {f.placeholder for f in find(notes[key])} >= {account, "REPLACE_ME"}
     }
     assert flagged == {A + "certificate-arn", A + "mutual-authentication"}
