@@ -49,7 +49,10 @@ def infra_plan(
         result = plan_stack(stack, program, config_file, preview=not update)
     policy = result.policy
     if json_out:
-        print_json(result.document())
+        document = result.document()
+        if program is None:  # our own stacks: the serving image GitOps pins comes from here
+            document["images"].update(serving_image(stack))
+        print_json(document)
         for note in policy.get("notes", []):
             err.print(f"[yellow]warning:[/] {note}", soft_wrap=True, highlight=False)
     else:
@@ -59,6 +62,22 @@ def infra_plan(
             f"[red]error:[/] {policy['mandatory']} mandatory policy violation(s) in stack {stack}"
         )
         raise typer.Exit(1)
+
+
+def serving_image(stack: str) -> dict[str, list[str]]:
+    """The serving image the env's pods run once promoted: the overlay's repository, tagged with
+    this checkout's serving code digest (what CI builds and pushes; the GitOps pin names it)."""
+    import yaml
+
+    from pipelines.ml.packaging import serving_digest
+    from pipelines.settings import REPO_ROOT
+
+    overlay = REPO_ROOT / "platform" / "envs" / stack / "kustomization.yaml"
+    if not overlay.is_file():
+        return {}
+    (rewrite,) = yaml.safe_load(overlay.read_text())["images"]
+    digest, _ = serving_digest()
+    return {f"{rewrite['newName']}:{digest}": [f"platform/envs/{stack} (GitOps: serving)"]}
 
 
 def _show_plan(result: Any, stack: str) -> None:

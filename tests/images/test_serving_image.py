@@ -116,3 +116,20 @@ def test_the_installed_wheel_computes_the_digest_ci_tags_the_image_with(tmp_path
     # and the digest does move with the code
     (tmp_path / "site/pipelines/ml/features.py").write_text("# changed\n")
     assert code_digest(tmp_path / "site") != code_digest()
+
+
+@pytest.mark.integration  # runs `mlops infra plan`
+def test_the_plan_names_the_serving_image_ci_must_push() -> None:
+    """`mlops infra plan --json` lists, beside the stack's own images, the serving image the
+    env's pods run once promoted: the overlay's repository at this code's digest."""
+    import json
+
+    from tests.conftest import run_cli
+
+    done = run_cli(["infra", "plan", "--stack", "staging", "--json"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    images = json.loads(done.stdout)["images"]
+    overlay = yaml.safe_load((REPO / "platform/envs/staging/kustomization.yaml").read_text())
+    serving = f"{overlay['images'][0]['newName']}:{code_digest()}"
+    assert images[serving] == ["platform/envs/staging (GitOps: serving)"]
+    assert serving.split("/")[-1].startswith("mlops-staging-serving:")
