@@ -219,9 +219,7 @@ def _python_pins() -> set[str]:
     from bentos.runtime import PYTHON_IMAGE
 
     texts = [PYTHON_IMAGE]
-    texts += [
-        p.read_text() for p in (REPO / "Dockerfile", REPO / "images" / "mlflow" / "Dockerfile")
-    ]
+    texts += [p.read_text() for p in (REPO / "Dockerfile", *REPO.glob("images/*/Dockerfile"))]
     found = {m for text in texts for m in re.findall(r"\bpython:(3\.\d+)[.\d]*-", text)}
     assert found
     return found
