@@ -13,6 +13,10 @@ against the prefixes named here (``PREFIXES``).
     inference/{env}/{model_version}/{date}/{batch}.parquet                   serving log
     reports/{env}/{kind}/{timestamp}/report.{html,json}, summary.json        Evidently
     decisions/{env}/{timestamp}[-{n}]-{kind}.json                            the ledger
+    decisions/{env}/intents/…                                                ledger working state
+
+Write-once (created with `Storage.create`, never overwritten or deleted; on S3 the stack's
+bucket policy enforces it): the ledger records and everything under ``bentos/``.
 """
 
 from __future__ import annotations
@@ -126,6 +130,16 @@ def report(env: str, kind: str, stamp: str) -> str:
 def decisions_prefix(env: str) -> str:
     """Prefix of the decision ledger of `env`."""
     return f"{DECISIONS}{env}/"
+
+
+DECISION_INTENTS = "intents/"
+"""Below ``decisions/{env}/``: working state of decisions in progress (written, then deleted);
+not a record, so neither write-once nor read as the ledger."""
+
+
+def decision_intents_prefix(env: str) -> str:
+    """Prefix of the decisions-in-progress of `env`, ``decisions/{env}/intents/``."""
+    return f"{decisions_prefix(env)}{DECISION_INTENTS}"
 
 
 def decision(env: str, stamp: str, kind: str, n: int = 1) -> str:
