@@ -3,6 +3,7 @@ tags, and a tag that exists is reused, not rebuilt."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -257,8 +258,15 @@ def export_model_archive(storage: Storage, settings: Settings, version: int) -> 
         with tempfile.TemporaryDirectory() as tmp:
             archive = Path(tmp) / "model.bentomodel"
             bentoml.models.export_model(model_tag(settings, version), str(archive))
-            storage.write_bytes(key, archive.read_bytes())
+            create_once(storage, key, archive.read_bytes())
     return key, hashlib.sha256(storage.read_bytes(key)).hexdigest()
+
+
+def create_once(storage: Storage, key: str, data: bytes) -> None:
+    """Store an archive under ``bentos/`` write-once (`Storage.create`): a concurrent attempt
+    that stored it first wins, and its bytes are what the digest is taken of."""
+    with contextlib.suppress(FileExistsError):
+        storage.create(key, data)
 
 
 def package(settings: Settings, storage: Storage, version: int) -> dict[str, Any]:
@@ -278,7 +286,7 @@ def package(settings: Settings, storage: Storage, version: int) -> dict[str, Any
         with tempfile.TemporaryDirectory() as tmp:
             archive = Path(tmp) / "bento.bento"
             bentoml.export_bento(result.bento, str(archive))
-            storage.write_bytes(key, archive.read_bytes())
+            create_once(storage, key, archive.read_bytes())
     model_key, model_sha256 = export_model_archive(storage, settings, version)
     image_tag = code_digest()
     # The registry version remembers what serves it: promotion and rollback pin these.

@@ -14,6 +14,9 @@ against the prefixes named here (``PREFIXES``).
     reports/{env}/{kind}/{timestamp}/report.{html,json}, summary.json        Evidently
     decisions/{env}/{timestamp}[-{n}]-{kind}.json                            the ledger
     decisions/{env}/intents/pending.json                                     decision in flight
+
+Write-once (created with `Storage.create`, never overwritten or deleted; on S3 the stack's
+bucket policy enforces it): the ledger records and everything under ``bentos/``.
 """
 
 from __future__ import annotations
@@ -129,10 +132,20 @@ def decisions_prefix(env: str) -> str:
     return f"{DECISIONS}{env}/"
 
 
+DECISION_INTENTS = "intents/"
+"""Below ``decisions/{env}/``: working state of decisions in progress (written, then deleted);
+not a record, so neither write-once nor read as the ledger."""
+
+
+def decision_intents_prefix(env: str) -> str:
+    """Prefix of the decisions-in-progress of `env`, ``decisions/{env}/intents/``."""
+    return f"{decisions_prefix(env)}{DECISION_INTENTS}"
+
+
 def decision_intent(env: str) -> str:
     """The write-ahead intent of the decision in progress in `env` (at most one: decisions are
     serialized); not a ledger record."""
-    return f"{decisions_prefix(env)}intents/pending.json"
+    return f"{decision_intents_prefix(env)}pending.json"
 
 
 def decision(env: str, stamp: str, kind: str, n: int = 1) -> str:

@@ -70,6 +70,11 @@ class Storage(Protocol):
         """Store the whole object at once: a reader sees the old object or the new, never half."""
         ...
 
+    def create(self, key: str, data: bytes) -> None:
+        """Store a new object whole, never replacing one: `FileExistsError` if `key` exists
+        (checked by the store at the write itself, so two racing writers cannot both win)."""
+        ...
+
     def exists(self, key: str) -> bool:
         """Whether the object exists."""
         ...
@@ -119,14 +124,31 @@ class LocalStorage:
     def read_bytes(self, key: str) -> bytes:
         return self._path(key).read_bytes()
 
-    def write_bytes(self, key: str, data: bytes) -> None:
-        path = self._path(key)
+    def _tmp_dir(self, path: Path) -> Path:
         self._mkdir(path.parent)
         tmp_dir = self.root / self.TMP
         self._mkdir(tmp_dir)
         if self._swept_at is None or time.monotonic() - self._swept_at > STALE_TEMP_SECONDS:
             self.sweep()
-        write_file_atomic(path, data, tmp_dir)  # temp files never appear under a key
+        return tmp_dir
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        write_file_atomic(path, data, self._tmp_dir(path))  # temps never appear under a key
+
+    def create(self, key: str, data: bytes) -> None:
+        """Write-once: the whole bytes go to a temp, then a hard link names them at `key`;
+        ``link`` fails if `key` exists (atomically, unlike a check then a rename)."""
+        path = self._path(key)
+        tmp = self._tmp_dir(path) / f"{path.name}.{uuid.uuid4().hex}"
+        try:
+            tmp.write_bytes(data)
+            os.link(tmp, path)
+        except FileExistsError:
+            raise FileExistsError(f"{key} exists in {self.url}: it is written once") from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -180,6 +202,35 @@ class S3Storage:
     def write_bytes(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
+    CREATE_ATTEMPTS = 3
+    """A 409 ConditionalRequestConflict (a concurrent write to the key) is retried, as S3
+    asks; the retry then succeeds or meets the winner's object (412)."""
+
+    def create(self, key: str, data: bytes) -> None:
+        """Write-once: one conditional PUT (``If-None-Match: *``); S3 answers 412 if the key
+        exists. A server that does not implement the header answers 501: refused by name,
+        never degraded to an overwriting PUT."""
+        from botocore.exceptions import ClientError
+
+        for attempt in range(1, self.CREATE_ATTEMPTS + 1):
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*"
+                )
+                return
+            except ClientError as error:
+                code = str(error.response.get("Error", {}).get("Code", ""))
+                if code in {"PreconditionFailed", "412"}:
+                    raise FileExistsError(f"{self.url}/{key} exists: it is written once") from None
+                if code in {"NotImplemented", "501"}:
+                    raise PipelineError(
+                        f"the S3 server of {self.url} does not implement conditional writes "
+                        "(If-None-Match), which write-once keys need",
+                        "use Amazon S3 or a server that answers 412 to an If-None-Match PUT",
+                    ) from None
+                if code != "ConditionalRequestConflict" or attempt == self.CREATE_ATTEMPTS:
+                    raise
+
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 
@@ -224,6 +275,9 @@ class RoutedStorage:
 
     def write_bytes(self, key: str, data: bytes) -> None:
         self._pick(key).write_bytes(key, data)
+
+    def create(self, key: str, data: bytes) -> None:
+        self._pick(key).create(key, data)
 
     def exists(self, key: str) -> bool:
         return self._pick(key).exists(key)

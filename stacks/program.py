@@ -56,7 +56,14 @@ def build(config: StackConfig) -> dict[str, Any]:
             tags,
         ),
     )
-    storage = Storage("storage", StorageArgs(config.storage, tags))
+    storage = Storage(
+        "storage",
+        StorageArgs(
+            config.storage,
+            tags,
+            break_glass=tuple(config.cluster.admin_role_arns),
+        ),
+    )
     registry = Registry("registry", RegistryArgs(config.env, tags))
     database = Database(
         "database",
@@ -85,6 +92,7 @@ def build(config: StackConfig) -> dict[str, Any]:
         config.workflows.service_account,
         config.env,
         layout_root=config.storage.layout_root,
+        raw_bucket=config.workflows.raw_storage_url is not None,
     )
     identity = Identity(
         "identity",

@@ -1,5 +1,12 @@
 """The decision ledger: one append-only JSON record per gate, monitor and rollback decision,
-under ``decisions/{env}/{timestamp}-{kind}.json``. Nothing is ever rewritten."""
+under ``decisions/{env}/{timestamp}-{kind}.json``. Nothing is ever rewritten.
+
+Records are write-once at the store itself: `Storage.create` (a hard link locally, a PUT with
+``If-None-Match: *`` on S3), so two writers racing for one key cannot both win and no check can
+go stale before the write. On S3 the stack's bucket policy refuses any other PUT of a record
+and every delete (stacks/components/buckets.py). Only the keys directly under
+``decisions/{env}/`` are records; ``decisions/{env}/intents/`` (`layout.decision_intents_prefix`)
+holds deletable working state and is never read as the ledger."""
 
 from __future__ import annotations
 
@@ -66,25 +73,53 @@ def reserve_key(storage: Storage, env: str, kind: str) -> str:
     return key
 
 
+RESERVE_ATTEMPTS = 5
+"""Fresh keys tried when another writer creates the key this one reserved first."""
+
+
 def write(storage: Storage, record: Decision) -> Decision:
-    """Append `record` (at its reserved key, or a new one) and return it as written."""
-    if not record.key:
-        record = record.model_copy(update={"key": reserve_key(storage, record.env, record.kind)})
-    if storage.exists(record.key):
-        raise FileExistsError(f"decision record {record.key} exists; records are append-only")
+    """Append `record` (at its reserved key, or a new one) and return it as written.
+
+    Raises:
+        FileExistsError: if `record` names a key that exists (records are append-only).
+    """
     if not record.decided_at:
         record = record.model_copy(update={"decided_at": now_iso()})
-    storage.write_bytes(record.key, record.model_dump_json(indent=2).encode())
-    return record
+    preset = bool(record.key)
+    for _ in range(1 if preset else RESERVE_ATTEMPTS):
+        if not preset:
+            record = record.model_copy(
+                update={"key": reserve_key(storage, record.env, record.kind)}
+            )
+        try:
+            storage.create(record.key, record.model_dump_json(indent=2).encode())
+        except FileExistsError:
+            if preset:
+                raise FileExistsError(
+                    f"decision record {record.key} exists; records are append-only"
+                ) from None
+            continue  # another writer created the key we reserved: reserve the next one
+        return record
+    raise FileExistsError(
+        f"no fresh key for a {record.kind} record in {layout.decisions_prefix(record.env)} "
+        f"after {RESERVE_ATTEMPTS} attempts: other writers keep creating them"
+    )
+
+
+def is_record(env: str, key: str) -> bool:
+    """Whether `key` is a ledger record of `env`: a ``.json`` directly under
+    ``decisions/{env}/`` (never the ``intents/`` working state below it)."""
+    prefix = layout.decisions_prefix(env)
+    rest = key.removeprefix(prefix)
+    return key.startswith(prefix) and "/" not in rest and rest.endswith(".json")
 
 
 def read_all(storage: Storage, env: str) -> list[Decision]:
     """Every record of `env`, oldest first (the records only: not the intent in flight)."""
-    prefix = layout.decisions_prefix(env)
     return [
         Decision.model_validate_json(storage.read_bytes(key))
-        for key in storage.list(prefix)
-        if key.endswith(".json") and "/" not in key[len(prefix) :]
+        for key in storage.list(layout.decisions_prefix(env))
+        if is_record(env, key)
     ]
 
 

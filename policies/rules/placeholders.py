@@ -74,6 +74,13 @@ CONFIG_KEYS: tuple[tuple[str | None, str | None, str | None, str], ...] = (
     (r"^eks:index:Cluster$", r"^accessEntries\.admin-\d+\.", None, "cluster.adminRoleArns"),
     (r":Chart$", r"\.sso\.issuer$", None, "platform.argoSso.issuer"),
     (r":Chart$", r"\.sso\.redirectUrl$", None, "platform.argoSso.redirectUrl"),
+    # the write-once statements exempt the operators' roles (stacks/components/buckets.py)
+    (
+        r"^aws:s3/bucketPolicy:BucketPolicy$",
+        r"^policy$",
+        r"^arn:aws:iam::",
+        "cluster.adminRoleArns",
+    ),
     (None, None, r"[a-z0-9.-]+-(raw|curated|artifacts)(?![a-z0-9.-])", "storage.bucketPrefix"),
 )
 """Which stack config key sets an input: (type, input path, value patterns; None matches all) →

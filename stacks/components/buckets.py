@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -15,23 +17,67 @@ from stacks.config import StorageConfig
 BUCKETS = ("raw", "curated", "artifacts")
 
 
-def tls_only_policy(bucket_arn: str) -> str:
-    """A bucket policy denying every request that does not use TLS."""
-    return json.dumps(
+TLS_ONLY = {
+    "Sid": "DenyInsecureTransport",
+    "Effect": "Deny",
+    "Principal": "*",
+    "Action": "s3:*",
+    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+}
+WRITE_ONCE_FAMILIES = (layout.DECISIONS, layout.BENTOS)
+"""Key families written once and never deleted (ledger records; exported Bentos and model
+archives, pinned by sha256), but for the ledger's ``decisions/*/intents/`` working state."""
+LEDGER_BUCKET = "curated"
+"""The bucket of the workflows' ``storageUrl`` (checked by `stacks.config.StackConfig`)."""
+
+
+def write_once_statements(
+    bucket_arn: str, layout_root: str, break_glass: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Deny, to every principal but the `break_glass` roles, deleting any version of a
+    write-once key and any PUT of one without ``If-None-Match`` (S3 then refuses an existing
+    key with 412: a create, never an overwrite; the ``s3:if-none-match`` condition key, S3
+    conditional writes, 2024-11).
+
+    IAM wildcards cannot exclude a sub-prefix, so the statements name what they do NOT cover
+    (``NotResource``): every other layout family, the ledger's intents and the bucket itself.
+    Any key outside those is write-once too (fail-closed for keys no family names).
+    """
+    root = f"{bucket_arn}/{layout_root}/"
+    others = [f"{root}{f}*" for f in layout.PREFIXES if f not in WRITE_ONCE_FAMILIES]
+    not_resource = [
+        bucket_arn,
+        *others,
+        f"{root}{layout.DECISIONS}*/{layout.DECISION_INTENTS}*",
+    ]
+    exempt = {"ArnNotLike": {"aws:PrincipalArn": sorted(break_glass)}} if break_glass else {}
+    return [
         {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "DenyInsecureTransport",
-                    "Effect": "Deny",
-                    "Principal": "*",
-                    "Action": "s3:*",
-                    "Resource": [bucket_arn, f"{bucket_arn}/*"],
-                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-                }
-            ],
-        }
-    )
+            "Sid": "DenyDeletingWriteOnceKeys",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion"],
+            "NotResource": not_resource,
+            **({"Condition": exempt} if exempt else {}),
+        },
+        {
+            "Sid": "DenyOverwritingWriteOnceKeys",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:PutObject",
+            "NotResource": not_resource,
+            "Condition": {**exempt, "Null": {"s3:if-none-match": "true"}},
+        },
+    ]
+
+
+def bucket_policy(bucket_arn: str, kind: str, layout_root: str, break_glass: Sequence[str]) -> str:
+    """TLS only on every bucket; on the curated bucket (the workflows' ``storageUrl``: the
+    ledger and the exported archives) the write-once statements too."""
+    statements = [{**TLS_ONLY, "Resource": [bucket_arn, f"{bucket_arn}/*"]}]
+    if kind == LEDGER_BUCKET:
+        statements += write_once_statements(bucket_arn, layout_root, break_glass)
+    return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
 
 def lifecycle_rules(kind: str, config: StorageConfig) -> list[dict[str, Any]]:
@@ -75,6 +121,11 @@ class StorageArgs:
 
     config: StorageConfig
     tags: dict[str, str]
+    break_glass: tuple[str, ...] = field(default_factory=tuple)
+    """Roles exempt from the write-once statements (break-glass repairs): the operators'
+    ``cluster.adminRoleArns``. Not CI: it changes the policy only through a reviewed stack
+    change, and ``pulumi destroy`` removes the policy before emptying a ``forceDestroy``
+    bucket (the policy depends on the bucket)."""
 
 
 class Storage(pulumi.ComponentResource):
@@ -129,7 +180,14 @@ class Storage(pulumi.ComponentResource):
             aws.s3.BucketPolicy(
                 logical,
                 bucket=bucket.id,
-                policy=bucket.arn.apply(tls_only_policy),
+                policy=bucket.arn.apply(
+                    functools.partial(
+                        bucket_policy,
+                        kind=kind,
+                        layout_root=config.layout_root,
+                        break_glass=args.break_glass,
+                    )
+                ),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[block]),
             )
             aws.s3.BucketLifecycleConfiguration(

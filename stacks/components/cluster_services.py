@@ -14,7 +14,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from stacks.components.gitops_repo import gitops_repository_secret
-from stacks.components.identity import ServiceAccount
+from stacks.components.identity import ARGO_LOG_PREFIX, ServiceAccount
 from stacks.components.mlflow import MLFLOW_PORT, MlflowArgs, mlflow_server
 from stacks.components.serving import SERVING_NAMESPACE, serving_load_balancer_policy
 from stacks.config import PlatformConfig
@@ -122,7 +122,7 @@ def argo_workflows_values(
                 "bucket": artifacts_bucket,
                 "endpoint": "s3.amazonaws.com",
                 "region": region,
-                "keyFormat": "argo/{{workflow.name}}/{{pod.name}}",
+                "keyFormat": ARGO_LOG_PREFIX + "{{workflow.name}}/{{pod.name}}",
                 "useSDKCreds": True,
             },
         },

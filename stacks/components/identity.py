@@ -14,8 +14,12 @@ from pipelines import layout
 from stacks.config import DEFAULT_LAYOUT_ROOT
 
 READ = ["s3:GetObject", "s3:GetObjectVersion"]
-WRITE = ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
+WRITE = ["s3:PutObject", "s3:AbortMultipartUpload"]
+DELETE = ["s3:DeleteObject"]
 LIST = ["s3:ListBucket", "s3:GetBucketLocation"]
+ARGO_LOG_PREFIX = "argo/"
+"""Where Argo's executor (in every workflow pod, as the pod's service account) archives step
+logs in the artifacts bucket (`stacks.components.cluster_services`, ``archiveLogs``)."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,52 @@ class Grant:
     """Bucket kind: raw, curated or artifacts."""
     write: bool
     prefix: str = ""
+    delete: bool = False
+    """``s3:DeleteObject`` too (never ``DeleteObjectVersion``: no role erases history)."""
+    read: bool = True
+
+
+@dataclass(frozen=True)
+class Access:
+    """What the pipeline does to one key family (checked against the code in
+    tests/stacks/test_ledger_protection.py)."""
+
+    write: bool = False
+    delete: bool = False
+
+
+PIPELINE_ACCESS: dict[str, Access] = {
+    layout.RAW: Access(write=True),  # fetch stores zips and checksums; nothing deletes them
+    layout.QUARANTINE: Access(write=True, delete=True),  # validate drops a day's stale rejects
+    layout.CURATED: Access(write=True, delete=True),  # validate drops a refused day's bars
+    layout.FEATURES: Access(write=True),
+    layout.RUNS: Access(write=True),
+    layout.BENTOS: Access(write=True),  # write-once: the bucket policy refuses an overwrite
+    layout.INFERENCE: Access(),  # the monitor reads what serving logged
+    layout.REPORTS: Access(write=True),
+    layout.DECISIONS: Access(write=True),  # records: write-once, never deleted
+    f"{layout.DECISIONS}*/{layout.DECISION_INTENTS}": Access(write=True, delete=True),
+}
+"""Per key family of `pipelines.layout` (``*`` spans the env folder): the pipeline's access.
+Every family is listed, so a new one is a decision, not a wildcard."""
+
+
+def pipeline_grants(layout_root: str, raw_bucket: bool) -> tuple[Grant, ...]:
+    """The pipeline role's grants: per key family, what `PIPELINE_ACCESS` says, in the bucket
+    the family lives in (``raw/`` and ``quarantine/`` in the raw bucket when `raw_bucket`);
+    in the artifacts bucket only Argo's log archive (MLflow artifacts go through the MLflow
+    server, ``--artifacts-destination``: the server's role writes them, not the pipeline's)."""
+    grants = [
+        Grant(
+            "raw" if raw_bucket and family.startswith(layout.RAW_PREFIXES) else "curated",
+            write=access.write,
+            prefix=f"{layout_root}/{family}",
+            delete=access.delete,
+        )
+        for family, access in PIPELINE_ACCESS.items()
+    ]
+    grants.append(Grant("artifacts", write=True, prefix=ARGO_LOG_PREFIX, read=False))
+    return tuple(grants)
 
 
 @dataclass(frozen=True)
@@ -42,21 +92,21 @@ def service_accounts(
     pipeline_account: str,
     env: str,
     layout_root: str = DEFAULT_LAYOUT_ROOT,
+    raw_bucket: bool = True,
 ) -> dict[str, ServiceAccount]:
-    """Who may touch which bucket: pipeline (data), mlflow (artifacts), serving (read the model
-    archives under ``<layoutRoot>/bentos/`` it fetches at start, write its inference log under
-    ``<layoutRoot>/inference/<env>/``; keys from `pipelines.layout`)."""
+    """Who may touch which bucket: pipeline (per key family, `pipeline_grants`), mlflow
+    (artifacts), serving (read the model archives under ``<layoutRoot>/bentos/`` it fetches at
+    start, write its inference log under ``<layoutRoot>/inference/<env>/``; keys from
+    `pipelines.layout`). `raw_bucket`: the raw families live in the raw bucket (the workflows'
+    ``rawStorageUrl`` is set)."""
     return {
         "pipeline": ServiceAccount(
-            workflows_namespace,
-            pipeline_account,
-            (
-                Grant("raw", write=True),
-                Grant("curated", write=True),
-                Grant("artifacts", write=True),
-            ),
+            workflows_namespace, pipeline_account, pipeline_grants(layout_root, raw_bucket)
         ),
-        "mlflow": ServiceAccount("mlflow", "mlflow", (Grant("artifacts", write=True),)),
+        # MLflow deletes artifacts of deleted runs (``mlflow gc``)
+        "mlflow": ServiceAccount(
+            "mlflow", "mlflow", (Grant("artifacts", write=True, delete=True),)
+        ),
         "serving": ServiceAccount(
             "serving",
             "serving",
@@ -73,19 +123,30 @@ def service_accounts(
     }
 
 
+def grant_actions(grant: Grant) -> list[str]:
+    """The object actions of `grant`."""
+    return (
+        (READ if grant.read else [])
+        + (WRITE if grant.write else [])
+        + (DELETE if grant.delete else [])
+    )
+
+
 def access_policy(grants: tuple[Grant, ...], arns: Mapping[str, str]) -> str:
-    """An IAM policy document: listed actions on named buckets only — no ``*`` anywhere."""
+    """An IAM policy document: listed actions on named buckets only (no action wildcard; a
+    ``*`` only inside a key prefix of a named bucket)."""
     statements = []
     for grant in grants:
         arn = arns[grant.bucket]
         statements.append(
             {
                 "Effect": "Allow",
-                "Action": READ + (WRITE if grant.write else []),
+                "Action": grant_actions(grant),
                 "Resource": [f"{arn}/{grant.prefix}*"],
             }
         )
-        statements.append({"Effect": "Allow", "Action": LIST, "Resource": [arn]})
+    for bucket in dict.fromkeys(grant.bucket for grant in grants):
+        statements.append({"Effect": "Allow", "Action": LIST, "Resource": [arns[bucket]]})
     return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
 
