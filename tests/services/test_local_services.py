@@ -90,12 +90,15 @@ class Services:
 @pytest.fixture(scope="module")
 def services() -> Iterator[Services]:
     """The services, up once for the module; stopped (and checked gone) at the end."""
-    # Under /tmp (searchable), not pytest's 0700 tmp tree: PostgreSQL runs as an unprivileged
+    # .ci/run starts them in its own home (and always stops them); alone, the module makes one
+    # under /tmp (searchable), not pytest's 0700 tmp tree: PostgreSQL runs as an unprivileged
     # account that must reach its data folder.
-    home = Path(tempfile.mkdtemp(prefix="mlops-svc-", dir="/tmp"))
+    given = os.environ.get("MLOPS_TEST_SERVICES_HOME")
+    home = Path(given) if given else Path(tempfile.mkdtemp(prefix="mlops-svc-", dir="/tmp"))
     home.chmod(0o711)
+    base = os.environ.get("MLOPS_SERVICES_PORT_BASE") if given else None
     env = {k: v for k, v in os.environ.items() if k not in INHERITED}
-    env.update({"MLOPS_HOME": str(home), "MLOPS_SERVICES_PORT_BASE": str(_free_base())})
+    env.update({"MLOPS_HOME": str(home), "MLOPS_SERVICES_PORT_BASE": base or str(_free_base())})
     svc = Services(home, env, 0.0)
     began = time.monotonic()
     code, _, err = svc.cli("services", "up")
@@ -108,7 +111,8 @@ def services() -> Iterator[Services]:
         pids = svc.pids()
         code, _, err = svc.cli("services", "down")
         left = {name: group_members(pid) for name, pid in pids.items() if group_members(pid)}
-        shutil.rmtree(home, ignore_errors=True)
+        if not given:
+            shutil.rmtree(home, ignore_errors=True)
         assert code == 0 and not left, f"{err} / still running: {left}"
 
 
