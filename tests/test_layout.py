@@ -24,7 +24,7 @@ FOUNDATIONS = {
     "settings.py",
     "storage.py",
 }
-CONCERNS = {"cli", "data", "decisions", "ml", "orchestration", "reports", "synthetic"}
+CONCERNS = {"cli", "data", "decisions", "ml", "orchestration", "reports", "services", "synthetic"}
 MAX_LINES = 400
 
 
