@@ -31,6 +31,7 @@ def configure(settings: Settings) -> str:
 
     quiet_mlflow()
     from_user = "MLFLOW_TRACKING_URI" in os.environ
+    experiment_from_user = "MLFLOW_EXPERIMENT_ID" in os.environ
     uri = tracking_uri(settings)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -48,6 +49,10 @@ def configure(settings: Settings) -> str:
             location = (settings.home.resolve() / "mlartifacts").as_uri()
         experiment_id = mlflow.create_experiment(settings.experiment, artifact_location=location)
     mlflow.set_experiment(experiment_id=experiment_id)
+    if not experiment_from_user:
+        # set_experiment exports MLFLOW_EXPERIMENT_ID too: a child process (another `mlops`
+        # against another tracking server) would inherit an id that means nothing there
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
     return experiment_id
 
 

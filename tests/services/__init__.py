@@ -102,7 +102,7 @@ def bento_server(
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, **env},
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],  # the repository (not tests/)
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"

@@ -185,7 +185,9 @@ def test_env_makes_mlops_storage_and_registry_use_the_services(services: Service
     assert s3.get_object(Bucket="curated", Key="v1/probe/hello.txt")["Body"].read() == b"hi"  # type: ignore[attr-defined]
     assert s3.get_object(Bucket="raw", Key="v1/raw/probe.txt")["Body"].read() == b"raw"  # type: ignore[attr-defined]
     # registry: a version registered on the server is what `mlops models list` shows
-    client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient(
+        tracking_uri=env["MLFLOW_TRACKING_URI"], registry_uri=env["MLFLOW_TRACKING_URI"]
+    )  # explicit: the registry URI otherwise falls back to whatever this process set before
     experiment = client.create_experiment(f"env-probe-{time.time_ns()}")
     run = client.create_run(experiment)
     client.log_text(run.info.run_id, "probe", "model/MLmodel")
@@ -235,7 +237,9 @@ def test_up_again_is_a_no_op_and_data_survives_down_up(services: Services):
     assert services.pids() == before
 
     env = services.exports()
-    client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient(
+        tracking_uri=env["MLFLOW_TRACKING_URI"], registry_uri=env["MLFLOW_TRACKING_URI"]
+    )  # explicit: the registry URI otherwise falls back to whatever this process set before
     experiment = f"survives-{time.time_ns()}"
     experiment_id = client.create_experiment(experiment)
     # MLflow's store is PostgreSQL: the experiment is a row in its database
