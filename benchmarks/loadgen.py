@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import time
 from pathlib import Path
@@ -106,17 +107,20 @@ class Tally:
 
     def __init__(self) -> None:
         self.latencies: list[float] = []
+        self.service: list[float] = []
         self.ok = 0
         self.non_2xx = 0
         self.errors = 0
 
-    def record(self, status: int | None, latency: float) -> None:
-        """Count one answer (`status` None: socket error or timeout)."""
+    def record(self, status: int | None, latency: float, service: float) -> None:
+        """Count one answer (`status` None: socket error or timeout); `latency` from the
+        scheduled send, `service` from the actual one."""
         if status is None:
             self.errors += 1
         elif 200 <= status < 300:
             self.ok += 1
             self.latencies.append(latency)
+            self.service.append(service)
         else:
             self.non_2xx += 1
 
@@ -124,7 +128,9 @@ class Tally:
         """Counts, ok requests per second and latency percentiles in milliseconds."""
         lat = np.asarray(self.latencies or [np.nan]) * 1e3
         p50, p99, p999 = np.percentile(lat, [50, 99, 99.9])
+        service = np.asarray(self.service or [np.nan]) * 1e3
         return {
+            "service_p99_ms": float(np.percentile(service, 99)),
             "ok": self.ok,
             "non_2xx": self.non_2xx,
             "errors": self.errors,
@@ -189,7 +195,8 @@ async def one(pool: Pool, request: bytes, tally: Tally, since: float) -> float:
     except (OSError, TimeoutError, ConnectionError):
         if conn is not None:
             conn.close()
-    tally.record(status, time.perf_counter() - since)
+    done = time.perf_counter()
+    tally.record(status, done - since, done - sent)
     if conn is not None:
         await pool.put(conn)
     return sent
@@ -269,6 +276,7 @@ def main() -> None:
     result = uvloop.run(work)
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     result["generator_cpu_s"] = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    result["load_average"] = os.getloadavg()[0]  # the machine is shared: how busy it was
     print(json.dumps(result))
 
 

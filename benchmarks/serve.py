@@ -278,8 +278,11 @@ def report(
 ) -> None:
     """Markdown tables: closed-loop medians and ratios, open-loop rows and knees."""
     if closed:
-        print("\n| scenario | server | ok req/s | p50 ms | p99 ms | p99.9 ms | non-2xx | errors |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|")
+        print(
+            "\n| scenario | server | ok req/s | p50 ms | p99 ms | p99.9 ms | non-2xx | errors "
+            "| load avg |"
+        )
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
         for name, *_ in scenarios:
             for server in servers:
                 runs = [r for r in closed if r["scenario"] == name and r["server"] == server]
@@ -291,7 +294,8 @@ def report(
                 bad = sum(r["non_2xx"] for r in runs), sum(r["errors"] for r in runs)
                 print(
                     f"| {name} | {server} | {med['ok_rps']:.0f} | {med['p50_ms']:.2f} | "
-                    f"{med['p99_ms']:.2f} | {med['p999_ms']:.2f} | {bad[0]} | {bad[1]} |"
+                    f"{med['p99_ms']:.2f} | {med['p999_ms']:.2f} | {bad[0]} | {bad[1]} | "
+                    f"{med['load_average']:.1f} |"
                 )
         print("\n(medians of the repeats; non-2xx and errors summed over them)")
         print("\n| scenario | server | ok req/s ratio vs mlflow (median, min to max) | p99 ratio |")
@@ -316,15 +320,16 @@ def report(
     if opened:
         print(
             "\n| rate req/s | server | ok req/s | p50 ms | p99 ms | p99.9 ms | non-2xx | errors "
-            "| sched. late p99 / max ms | connections |"
+            "| p99 from actual send ms | sched. late p99 / max ms | connections | load avg |"
         )
-        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in sorted(opened, key=lambda r: (r["rate"], servers.index(r["server"]))):
             print(
                 f"| {r['rate']:g} | {r['server']} | {r['ok_rps']:.0f} | {r['p50_ms']:.2f} | "
                 f"{r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['non_2xx']} | {r['errors']} | "
+                f"{r['service_p99_ms']:.2f} | "
                 f"{r['sched_late_p99_ms']:.2f} / {r['sched_late_max_ms']:.2f} | "
-                f"{r['connections']} |"
+                f"{r['connections']} | {r['load_average']:.1f} |"
             )
         print(f"\n| server | knee (p99 > {KNEE_MS:g} ms) |")
         print("|---|---|")
