@@ -192,16 +192,19 @@ class InferenceLog:
     def flush(self) -> bool:
         """Write everything pending; on failure keep it for the next try. True if all written."""
         with self._write_lock:
+            # Under the lock that `append` (the request path) takes, only O(1) work while the
+            # log works, and O(rows appended meanwhile) after a failure — never O(backlog).
             with self._lock:
-                chunks, self._pending = list(self._pending), deque()
+                chunks, self._pending = self._pending, deque()
             if not chunks:
                 return True
             try:
-                key, data, written = self._encode(chunks)
+                key, data, written = self._encode(list(chunks))
                 self.storage.write_bytes(key, data)
             except Exception as error:  # storage down, credentials expired, disk full …
                 with self._lock:
-                    self._pending.extendleft(reversed(chunks))
+                    chunks.extend(self._pending)  # the kept rows first, then the new ones
+                    self._pending = chunks
                     dropped = self._bound()
                 if dropped:
                     self._dropped(dropped)
