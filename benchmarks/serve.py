@@ -1,13 +1,26 @@
-"""Serving benchmark: this Bento (`mlops serve`) against `mlflow models serve --env-manager local`,
-the same registered model, in one run, on 127.0.0.1, one worker each, loaded by wrk.
+"""Serving benchmark: this Bento against `mlflow models serve --env-manager local`, the same
+registered model, in one run, on 127.0.0.1, one worker each, loaded by `loadgen.py` (its own
+process).
 
-Scenarios: 32 clients x DURATION of single-row requests, then of 100-row requests, then 1 client
-single-row. Reports ok-requests/s, p50/p99 latency, non-2xx and socket errors for each, and the
-ratios. Before loading, both servers must give the same probabilities for the same 100 rows.
+- Closed loop (like wrk): 32 clients x 1 row, 32 clients x 100 rows, 1 client x 1 row. Each
+  scenario is repeated `--repeats` times, the servers interleaved (bento, mlflow, mlflow, bento,
+  …), and the ratios are medians of the per-repeat ratios: mlflow's own throughput moves by 2x
+  between runs on a shared machine.
+- Open loop: single-row requests at fixed arrival rates (`--rates`), latency from each request's
+  scheduled send time, so queueing is counted (no coordinated omission). p50/p99/p99.9 and
+  errors per rate (an error can also be the server closing an idle keep-alive connection as a
+  request goes out on it), the generator's scheduling error, and each server's knee: the lowest rate at
+  which its p99 exceeds 100 ms. A server is not loaded at higher rates once its p99 passed 2 s
+  or over 1% of its requests failed.
 
-    uv run python benchmarks/serve.py [--home DIR] [--duration 30]
+Before any load, both servers must give the same probabilities for the same 100 rows.
+`--baseline DIR` adds a third server: the Bento built from the code in DIR (e.g. `git archive
+main | tar -x -C DIR`), for before/after figures in the same run.
 
-Needs `wrk` (Debian package). Without --home it trains a model first (`mlops quickstart`).
+    uv run python benchmarks/serve.py [--home DIR] [--duration 10] [--repeats 3]
+        [--rates 50,100,200,300,500,700,1000] [--baseline DIR] [--json FILE]
+
+Without --home it trains a model first (`mlops quickstart`).
 """
 
 from __future__ import annotations
@@ -15,7 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,20 +44,17 @@ sys.path.insert(0, str(REPO))
 
 from tests.services import free_port, stop, wait_http  # noqa: E402
 
-LUA = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local f = io.open(os.getenv("BODY_FILE"), "rb")
-wrk.body = f:read("*a")
-f:close()
-"""
-UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+KNEE_MS = 100.0
+"""The knee: the lowest arrival rate at which a server's p99 exceeds this."""
+
+GIVE_UP_MS = 2000.0
+"""Past this p99 (or over 1% errors) a server is not loaded at higher rates (it only queues)."""
 
 
-def mlops(home: Path, *args: str) -> str:
+def mlops(home: Path, *args: str, cwd: Path = REPO) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "pipelines", *args],
-        cwd=REPO,
+        cwd=cwd,
         env={**os.environ, "MLOPS_HOME": str(home)},
         capture_output=True,
         text=True,
@@ -82,75 +92,50 @@ def start(command: list[str], env: dict[str, str], log: Path, ready: str) -> Any
     return process
 
 
-def wrk(url: str, body: bytes, clients: int, seconds: int, work: Path) -> dict[str, float]:
-    body_file = work / f"body-{len(body)}.json"
+def load(mode: str, url: str, body: bytes, work: Path, **options: float) -> dict[str, float]:
+    """Run `loadgen.py` in its own process; its JSON summary."""
+    body_file = work / f"body-{abs(hash(body))}.json"
     body_file.write_bytes(body)
-    script = work / "post.lua"
-    script.write_text(LUA)
-    threads = min(2, clients)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
     done = subprocess.run(
         [
-            "wrk",
-            f"-t{threads}",
-            f"-c{clients}",
-            f"-d{seconds}s",
-            "--latency",
-            "--timeout",
-            "10s",
-            "-s",
-            str(script),
+            sys.executable,
+            str(REPO / "benchmarks" / "loadgen.py"),
+            mode,
             url,
+            str(body_file),
+            *flags,
         ],
-        env={**os.environ, "BODY_FILE": str(body_file)},
         capture_output=True,
         text=True,
-        check=True,
     )
-    text = done.stdout
-    total = int(re.search(r"(\d+) requests in ([\d.]+)(\w+)", text).group(1))  # type: ignore[union-attr]
-    duration = float(re.search(r"requests in ([\d.]+)s", text).group(1))  # type: ignore[union-attr]
-    non_2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", text)) else 0
-    errors = 0
-    if m := re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text
-    ):
-        errors = sum(int(g) for g in m.groups())
-
-    def percentile(p: str) -> float:
-        value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)\b", text).groups()  # type: ignore[union-attr]
-        return float(value) * UNITS[unit]
-
-    return {
-        "requests": total,
-        "ok_rps": (total - non_2xx - errors) / duration,
-        "p50_ms": percentile("50"),
-        "p99_ms": percentile("99"),
-        "non_2xx": non_2xx,
-        "socket_errors": errors,
-    }
+    if done.returncode != 0:
+        raise RuntimeError(f"loadgen failed ({done.returncode}): {done.stderr[-2000:]}")
+    result: dict[str, float] = json.loads(done.stdout)
+    return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--home", type=Path, help="MLOPS_HOME with a champion (default: train one)")
-    parser.add_argument("--duration", type=int, default=30, help="seconds per loaded scenario")
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="serve-bench-"))
-    home = args.home or work / "home"
-    if args.home is None:
-        print("training a model (mlops quickstart) …", file=sys.stderr)
-        mlops(home, "quickstart")
-    tag = mlops(home, "bento", "build", "--alias", "champion").strip()
-    features, matrix = sample_rows(home, 100)
-    one_thread = {"OMP_NUM_THREADS": "1", "MLOPS_HOME": str(home)}
-    bento_port, mlflow_port = free_port(), free_port()
-    bento = start(
-        [sys.executable, "-m", "pipelines", "serve", "--port", str(bento_port)],
-        one_thread,
-        work / "bento.log",
-        f"http://127.0.0.1:{bento_port}/readyz",
+def bento_server(home: Path, tag: str, work: Path, name: str) -> tuple[Any, int]:
+    """`bentoml serve TAG` as `mlops serve` runs it (one thread per BLAS, MLOPS_HOME set)."""
+    port = free_port()
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    process = start(
+        [bentoml, "serve", tag, "--host", "127.0.0.1", "--port", str(port)],
+        {
+            "OMP_NUM_THREADS": "1",
+            "MLOPS_HOME": str(home.resolve()),
+            "BENTOML_HOME": str(home.resolve() / "bentoml"),
+        },
+        work / f"{name}.log",
+        f"http://127.0.0.1:{port}/readyz",
     )
-    mlflow = start(
+    return process, port
+
+
+def mlflow_server(home: Path, work: Path) -> tuple[Any, int]:
+    """`mlflow models serve` of the champion, one worker, no env manager."""
+    port = free_port()
+    process = start(
         [
             sys.executable,
             "-m",
@@ -164,77 +149,197 @@ def main() -> None:
             "--host",
             "127.0.0.1",
             "--port",
-            str(mlflow_port),
+            str(port),
             "--workers",
             "1",
         ],
-        {**one_thread, "MLFLOW_TRACKING_URI": f"sqlite:///{home.resolve()}/mlflow.db"},
+        {
+            "OMP_NUM_THREADS": "1",
+            "MLOPS_HOME": str(home),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{home.resolve()}/mlflow.db",
+        },
         work / "mlflow.log",
-        f"http://127.0.0.1:{mlflow_port}/ping",
+        f"http://127.0.0.1:{port}/ping",
     )
+    return process, port
+
+
+def knee(rows: list[dict[str, Any]], server: str) -> str:
+    """The lowest rate at which `server`'s p99 exceeded KNEE_MS (or errors appeared)."""
+    runs = sorted((r for r in rows if r["server"] == server), key=lambda r: r["rate"])
+    below = [r["rate"] for r in runs if r["p99_ms"] <= KNEE_MS and not r["errors"]]
+    above = [r["rate"] for r in runs if r["p99_ms"] > KNEE_MS or r["errors"]]
+    if not above:
+        return f"> {max(below):g} req/s (not reached)" if below else "n/a"
+    first = min(above)
+    last_ok = max((b for b in below if b < first), default=None)
+    return f"{last_ok:g} to {first:g} req/s" if last_ok is not None else f"≤ {first:g} req/s"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--home", type=Path, help="MLOPS_HOME with a champion (default: train one)")
+    parser.add_argument("--duration", type=float, default=10, help="seconds per closed-loop run")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved closed-loop repeats")
+    parser.add_argument("--open-duration", type=float, default=10, help="seconds per rate")
+    parser.add_argument("--rates", default="50,100,200,300,500,700,1000", help="open loop, req/s")
+    parser.add_argument("--baseline", type=Path, help="a checkout whose Bento is served too")
+    parser.add_argument("--only", choices=["closed", "open"], help="run one of the two parts")
+    parser.add_argument("--json", type=Path, help="also write every result here")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="serve-bench-"))
+    home = (args.home or work / "home").resolve()
+    if args.home is None:
+        print("training a model (mlops quickstart) …", file=sys.stderr)
+        mlops(home, "quickstart")
+    tags = {"bento": mlops(home, "bento", "build", "--alias", "champion").strip()}
+    if args.baseline is not None:
+        base = args.baseline.resolve()
+        tags["bento-base"] = mlops(home, "bento", "build", "--alias", "champion", cwd=base).strip()
+    features, matrix = sample_rows(home, 100)
+    processes: list[Any] = []
+    urls: dict[str, str] = {}
     try:
+        for name, tag in tags.items():
+            process, port = bento_server(home, tag, work, name)
+            processes.append(process)
+            urls[name] = f"http://127.0.0.1:{port}/predict"
+        process, port = mlflow_server(home, work)
+        processes.append(process)
+        urls["mlflow"] = f"http://127.0.0.1:{port}/invocations"
 
-        def bento_body(rows: np.ndarray) -> bytes:
-            return json.dumps(
-                {"rows": [dict(zip(features, r, strict=True)) for r in rows.tolist()]}
-            ).encode()
+        def body(server: str, rows: np.ndarray) -> bytes:
+            if server == "mlflow":
+                split = {"columns": features, "data": rows.tolist()}
+                return json.dumps({"dataframe_split": split}).encode()
+            named = [dict(zip(features, r, strict=True)) for r in rows.tolist()]
+            return json.dumps({"rows": named}).encode()
 
-        def mlflow_body(rows: np.ndarray) -> bytes:
-            return json.dumps(
-                {"dataframe_split": {"columns": features, "data": rows.tolist()}}
-            ).encode()
-
-        bento_url = f"http://127.0.0.1:{bento_port}/predict"
-        mlflow_url = f"http://127.0.0.1:{mlflow_port}/invocations"
         headers = {"Content-Type": "application/json"}
-        ours = [
-            p["probability_up"]
-            for p in httpx.post(bento_url, content=bento_body(matrix), headers=headers).json()
-        ]
-        theirs = httpx.post(mlflow_url, content=mlflow_body(matrix), headers=headers).json()[
-            "predictions"
-        ]
-        np.testing.assert_allclose(ours, np.asarray(theirs)[:, 1], rtol=1e-12)
-        print(f"same answers on 100 rows; bento {tag}", file=sys.stderr)
-        scenarios = [
-            ("32 clients, 1 row", 32, 1),
-            ("32 clients, 100 rows", 32, 100),
-            ("1 client, 1 row", 1, 1),
-        ]
-        results: list[dict[str, Any]] = []
-        for name, clients, n in scenarios:
-            rows = matrix[-n:]
-            for server, url, body in (
-                ("bento", bento_url, bento_body(rows)),
-                ("mlflow", mlflow_url, mlflow_body(rows)),
-            ):
-                print(f"{name}: {server} …", file=sys.stderr)
-                results.append(
-                    {
-                        "scenario": name,
-                        "server": server,
-                        **wrk(url, body, clients, args.duration, work),
-                    }
+        theirs = httpx.post(urls["mlflow"], content=body("mlflow", matrix), headers=headers)
+        for name in tags:
+            ours = httpx.post(urls[name], content=body(name, matrix), headers=headers).json()
+            np.testing.assert_allclose(
+                [p["probability_up"] for p in ours],
+                np.asarray(theirs.json()["predictions"])[:, 1],
+                rtol=1e-12,
+            )
+        print(f"same answers on 100 rows; {tags}", file=sys.stderr)
+        servers = list(urls)
+        closed: list[dict[str, Any]] = []
+        scenarios = [("32 clients, 1 row", 32, 1), ("32 clients, 100 rows", 32, 100)]
+        scenarios.append(("1 client, 1 row", 1, 1))
+        for repeat in range(args.repeats if args.only != "open" else 0):
+            order = servers if repeat % 2 == 0 else servers[::-1]
+            for name, clients, n in scenarios:
+                for server in order:
+                    print(f"closed {name} #{repeat + 1}: {server} …", file=sys.stderr)
+                    result = load(
+                        "closed",
+                        urls[server],
+                        body(server, matrix[-n:]),
+                        work,
+                        clients=clients,
+                        duration=args.duration,
+                    )
+                    closed.append({"scenario": name, "server": server, "repeat": repeat, **result})
+                    time.sleep(1)
+        opened: list[dict[str, Any]] = []
+        given_up: set[str] = set()
+        rates = [float(r) for r in args.rates.split(",")] if args.only != "closed" else []
+        for i, rate in enumerate(rates):
+            for server in servers if i % 2 == 0 else servers[::-1]:
+                if server in given_up:
+                    continue
+                print(f"open {rate:g} req/s: {server} …", file=sys.stderr)
+                result = load(
+                    "open",
+                    urls[server],
+                    body(server, matrix[-1:]),
+                    work,
+                    rate=rate,
+                    duration=args.open_duration,
                 )
-                time.sleep(2)
+                opened.append({"server": server, **result})
+                if (
+                    result["p99_ms"] > GIVE_UP_MS
+                    or result["errors"] > 0.01 * rate * args.open_duration
+                ):
+                    given_up.add(server)
+                time.sleep(1)
     finally:
-        stop(bento)
-        stop(mlflow)
-    print("\n| scenario | server | ok req/s | p50 ms | p99 ms | non-2xx | socket errors |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for r in results:
+        for process in processes:
+            stop(process)
+    report(servers, closed, opened, scenarios)
+    if args.json is not None:
+        args.json.write_text(json.dumps({"tags": tags, "closed": closed, "open": opened}))
+
+
+def report(
+    servers: list[str],
+    closed: list[dict[str, Any]],
+    opened: list[dict[str, Any]],
+    scenarios: list[tuple[str, int, int]],
+) -> None:
+    """Markdown tables: closed-loop medians and ratios, open-loop rows and knees."""
+    if closed:
         print(
-            f"| {r['scenario']} | {r['server']} | {r['ok_rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['non_2xx']} | {r['socket_errors']} |"
+            "\n| scenario | server | ok req/s | p50 ms | p99 ms | p99.9 ms | non-2xx | errors "
+            "| load avg |"
         )
-    print("\n| scenario | ok req/s ratio (bento / mlflow) | p99 ratio |")
-    print("|---|---:|---:|")
-    for name, *_ in scenarios:
-        b, m = (
-            next(r for r in results if r["scenario"] == name and r["server"] == s)
-            for s in ("bento", "mlflow")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        for name, *_ in scenarios:
+            for server in servers:
+                runs = [r for r in closed if r["scenario"] == name and r["server"] == server]
+                med = {
+                    k: statistics.median(r[k] for r in runs)
+                    for k in runs[0]
+                    if isinstance(runs[0][k], (int, float))
+                }
+                bad = sum(r["non_2xx"] for r in runs), sum(r["errors"] for r in runs)
+                print(
+                    f"| {name} | {server} | {med['ok_rps']:.0f} | {med['p50_ms']:.2f} | "
+                    f"{med['p99_ms']:.2f} | {med['p999_ms']:.2f} | {bad[0]} | {bad[1]} | "
+                    f"{med['load_average']:.1f} |"
+                )
+        print("\n(medians of the repeats; non-2xx and errors summed over them)")
+        print("\n| scenario | server | ok req/s ratio vs mlflow (median, min to max) | p99 ratio |")
+        print("|---|---|---:|---:|")
+        for name, *_ in scenarios:
+            for server in (s for s in servers if s != "mlflow"):
+                pairs = [
+                    (b, m)
+                    for b in closed
+                    for m in closed
+                    if b["scenario"] == m["scenario"] == name
+                    and b["server"] == server
+                    and m["server"] == "mlflow"
+                    and b["repeat"] == m["repeat"]
+                ]
+                ratios = [b["ok_rps"] / m["ok_rps"] for b, m in pairs]
+                p99s = [b["p99_ms"] / m["p99_ms"] for b, m in pairs]
+                print(
+                    f"| {name} | {server} | **{statistics.median(ratios):.2f}x** "
+                    f"({min(ratios):.2f} to {max(ratios):.2f}) | {statistics.median(p99s):.2f} |"
+                )
+    if opened:
+        print(
+            "\n| rate req/s | server | ok req/s | p50 ms | p99 ms | p99.9 ms | non-2xx | errors "
+            "| p99 from actual send ms | sched. late p99 / max ms | connections | load avg |"
         )
-        print(f"| {name} | {b['ok_rps'] / m['ok_rps']:.2f}x | {b['p99_ms'] / m['p99_ms']:.2f} |")
-    print(json.dumps({"bento": tag, "results": results}))
+        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in sorted(opened, key=lambda r: (r["rate"], servers.index(r["server"]))):
+            print(
+                f"| {r['rate']:g} | {r['server']} | {r['ok_rps']:.0f} | {r['p50_ms']:.2f} | "
+                f"{r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['non_2xx']} | {r['errors']} | "
+                f"{r['service_p99_ms']:.2f} | "
+                f"{r['sched_late_p99_ms']:.2f} / {r['sched_late_max_ms']:.2f} | "
+                f"{r['connections']} | {r['load_average']:.1f} |"
+            )
+        print(f"\n| server | knee (p99 > {KNEE_MS:g} ms) |")
+        print("|---|---|")
+        for server in servers:
+            print(f"| {server} | {knee(opened, server)} |")
 
 
 if __name__ == "__main__":

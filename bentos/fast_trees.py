@@ -19,30 +19,37 @@ import numpy as np
 
 @dataclass(frozen=True)
 class FlatForest:
-    """All trees' nodes in one set of arrays; ``roots[t]`` is tree t's first node."""
+    """All trees' nodes in one set of arrays; ``roots[t]`` is tree t's first node. A leaf is its
+    own child on both sides, so every row takes exactly `depth` steps in every tree."""
 
     roots: np.ndarray
     feature: np.ndarray
     threshold: np.ndarray
     missing_left: np.ndarray
-    left: np.ndarray
-    right: np.ndarray
-    leaf: np.ndarray
+    children: np.ndarray
+    """``children[2 * node]`` is the left child, ``children[2 * node + 1]`` the right one."""
     value: np.ndarray
     baseline: float
     depth: int
 
     def predict_proba_up(self, matrix: np.ndarray) -> np.ndarray:
-        """P(class 1) for each row of `matrix` (model column order)."""
-        rows = matrix.shape[0]
-        node = np.broadcast_to(self.roots, (rows, self.roots.size)).copy()
-        row_index = np.arange(rows)[:, None]
+        """P(class 1) for each row of `matrix` (model column order).
+
+        One step per tree level for all rows and trees at once, each a few ``take`` gathers
+        over rows x trees nodes (faster than scikit-learn's per-tree loop up to a few hundred
+        rows: benchmarks/README.md)."""
+        rows, width = matrix.shape
+        flat = np.ascontiguousarray(matrix, dtype=np.float64).ravel()
+        base = np.arange(0, rows * width, width, dtype=np.intp)[:, None]
+        node = np.broadcast_to(self.roots, (rows, self.roots.size))
+        missing = bool(np.isnan(flat).any())
         for _ in range(self.depth):
-            x = matrix[row_index, self.feature[node]]
-            go_left = np.where(np.isnan(x), self.missing_left[node], x <= self.threshold[node])
-            step = np.where(go_left, self.left[node], self.right[node])
-            node = np.where(self.leaf[node], node, step)
-        raw = self.baseline + self.value[node].sum(axis=1)
+            x = flat.take(base + self.feature.take(node))
+            go_right = x > self.threshold.take(node)  # NaN compares False: left by default
+            if missing:
+                go_right |= np.isnan(x) & ~self.missing_left.take(node)
+            node = self.children.take(2 * node + go_right)
+        raw = self.baseline + self.value.take(node).sum(axis=1)
         return np.asarray(1.0 / (1.0 + np.exp(-raw)))
 
 
@@ -68,14 +75,15 @@ def flatten(estimator: Any) -> FlatForest | None:
     nodes = np.concatenate(trees)
     shift = np.repeat(offsets, [len(t) for t in trees])
     leaf = nodes["is_leaf"].astype(bool)
+    here = np.arange(len(nodes), dtype=np.intp)
+    left = np.where(leaf, here, nodes["left"].astype(np.intp) + shift)
+    right = np.where(leaf, here, nodes["right"].astype(np.intp) + shift)
     return FlatForest(
-        roots=offsets.astype(np.int64),
-        feature=np.where(leaf, 0, nodes["feature_idx"]).astype(np.int64),
+        roots=offsets.astype(np.intp),
+        feature=np.where(leaf, 0, nodes["feature_idx"]).astype(np.intp),
         threshold=nodes["num_threshold"].astype(np.float64),
         missing_left=nodes["missing_go_to_left"].astype(bool),
-        left=(nodes["left"].astype(np.int64) + shift),
-        right=(nodes["right"].astype(np.int64) + shift),
-        leaf=leaf,
+        children=np.column_stack([left, right]).ravel(),
         value=np.where(leaf, nodes["value"], 0.0).astype(np.float64),
         baseline=float(np.ravel(model._baseline_prediction)[0]),
         depth=int(nodes["depth"].max()),

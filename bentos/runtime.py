@@ -126,9 +126,12 @@ class Scorer:
     """P(up) for a matrix of rows: the flattened forest for small requests (~10x faster for one
     row, identical answers), scikit-learn for large ones and for models it does not cover."""
 
-    SMALL = 32
-    """Rows up to which the flattened forest is faster (measured: 1 row 0.16 vs 1.7 ms;
-    100 rows 2.5 vs 2.1 ms)."""
+    SMALL = 128
+    """Rows up to which the flattened forest is used, on the event loop. Measured on the
+    project's model (150 trees, depth 12), flat vs scikit-learn: 1 row 0.07 vs 1.0 ms, 32 rows
+    0.29 vs 1.1 ms, 100 rows 0.78 vs 1.4 ms, 200 rows 1.5 vs 1.9 ms, 400 rows 3.0 vs 2.8 ms
+    (benchmarks/README.md); kept below the crossover so a request holds the loop ~1 ms at
+    most."""
 
     def __init__(self, estimator: Any) -> None:
         from bentos.fast_trees import flatten

@@ -228,7 +228,8 @@ class MarketDirection:
     @bentoml.api(input_spec=PredictRequest)
     async def predict(self, rows: list[BaseModel], ctx: bentoml.Context) -> list[Prediction]:
         """Feature rows in; per row the probability of an up move. Unbatched, lowest latency:
-        small requests are scored on the event loop (no thread hand-off; ~0.2 ms), large ones
+        requests up to ``Scorer.SMALL`` rows are scored on the event loop by the flattened forest
+        (no thread hand-off; 0.07 ms for one row, 0.8 ms for 100), larger ones
         in a worker thread."""
         matrix = rows_matrix(rows, FEATURES)
         if len(matrix) <= Scorer.SMALL:

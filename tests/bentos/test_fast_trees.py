@@ -63,3 +63,26 @@ def test_the_scorer_uses_scikit_learn_for_large_requests() -> None:
     big = data(seed=5, n=Scorer.SMALL + 1)[0]
     np.testing.assert_allclose(scorer(big), model.predict_proba(big)[:, 1], atol=1e-12)
     np.testing.assert_allclose(scorer(big[:2]), model.predict_proba(big[:2])[:, 1], atol=1e-12)
+
+
+class Recording:
+    """An estimator that records the sizes it was asked to score."""
+
+    def __init__(self, model: object) -> None:
+        self.model = model
+        self.sizes: list[int] = []
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        self.sizes.append(len(x))
+        return self.model.predict_proba(x)  # type: ignore[attr-defined, no-any-return]
+
+
+def test_requests_of_up_to_100_rows_take_the_flattened_forest() -> None:
+    x, y = data()
+    model = make_model("hist_gradient_boosting", {"max_iter": 20}).fit(x, y)
+    scorer = Scorer(model)
+    recording = Recording(model)
+    scorer.estimator = recording
+    rows = data(seed=7, n=100)[0]
+    np.testing.assert_allclose(scorer(rows), model.predict_proba(rows)[:, 1], atol=1e-12)
+    assert recording.sizes == [], "100 rows were scored by scikit-learn, not the fast path"
