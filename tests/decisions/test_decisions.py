@@ -158,9 +158,9 @@ def regime_change(history: History) -> dict[str, Any]:
 def commit_failure(history: History) -> dict[str, Any]:
     """Stage 3: a promotion whose GitOps commit a hook refuses, then the same promotion again."""
     from pipelines.decisions import ledger
-    from pipelines.decisions.ledger import Decision
     from pipelines.decisions.promotion import apply, repo_of
     from pipelines.errors import PipelineError
+    from tests.support.records import make_decision
 
     repo = repo_of(history.settings)
     hook = repo.path / ".git" / "hooks" / "pre-commit"
@@ -171,15 +171,7 @@ def commit_failure(history: History) -> dict[str, Any]:
         "pinned": history.pinned(),
         "head": repo.head(),
     }
-    record = Decision(
-        kind="gate",
-        env="local",
-        model_name="market-direction",
-        decision="promote",
-        reasons=["test"],
-        decision_id="manual-3",
-        started_at=ledger.now_iso(),
-    )
+    record = make_decision(model_name="market-direction", reasons=["test"], decision_id="manual-3")
     moves: dict[str, int | None] = {"previous": seen["aliases"]["champion"], "champion": 3}
     try:
         apply(history.settings, history.storage, record, moves, history.bento(3), "p {record}")

@@ -13,12 +13,12 @@ import pytest
 
 from pipelines.decisions import ledger, promotion
 from pipelines.decisions.gitops import GitCredentials, GitOpsRepo, redact
-from pipelines.decisions.ledger import Decision
 from pipelines.errors import PipelineError
 from pipelines.settings import Settings
 from pipelines.storage import LocalStorage
 from tests.conftest import REPO
 from tests.support.pins import make_pin
+from tests.support.records import make_decision
 
 TOKEN = "tok-5b0c1e7f2a9d4c38b6e1"
 
@@ -162,15 +162,7 @@ def test_a_failed_gitops_commit_leaves_no_credential_in_the_error_or_the_ledger(
     monkeypatch.setattr(promotion, "mlflow_client", lambda settings: Client())
     monkeypatch.setattr(promotion, "repo_of", lambda settings: repo)
     storage = LocalStorage(tmp_path / "data")
-    record = Decision(
-        kind="gate",
-        env="local",
-        model_name="m",
-        decision="promote",
-        reasons=["better"],
-        decision_id="q1",
-        started_at=ledger.now_iso(),
-    )
+    record = make_decision(reasons=["better"])
     with pytest.raises(PipelineError) as caught:
         promotion.apply(
             Settings(home=tmp_path), storage, record, {"champion": 2}, make_pin(2), "pin"

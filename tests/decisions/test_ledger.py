@@ -17,21 +17,12 @@ from pipelines.errors import PipelineError
 from pipelines.storage import LocalStorage
 from tests.conftest import REPO
 from tests.support.pins import make_pin
+from tests.support.records import make_decision
 
 
 def decision(**changes: object) -> Decision:
-    fields: dict[str, object] = {
-        "kind": "gate",
-        "env": "local",
-        "model_name": "m",
-        "decision": "promote",
-        "reasons": ["r"],
-        "decision_id": "q1",
-        "started_at": ledger.now_iso(),
-        "aliases_before": {"champion": 1},
-        "aliases_after": {"champion": 2, "previous": 1},
-    }
-    return Decision.model_validate({**fields, **changes})
+    moved = {"aliases_before": {"champion": 1}, "aliases_after": {"champion": 2, "previous": 1}}
+    return make_decision(**{**moved, **changes})
 
 
 def test_records_are_append_only_and_found_by_question(tmp_path: Path) -> None:

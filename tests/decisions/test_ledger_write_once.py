@@ -13,19 +13,11 @@ from pipelines import layout
 from pipelines.decisions import ledger
 from pipelines.decisions.ledger import Decision
 from pipelines.storage import LocalStorage, S3Storage
+from tests.support.records import make_decision
 
 
 def decision(**changes: object) -> Decision:
-    fields: dict[str, object] = {
-        "kind": "gate",
-        "env": "dev",
-        "model_name": "m",
-        "decision": "promote",
-        "reasons": ["ours"],
-        "decision_id": "q1",
-        "started_at": ledger.now_iso(),
-    }
-    return Decision.model_validate({**fields, **changes})
+    return make_decision(**{"env": "dev", "reasons": ["ours"], **changes})
 
 
 class RivalStorage(LocalStorage):

@@ -9,13 +9,13 @@ cluster-on-one-machine work; here the requirement set is checked and its drivers
 from __future__ import annotations
 
 import re
-import subprocess
 from importlib.metadata import version
 from typing import Any
 
 import pytest
 
 from tests.conftest import REPO
+from tests.images import locked_requirements
 
 IMAGE = REPO / "images" / "mlflow"
 
@@ -63,22 +63,7 @@ def test_the_dockerfile_is_pinned_hashed_and_non_root() -> None:
 
 @pytest.mark.integration  # runs `uv export`
 def test_the_image_requirements_are_fresh_from_the_lock() -> None:
-    fresh = subprocess.run(
-        [
-            "uv",
-            "export",
-            "--only-group",
-            "mlflow-server",
-            "--frozen",
-            "--no-header",
-            "--no-annotate",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout
+    fresh = locked_requirements("mlflow-server")
     assert (IMAGE / "requirements.txt").read_text() == fresh, "run: make golden"
 
 

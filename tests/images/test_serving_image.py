@@ -19,6 +19,7 @@ import yaml
 
 from bentos.build import code_digest, serving_files
 from tests.conftest import REPO
+from tests.images import locked_requirements
 
 IMAGE = REPO / "images" / "serving"
 
@@ -87,14 +88,7 @@ def test_the_requirements_pin_the_serving_group_with_hashes() -> None:
 
 @pytest.mark.integration  # runs `uv export`
 def test_the_image_requirements_are_fresh_from_the_lock() -> None:
-    fresh = subprocess.run(
-        ["uv", "export", "--only-group", "serving", "--frozen", "--no-header", "--no-annotate"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout
+    fresh = locked_requirements("serving")
     assert (IMAGE / "requirements.txt").read_text() == fresh, "run: make golden"
 
 

@@ -25,6 +25,7 @@ from pipelines.orchestration.runner import run_pipeline
 from pipelines.settings import Settings
 from pipelines.storage import LocalStorage
 from tests.conftest import MIRROR_START, REPO, SYMBOLS
+from tests.ml import fast_training_settings
 from tests.ml.test_training import END
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile]  # MLflow logs through subprocesses
@@ -47,14 +48,7 @@ with mlflow.start_run(run_name=sys.argv[2], tags=attempt_tags(sys.argv[2])) as r
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MLOPS_GIT_COMMIT", "0" * 40)
-    return Settings(
-        home=tmp_path / "home",
-        eval_days=1,
-        cv_folds=2,
-        min_train_rows=1000,
-        champion_min_roc_auc=0.0,
-        model_params={"max_iter": 40},
-    )
+    return fast_training_settings(tmp_path / "home")
 
 
 def context(settings: Settings, mirror: Path, run_id: str) -> StepContext:

@@ -18,6 +18,7 @@ from pipelines.orchestration.runner import run_pipeline
 from pipelines.settings import Settings
 from pipelines.storage import LocalStorage
 from tests.conftest import MIRROR_DAYS, MIRROR_START, SYMBOLS
+from tests.ml import fast_training_settings
 
 pytestmark = pytest.mark.integration  # every test here starts a process
 
@@ -27,14 +28,7 @@ END = MIRROR_START.replace(day=MIRROR_START.day + MIRROR_DAYS - 1)
 @pytest.fixture
 def train_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return Settings(
-        home=tmp_path / "home",
-        eval_days=1,
-        cv_folds=2,
-        min_train_rows=1000,
-        champion_min_roc_auc=0.0,
-        model_params={"max_iter": 40},
-    )
+    return fast_training_settings(tmp_path / "home")
 
 
 def run(settings: Settings, mirror: Path, **overrides: Any) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from stacks.config import StackConfig, load_stack_config
 from stacks.offline.plan import PlannedResource
 from tests.conftest import REPO, StackPlans
 from tests.support.iam import Request, decide
+from tests.support.records import make_decision
 
 ENVS = ("dev", "staging", "prod")
 DAY = date(2026, 11, 30)
@@ -108,15 +109,7 @@ def what_the_code_does(tmp_path: Path) -> list[tuple[str, str, dict[str, str]]]:
     refuse_day(
         storage, "BTCUSDT", "1m", DAY, "0" * 64, "too large"
     )  # Put quarantine, Delete curated
-    record = ledger.Decision(
-        kind="gate",
-        env="dev",
-        model_name="m",
-        decision="promote",
-        reasons=["r"],
-        decision_id="q",
-        started_at=ledger.now_iso(),
-    )
+    record = make_decision(env="dev", decision_id="q")
     written = ledger.write(storage, record)
     storage.read_bytes(written.key)
     create_once(storage, layout.model_archive("m", 3), b"archive")
