@@ -7,7 +7,7 @@ against the prefixes named here (``PREFIXES``).
     quarantine/klines/{symbol}/{interval}/{date}.csv                         rejected rows
     curated/klines/{interval}/symbol={symbol}/date={date}/part-0.parquet     clean bars
     features/{interval}/{dataset_hash}/{labelled,scoring}.parquet, manifest.json
-    runs/{run_id}/params.json, steps/{step}.json, exit.json
+    runs/{run_id}/params.json, steps/{step}.json, steps/{step}/shards/{shard}.json, exit.json
     bentos/{name}/{version}.bento                                            exported Bentos
     bentos/{name}/v{model_version}.bentomodel                                model archives
     inference/{env}/{model_version}/{date}/{batch}.parquet                   serving log
@@ -74,6 +74,11 @@ def run_params(run_id: str) -> str:
 def step_result(run_id: str, step: str) -> str:
     """What one step of a run produced (its part of the run summary)."""
     return f"{RUNS}{run_id}/steps/{step}.json"
+
+
+def shard_result(run_id: str, step: str, shard: str) -> str:
+    """What one shard of a fan-out step produced (the step's result merges them)."""
+    return f"{RUNS}{run_id}/steps/{step}/shards/{shard}.json"
 
 
 def run_exit(run_id: str) -> str:

@@ -96,6 +96,14 @@ class Settings(BaseSettings):
     step_retry_backoff: float = Field(default=2.0, ge=0)
     """First delay before the local runner retries a failed step; doubles per attempt."""
 
+    fan_out_workers: int = Field(default=2, ge=1, le=32)
+    """Processes the local runner runs a fan-out step's shards on (fetch, validate); on the
+    cluster the stack's ``workflows.parallelism`` bounds the pods instead."""
+
+    shard_by_month_after_days: int = Field(default=62, ge=1, le=3660)
+    """A run longer than this many days fans out per symbol and calendar month (a backfill);
+    shorter runs fan out per symbol."""
+
     quarantine_max_share: float = Field(default=0.01, ge=0, le=1)
     """Largest share of rows a day, or the run, may lose to quarantine before validate fails."""
 

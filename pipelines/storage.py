@@ -180,6 +180,10 @@ class S3Storage:
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self._client = client
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without its client (a fan-out worker process makes its own)."""
+        return {**self.__dict__, "_client": None}
+
     @property
     def client(self) -> Any:
         if self._client is None:

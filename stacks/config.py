@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from pipelines.errors import PipelineError
-from pipelines.orchestration.argo import WorkflowSettings
+from pipelines.orchestration.workflow_config import WorkflowSettings
 from stacks import support_matrix
 from stacks.config_base import ConfigModel
 from stacks.platform_config import PlatformConfig as PlatformConfig

@@ -1,6 +1,7 @@
 """The ``mlops`` command line (typer + rich): thin commands, one module per group.
 
 mlops quickstart | run | step           the DAG, in-process (cli/run.py)
+mlops backfill                          history in bounded chunks of runs (cli/backfill.py)
 mlops data mirror                       the synthetic archive (cli/data.py)
 mlops models list | history             the registry and alias moves (cli/models.py)
 mlops decisions gate | monitor | rollback   promotion and rollback (cli/decisions.py)
@@ -17,6 +18,7 @@ import sys
 
 import typer
 
+from pipelines.cli.backfill import backfill
 from pipelines.cli.bento import bento_app, serve
 from pipelines.cli.console import err
 from pipelines.cli.data import data_app
@@ -37,6 +39,7 @@ app = typer.Typer(
 app.command("quickstart")(quickstart)
 app.command("run")(run)
 app.command("step")(step)
+app.command("backfill")(backfill)
 app.command("serve")(serve)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")

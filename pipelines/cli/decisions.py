@@ -44,7 +44,7 @@ def gate(
     evaluation window plus a drift check; promote (aliases + GitOps commit) or reject."""
     from pipelines.cli.run import step
 
-    step("gate", run_id, None, None, None, None, None, "training", json_out)
+    step("gate", run_id, None, None, None, None, None, "training", json_out=json_out)
 
 
 @decisions_app.command("monitor")

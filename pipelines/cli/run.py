@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -37,6 +38,7 @@ def build_context(
 
 
 FIGURES: dict[str, tuple[str, ...]] = {
+    "shards": ("count", "by_month"),
     "fetch": ("files_downloaded", "files_skipped", "files_missing", "retries"),
     "validate": ("rows_valid", "rows_quarantined", "rows_duplicate", "missing_bars"),
     "features": ("rows", "dataset_hash", "reused"),
@@ -179,14 +181,30 @@ def step(
         str | None, typer.Option(help="Last day; empty = default (a new run only).")
     ] = None,
     pipeline: PipelineOpt = "training",
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="One shard (SYMBOL:START:END) of a fan-out step (Argo passes {{item}}); "
+            "without it a fan-out step runs every shard."
+        ),
+    ] = None,
+    output_file: Annotated[
+        Path | None,
+        typer.Option(help="Write the step's output parameter here (Argo reads it from there)."),
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Run one step of a run — what each Argo container executes."""
     from pipelines.orchestration.dag import get_pipeline, upstream
-    from pipelines.orchestration.runner import run_step, save_params, stored_result
+    from pipelines.orchestration.fanout import parse_shard
+    from pipelines.orchestration.runner import run_fan_out, run_step, save_params, stored_result
 
     ctx = build_context(run_id, source, symbols, interval, start, end)
     target = upstream(get_pipeline(pipeline).steps, name)[-1]
+    if shard is not None and not target.fan_out:
+        raise PipelineError(f"step {name} does not fan out", "drop --shard")
+    if output_file is not None and target.output is None:
+        raise PipelineError(f"step {name} has no output parameter", "drop --output-file")
     for need in target.needs:
         previous = stored_result(ctx, need)
         if not previous or previous.get("status") != "succeeded":
@@ -194,14 +212,35 @@ def step(
                 f"step {name} needs {need}, which has not succeeded in run {run_id}",
                 f"run: mlops step {need} --run-id {run_id}",
             )
+    one = parse_shard(shard, ctx.params) if shard is not None else None
     save_params(ctx)
     with progress_bars() as bars, contextlib.redirect_stdout(sys.stderr):
         ctx.progress = bars
-        result = run_step(ctx, target)
+        if target.fan_out and one is None:
+            result = run_fan_out(ctx, target)
+        else:
+            result = run_step(ctx, target, shard=one)
+    if output_file is not None and target.output is not None:
+        write_output(output_file, result[target.output])
+    label = f"{name} {shard}" if shard else name
     if json_out:
-        print_json({"run_id": run_id, "step": name, **result})
+        extra = {"shard": shard} if shard else {}
+        print_json({"run_id": run_id, "step": name, **extra, **result})
     else:
-        out.print(f"{name}: {result['status']} in {result['seconds']}s")
+        out.print(f"{label}: {result['status']} in {result['seconds']}s")
+
+
+def write_output(path: Path, value: Any) -> None:
+    """An output parameter as JSON, written whole (a temporary file renamed into place)."""
+    import json
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(value, handle)
+    os.replace(tmp, path)
 
 
 def quickstart(

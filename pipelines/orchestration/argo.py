@@ -7,79 +7,21 @@ storage, …) come from `WorkflowSettings`, which the stack config provides.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel
 
 from pipelines.errors import PipelineError
 from pipelines.orchestration.dag import RUN_PARAMETERS, Pipeline, Step, lint, step_command
+from pipelines.orchestration.fanout import SHARDS_STEP
+from pipelines.orchestration.workflow_config import WorkflowSettings, check_settings
+
+__all__ = ["WorkflowSettings", "check_settings", "render", "render_yaml"]
 
 SCRATCH = "/tmp"
 """The only writable path in a step container (an emptyDir): MLOPS_HOME and HOME live there."""
-
-
-class WorkflowSettings(BaseModel):
-    """Per-environment values of the rendered CronWorkflows (``workflows`` in the stack config)."""
-
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True
-    )
-
-    env: str
-    """Environment name; labels every object and keys reports and decisions."""
-    namespace: str = "mlops"
-    image: str
-    """Pipeline image with an immutable tag, e.g. ``<ecr>/mlops-pipeline:0.1.0``."""
-    service_account: str = "mlops-pipeline"
-    """Kubernetes service account bound to the pipeline's IAM role (IRSA)."""
-    storage_url: str
-    """Storage layout root, e.g. ``s3://mlops-dev-curated/v1``."""
-    raw_storage_url: str | None = None
-    """Root of ``raw/`` and ``quarantine/`` when they live in their own bucket."""
-    mlflow_tracking_uri: str = "http://mlflow.mlflow.svc.cluster.local:5000"
-    source_url: str = "https://data.binance.vision"
-    symbols: str = "BTCUSDT,ETHUSDT"
-    interval: str = "1m"
-    lookback_days: int = Field(default=60, ge=1)
-    monitor_lookback_days: int = Field(default=2, ge=1)
-    schedules: dict[str, list[str]] = Field(
-        default_factory=lambda: {"training": ["30 2 * * *"], "monitor": ["15 * * * *"]}
-    )
-    """Cron schedules (UTC) per pipeline."""
-    starting_deadline_seconds: int = Field(default=900, ge=0)
-    active_deadline_seconds: dict[str, int] = Field(
-        default_factory=lambda: {"training": 4 * 3600, "monitor": 1800}
-    )
-    successful_history: int = Field(default=3, ge=0)
-    failed_history: int = Field(default=5, ge=0)
-    ttl_after_success_seconds: int = Field(default=86_400, ge=0)
-    ttl_after_failure_seconds: int = Field(default=7 * 86_400, ge=0)
-    scratch_size: str = "4Gi"
-    settings: dict[str, str] = Field(default_factory=dict)
-    """More ``MLOPS_*`` settings for every step of this env — the gate's and the monitor's
-    thresholds, the GitOps remote — checked against `pipelines.settings.Settings`."""
-    retry_backoff: str = "30s"
-    retry_backoff_max: str = "10m"
-    gitops_secret: str | None = "gitops-push"
-    """Secret (in `namespace`) with the GitOps push credential, mounted read-only into the
-    steps that push (gate, monitor) and nowhere else; None: those steps commit without a
-    credential (a public or in-cluster remote)."""
-    gitops_credential: Literal["token", "ssh-key"] = "token"
-    """Which key of `gitops_secret` holds it: an HTTPS token or an SSH deploy key."""
-
-    @field_validator("settings")
-    @classmethod
-    def _known_settings(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_settings(value)
-
-    @field_validator("image")
-    @classmethod
-    def _pinned(cls, value: str) -> str:
-        name = value.rsplit("/", 1)[-1]
-        if ":" not in name or name.endswith(":latest"):
-            raise ValueError(f"image {value!r} must carry an immutable tag (not :latest)")
-        return value
+OUTPUTS = f"{SCRATCH}/outputs"
+"""Where a step writes its output parameter (on the emptyDir, where Argo's executor reads it)."""
 
 
 def _metrics(step: str) -> Any:
@@ -113,25 +55,6 @@ def _security_context() -> Any:
         capabilities=m.Capabilities(drop=["ALL"]),
         seccomp_profile=m.SeccompProfile(type="RuntimeDefault"),
     )
-
-
-def check_settings(values: dict[str, str]) -> dict[str, str]:
-    """Refuse unknown ``MLOPS_*`` names and values the pipelines would reject."""
-    from pydantic import ValidationError
-
-    from pipelines.settings import Settings
-
-    known = {f"MLOPS_{name.upper()}" for name in Settings.model_fields}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown setting(s) {unknown}; each must be one of {sorted(known)}")
-    try:
-        Settings.model_validate({k.removeprefix("MLOPS_").lower(): v for k, v in values.items()})
-    except ValidationError as error:
-        first = error.errors()[0]
-        name = "MLOPS_" + str(first["loc"][0]).upper()
-        raise ValueError(f"{name}: {first['msg']}") from None
-    return values
 
 
 def _env(config: WorkflowSettings, pipeline: Pipeline) -> list[Any]:
@@ -195,10 +118,18 @@ def _container(
     name: str | None = None,
     command: list[str] | None = None,
 ) -> Any:
-    from hera.workflows import Container, EmptyDirVolume, Resources, RetryStrategy
+    from hera.workflows import Container, EmptyDirVolume, Parameter, Resources, RetryStrategy
     from hera.workflows import models as m
 
-    argv = command or step_command(pipeline.name, step.name, "{{workflow.name}}", argo_params())
+    output_file = f"{OUTPUTS}/{step.output}.json" if step.output else None
+    argv = command or step_command(
+        pipeline.name,
+        step.name,
+        "{{workflow.name}}",
+        argo_params(),
+        shard="{{inputs.parameters.shard}}" if step.fan_out else None,
+        output_file=output_file,
+    )
     r = step.resources
     pushes = step.pushes_gitops and config.gitops_secret is not None
     scratch = EmptyDirVolume(
@@ -235,6 +166,26 @@ def _container(
         ),
         active_deadline_seconds=step.timeout_seconds,
         metrics=_metrics(step.name),
+        inputs=[Parameter(name="shard")] if step.fan_out else None,
+        outputs=(
+            [Parameter(name=step.output, value_from=m.ValueFrom(path=output_file))]
+            if step.output
+            else None
+        ),
+    )
+
+
+def _task(step: Step, template: Any) -> Any:
+    from hera.workflows import Parameter, Task
+
+    return Task(
+        name=step.name,
+        template=template,
+        dependencies=list(step.needs) or None,
+        with_param=(
+            f"{{{{tasks.{SHARDS_STEP}.outputs.parameters.shards}}}}" if step.fan_out else None
+        ),
+        arguments=[Parameter(name="shard", value="{{item}}")] if step.fan_out else None,
     )
 
 
@@ -261,7 +212,7 @@ def exit_command() -> list[str]:
 
 def cron_workflow(pipeline: Pipeline, config: WorkflowSettings) -> Any:
     """The Hera CronWorkflow of `pipeline` for one environment."""
-    from hera.workflows import DAG, Counter, CronWorkflow, Gauge, Label, Metrics, Parameter, Task
+    from hera.workflows import DAG, Counter, CronWorkflow, Gauge, Label, Metrics, Parameter
     from hera.workflows import models as m
 
     from pipelines.orchestration.dag import Resources, Step
@@ -278,10 +229,7 @@ def cron_workflow(pipeline: Pipeline, config: WorkflowSettings) -> Any:
     exit_handler = _container(config, pipeline, on_exit_step, command=exit_command())
     dag = DAG(
         name=f"{pipeline.name}-dag",  # not the pipeline's name: a step may share it (monitor)
-        tasks=[
-            Task(name=s.name, template=containers[s.name], dependencies=list(s.needs) or None)
-            for s in steps
-        ],
+        tasks=[_task(s, containers[s.name]) for s in steps],
     )
     defaults = {
         "source": config.source_url,
@@ -330,6 +278,7 @@ def cron_workflow(pipeline: Pipeline, config: WorkflowSettings) -> Any:
         entrypoint=dag.name,
         on_exit=exit_handler,
         active_deadline_seconds=config.active_deadline_seconds[pipeline.name],
+        parallelism=config.parallelism,
         pod_gc=m.PodGC(strategy="OnPodCompletion"),
         ttl_strategy=m.TTLStrategy(
             seconds_after_success=config.ttl_after_success_seconds,

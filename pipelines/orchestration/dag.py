@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from pipelines.errors import PipelineError
 from pipelines.orchestration.context import StepContext
+from pipelines.orchestration.fanout import SHARDS_STEP
 from pipelines.orchestration.steps import (
     evaluate_step,
     features_step,
@@ -18,6 +19,7 @@ from pipelines.orchestration.steps import (
     monitor_step,
     package_step,
     register_step,
+    shards_step,
     train_step,
     validate_step,
 )
@@ -48,6 +50,11 @@ class Step:
     """Extra attempts after a failure (steps are idempotent, so a retry is safe)."""
     timeout_seconds: int = 3600
     resources: Resources = Resources()
+    fan_out: bool = False
+    """The step runs once per shard of the run (`pipelines.orchestration.fanout`): in parallel
+    processes locally, as Argo ``withParam`` pods on the cluster."""
+    output: str | None = None
+    """A field of the step's result published as its Argo output parameter (``--output-file``)."""
     pushes_gitops: bool = False
     """The step commits to the GitOps repository (promotion, rollback): on the cluster it gets
     the push credentials mounted from a Secret; no other step sees them."""
@@ -63,12 +70,35 @@ class Pipeline:
     doc: str = ""
 
 
-def step_command(pipeline: str, step: str, run_id: str, params: Mapping[str, str]) -> list[str]:
+def step_command(
+    pipeline: str,
+    step: str,
+    run_id: str,
+    params: Mapping[str, str],
+    shard: str | None = None,
+    output_file: str | None = None,
+) -> list[str]:
     """The exact command that runs `step` of run `run_id` — locally and in an Argo container."""
     command = ["mlops", "step", step, "--pipeline", pipeline, "--run-id", run_id]
     for name in RUN_PARAMETERS:
         command += [f"--{name}", params[name]]
+    if shard is not None:
+        command += ["--shard", shard]
+    if output_file is not None:
+        command += ["--output-file", output_file]
     return command
+
+
+def _shards() -> Step:
+    return Step(
+        SHARDS_STEP,
+        shards_step,
+        retries=1,
+        timeout_seconds=300,
+        resources=Resources("100m", "256Mi", "500m", "512Mi"),
+        output="shards",
+        doc="the run's shards: one per symbol (per symbol and month for long runs)",
+    )
 
 
 def training_pipeline() -> Pipeline:
@@ -76,9 +106,12 @@ def training_pipeline() -> Pipeline:
     return Pipeline(
         "training",
         (
+            _shards(),
             Step(
                 "fetch",
                 fetch_step,
+                needs=(SHARDS_STEP,),
+                fan_out=True,
                 retries=2,
                 timeout_seconds=1800,
                 resources=Resources("250m", "512Mi", "1", "1Gi"),
@@ -88,6 +121,7 @@ def training_pipeline() -> Pipeline:
                 "validate",
                 validate_step,
                 needs=("fetch",),
+                fan_out=True,
                 retries=1,
                 resources=Resources("1", "1Gi", "2", "2Gi"),
                 doc="check rows, quarantine rejects, write curated Parquet",
@@ -155,9 +189,12 @@ def monitor_pipeline() -> Pipeline:
     return Pipeline(
         "monitor",
         (
+            _shards(),
             Step(
                 "fetch",
                 fetch_step,
+                needs=(SHARDS_STEP,),
+                fan_out=True,
                 retries=2,
                 timeout_seconds=900,
                 resources=Resources("250m", "512Mi", "1", "1Gi"),
@@ -167,6 +204,7 @@ def monitor_pipeline() -> Pipeline:
                 "validate",
                 validate_step,
                 needs=("fetch",),
+                fan_out=True,
                 retries=1,
                 timeout_seconds=900,
                 resources=Resources("500m", "1Gi", "1", "2Gi"),
@@ -235,7 +273,24 @@ def lint(steps: Sequence[Step]) -> list[Step]:
 
     for step in steps:
         visit(step, ())
+    for step in ordered:
+        if step.fan_out and SHARDS_STEP not in _ancestors(by_name, step):
+            raise PipelineError(
+                f"fan-out step {step.name!r} does not depend on the {SHARDS_STEP!r} step",
+                "add it to the step's needs (directly or through another step)",
+            )
     return ordered
+
+
+def _ancestors(by_name: Mapping[str, Step], step: Step) -> set[str]:
+    found: set[str] = set()
+    stack = list(step.needs)
+    while stack:
+        name = stack.pop()
+        if name not in found:
+            found.add(name)
+            stack.extend(by_name[name].needs)
+    return found
 
 
 def upstream(steps: Sequence[Step], target: str) -> list[Step]:
@@ -268,7 +323,14 @@ def plan(pipeline: Pipeline, run_id: str, params: Mapping[str, str]) -> dict[str
             {
                 "name": step.name,
                 "needs": list(step.needs),
-                "command": step_command(pipeline.name, step.name, run_id, params),
+                "command": step_command(
+                    pipeline.name,
+                    step.name,
+                    run_id,
+                    params,
+                    shard="SHARD" if step.fan_out else None,
+                ),
+                "fan_out": step.fan_out,
                 "retries": step.retries,
                 "timeout_seconds": step.timeout_seconds,
                 "resources": step.resources.__dict__,

@@ -1,6 +1,7 @@
 """The local executor: runs a pipeline's steps in-process, in dependency order.
 
-Independent steps run in parallel (bounded); failures other than a `PipelineError` (a verdict
+Independent steps run in parallel (bounded threads), and a fan-out step's shards on a bounded
+pool of processes (``MLOPS_FAN_OUT_WORKERS``); failures other than a `PipelineError` (a verdict
 about the inputs) are retried with exponential backoff; every step's result is recorded in
 storage with a digest of its inputs, so ``--resume`` skips exactly the steps that already
 succeeded on the same inputs and re-runs from the first one that did not.
@@ -8,17 +9,36 @@ succeeded on the same inputs and re-runs from the first one that did not.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import multiprocessing
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    as_completed,
+    wait,
+)
+from dataclasses import replace
 from typing import Any
 
 from pipelines import layout
 from pipelines.errors import PipelineError
 from pipelines.orchestration.context import StepContext
 from pipelines.orchestration.dag import Step, lint, upstream
+from pipelines.orchestration.fanout import (
+    SHARDS_STEP,
+    Shard,
+    fan_in,
+    narrowed,
+    planned,
+    shard_result,
+)
+from pipelines.progress import no_progress
 
 Reporter = Callable[[str, str], None]
 """Called with (step name, event): started/succeeded/failed/resumed/retrying."""
@@ -38,11 +58,15 @@ def save_params(ctx: StepContext) -> None:
 
 
 def stored_result(ctx: StepContext, step: str) -> dict[str, Any] | None:
-    """The recorded result of `step` in this run, or None."""
+    """The recorded result of `step` in this run, or None. A fan-out step whose merged result
+    is not recorded yet (on the cluster nobody writes it) is the fan-in of its shards."""
     try:
         return ctx.result_of(step)
     except FileNotFoundError:
-        return None
+        planned_key = layout.step_result(ctx.run_id, SHARDS_STEP)
+        if step == SHARDS_STEP or not ctx.storage.exists(planned_key):
+            return None
+        return fan_in(ctx, step)
 
 
 def inputs_digest(ctx: StepContext, step: Step) -> str:
@@ -57,12 +81,23 @@ def inputs_digest(ctx: StepContext, step: Step) -> str:
     ]
 
 
-def run_step(ctx: StepContext, step: Step, report: Reporter = _silent) -> dict[str, Any]:
-    """Run one step (retrying unexpected failures with backoff), record and return its result.
+def run_step(
+    ctx: StepContext, step: Step, report: Reporter = _silent, shard: Shard | None = None
+) -> dict[str, Any]:
+    """Run one step — or one `shard` of a fan-out step — retrying unexpected failures with
+    backoff; record and return its result.
 
     Raises:
         PipelineError: naming the step and the cause, once retries are exhausted.
     """
+    if shard is not None:
+        ctx = narrowed(ctx, shard)
+    key = (
+        layout.shard_result(ctx.run_id, step.name, shard.key)
+        if shard
+        else layout.step_result(ctx.run_id, step.name)
+    )
+    label = f"{step.name} {shard}" if shard else step.name
     started = time.monotonic()
     digest = inputs_digest(ctx, step)
     attempt = 0
@@ -72,34 +107,83 @@ def run_step(ctx: StepContext, step: Step, report: Reporter = _silent) -> dict[s
             result = step.run(ctx)
             break
         except PipelineError as error:
-            _record(
-                ctx, step.name, {"status": "failed", "error": str(error)}, started, attempt, digest
-            )
+            _record(ctx, key, {"status": "failed", "error": str(error)}, started, attempt, digest)
             raise
         except Exception as error:
             message = f"{type(error).__name__}: {error}"
             if attempt > step.retries:
-                _record(
-                    ctx, step.name, {"status": "failed", "error": message}, started, attempt, digest
-                )
+                _record(ctx, key, {"status": "failed", "error": message}, started, attempt, digest)
                 raise PipelineError(
-                    f"step {step.name} failed after {attempt} attempt(s): {message}"
+                    f"step {label} failed after {attempt} attempt(s): {message}"
                 ) from error
-            report(step.name, "retrying")
+            report(label, "retrying")
             time.sleep(min(ctx.settings.step_retry_backoff * 2 ** (attempt - 1), 60.0))
     body = {"status": "succeeded", **result.model_dump(mode="json")}
-    return _record(ctx, step.name, body, started, attempt, digest)
+    return _record(ctx, key, body, started, attempt, digest)
 
 
 def _record(
-    ctx: StepContext, name: str, body: dict[str, Any], started: float, attempts: int, digest: str
+    ctx: StepContext, key: str, body: dict[str, Any], started: float, attempts: int, digest: str
 ) -> dict[str, Any]:
     body.update(
         seconds=round(time.monotonic() - started, 3), attempts=attempts, inputs_digest=digest
     )
-    ctx.storage.write_bytes(
-        layout.step_result(ctx.run_id, name), json.dumps(body, indent=2).encode()
+    ctx.storage.write_bytes(key, json.dumps(body, indent=2).encode())
+    return body
+
+
+def _shard_done(ctx: StepContext, step: Step, shard: Shard) -> bool:
+    previous = shard_result(ctx, step.name, shard)
+    return bool(
+        previous
+        and previous.get("status") == "succeeded"
+        and previous.get("inputs_digest") == inputs_digest(narrowed(ctx, shard), step)
     )
+
+
+def run_fan_out(
+    ctx: StepContext, step: Step, report: Reporter = _silent, resume: bool = False
+) -> dict[str, Any]:
+    """Run every shard of a fan-out step (with `resume`, only those that did not succeed on
+    the same inputs) on a bounded pool of processes, then record the merged result.
+
+    Raises:
+        PipelineError: naming how many shards failed and the first failure.
+    """
+    started = time.monotonic()
+    shards = planned(ctx)
+    todo = [s for s in shards if not (resume and _shard_done(ctx, step, s))]
+    advance = ctx.progress(step.name, len(shards))
+    for _ in range(len(shards) - len(todo)):
+        advance()
+    workers = min(ctx.settings.fan_out_workers, len(todo))
+    if workers <= 1:
+        for shard in todo:
+            with contextlib.suppress(PipelineError):  # recorded; the fan-in reports it
+                run_step(ctx, step, report, shard)
+            advance()
+    else:
+        # spawn, not fork: the runner has threads; each worker re-opens storage itself
+        quiet = replace(ctx, progress=no_progress)
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=spawn) as pool:
+            futures = [pool.submit(run_step, quiet, step, _silent, s) for s in todo]
+            for future in as_completed(futures):
+                with contextlib.suppress(PipelineError):
+                    future.result()  # a crashed worker raises here: its shards stay missing
+                advance()
+    merged = fan_in(ctx, step.name) or {"status": "failed", "error": "no shard ran"}
+    attempts = int(merged.pop("attempts", 1))
+    body = _record(
+        ctx,
+        layout.step_result(ctx.run_id, step.name),
+        merged,
+        started,
+        attempts,
+        inputs_digest(ctx, step),
+    )
+    if body["status"] != "succeeded":
+        raise PipelineError(f"step {step.name}: {body['error']}")
     return body
 
 
@@ -147,7 +231,10 @@ def run_pipeline(
                         report(step.name, "resumed")
                         continue
                     report(step.name, "started")
-                    running[pool.submit(run_step, ctx, step, report)] = step
+                    if step.fan_out:
+                        running[pool.submit(run_fan_out, ctx, step, report, resume)] = step
+                    else:
+                        running[pool.submit(run_step, ctx, step, report)] = step
                 if not running and pending and not failed:
                     continue  # resumed steps unlocked others: schedule again
             if not running:

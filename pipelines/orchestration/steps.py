@@ -8,6 +8,7 @@ from pipelines.data.fetch import FetchResult, fetch
 from pipelines.data.validate import ValidateResult, validate
 from pipelines.ml.dataset import DatasetInfo
 from pipelines.orchestration.context import StepContext
+from pipelines.orchestration.fanout import ShardsResult, plan_shards
 
 if TYPE_CHECKING:
     from pipelines.decisions.gate import GateResult
@@ -16,6 +17,11 @@ if TYPE_CHECKING:
     from pipelines.ml.packaging import PackageResult
     from pipelines.ml.registry import RegisterResult
     from pipelines.ml.train import EvaluateResult, TrainResult
+
+
+def shards_step(ctx: StepContext) -> ShardsResult:
+    """The run's shards — what fetch and validate fan out over (Argo's ``withParam``)."""
+    return plan_shards(ctx.params, ctx.settings.shard_by_month_after_days)
 
 
 def fetch_step(ctx: StepContext) -> FetchResult:

@@ -40,8 +40,9 @@ def step(*args: str) -> dict[str, Any]:
 
 @pytest.mark.integration
 def test_steps_run_one_by_one_like_argo_containers(env: dict[str, str], mirror_root: Path) -> None:
-    first = step(
-        "fetch",
+    outputs = Path(env["MLOPS_HOME"]) / "outputs" / "shards.json"
+    planned = step(
+        "shards",
         "--run-id",
         RUN,
         "--source",
@@ -50,12 +51,31 @@ def test_steps_run_one_by_one_like_argo_containers(env: dict[str, str], mirror_r
         "2024-03-01",
         "--end",
         "2024-03-06",
+        "--output-file",
+        str(outputs),
     )
-    assert first["status"] == "succeeded" and first["files_downloaded"] == 12
+    # the output parameter Argo's withParam expands: one shard per symbol
+    shards = json.loads(outputs.read_text())
+    assert (
+        shards
+        == planned["shards"]
+        == [
+            "BTCUSDT:2024-03-01:2024-03-06",
+            "ETHUSDT:2024-03-01:2024-03-06",
+        ]
+    )
     params = json.loads(
         (Path(env["MLOPS_HOME"]) / "data" / "runs" / RUN / "params.json").read_text()
     )
     assert params["start"] == "2024-03-01" and params["symbols"] == ["BTCUSDT", "ETHUSDT"]
+    one = step("fetch", "--run-id", RUN, "--shard", shards[0])
+    assert one["status"] == "succeeded" and one["files_downloaded"] == 6, "one pod, one shard"
+    with pytest.raises(PipelineError, match="step validate needs fetch"):
+        step("validate", "--run-id", RUN, "--shard", shards[0])  # the other shard is missing
+    with pytest.raises(PipelineError, match="is outside the run"):
+        step("fetch", "--run-id", RUN, "--shard", "SOLUSDT:2024-03-01:2024-03-06")
+    every = step("fetch", "--run-id", RUN)  # no --shard: every shard, in this process
+    assert (every["files_downloaded"], every["files_skipped"], every["shards"]) == (6, 6, 2)
 
     with pytest.raises(
         PipelineError, match="step features needs validate, which has not succeeded"

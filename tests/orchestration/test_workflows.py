@@ -80,18 +80,33 @@ def test_local_plan_and_argo_workflow_run_the_same_steps_and_commands(name: str)
         **{argo_params()[k]: v for k, v in values.items()},
     }
 
+    substitutions["{{inputs.parameters.shard}}"] = "SHARD"
+
     def argo_command(task: dict[str, Any]) -> list[str]:
-        container = templates[task["template"]]["container"]
-        return [substitutions.get(a, a) for a in container["command"] + container["args"]]
+        template = templates[task["template"]]
+        argv = [substitutions.get(a, a) for a in template["container"]["command"]]
+        argv += [substitutions.get(a, a) for a in template["container"]["args"]]
+        for output in template.get("outputs", {}).get("parameters", []):
+            # the output parameter is written where Argo's executor reads it, and only there
+            assert argv[-2:] == ["--output-file", output["valueFrom"]["path"]]
+            argv = argv[:-2]
+        return argv
 
     argo = {t["name"]: (sorted(t.get("dependencies", [])), argo_command(t)) for t in tasks}
     # … equal what `mlops run --plan` would run locally, step for step.
-    local = {
-        s["name"]: (sorted(s["needs"]), s["command"])
-        for s in plan(pipeline, "run-x", values)["steps"]
-    }
+    steps = plan(pipeline, "run-x", values)["steps"]
+    local = {s["name"]: (sorted(s["needs"]), s["command"]) for s in steps}
     assert argo == local
     assert list(argo) == [s.name for s in pipeline.steps]
+    # the steps the local runner fans out are the ones Argo expands over the shards step's list
+    fanned = {t["name"] for t in tasks if "withParam" in t}
+    assert fanned == {s["name"] for s in steps if s["fan_out"]} == {"fetch", "validate"}
+    for task in tasks:
+        if task["name"] in fanned:
+            assert task["withParam"] == "{{tasks.shards.outputs.parameters.shards}}"
+            assert task["arguments"]["parameters"] == [{"name": "shard", "value": "{{item}}"}]
+            declared = templates[task["template"]]["inputs"]["parameters"]
+            assert [p["name"] for p in declared] == ["shard"]
 
 
 @pytest.mark.integration
@@ -115,7 +130,7 @@ def test_plan_from_the_cli_matches_the_dag(tmp_path: Path) -> None:
     assert [s["name"] for s in document["steps"]] == [
         s.name for s in get_pipeline("training").steps
     ]
-    assert document["steps"][1]["command"][:6] == [
+    assert document["steps"][2]["command"][:6] == [
         "mlops",
         "step",
         "validate",
