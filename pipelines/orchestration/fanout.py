@@ -136,12 +136,14 @@ def planned(ctx: StepContext) -> list[Shard]:
     """
     try:
         listed = ctx.result(SHARDS_STEP, ShardsResult).shards
+        # the run's own parameters: `ctx` may be one shard's narrowed view of them
+        run = RunParams.model_validate_json(ctx.storage.read_bytes(layout.run_params(ctx.run_id)))
     except FileNotFoundError:
         raise PipelineError(
             f"run {ctx.run_id} has no shards yet",
             f"run: mlops step {SHARDS_STEP} --run-id {ctx.run_id}",
         ) from None
-    return [parse_shard(item, ctx.params) for item in listed]
+    return [parse_shard(item, run) for item in listed]
 
 
 def shard_result(ctx: StepContext, step: str, shard: Shard) -> dict[str, Any] | None:
