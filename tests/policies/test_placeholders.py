@@ -187,7 +187,7 @@ PLANTS = [
         ("mlops-platform:workflows", "settings", "MLOPS_GITOPS_REMOTE"),
         "git@github.com:REPLACE_ME/gitops.git",
         "cluster-services-cron-mlops-training",
-        "spec.workflowSpec.templates[name=fetch].container.env[name=MLOPS_GITOPS_REMOTE].value",
+        "spec.workflowSpec.templates[name=shards].container.env[name=MLOPS_GITOPS_REMOTE].value",
         "mlops-platform:workflows.settings.MLOPS_GITOPS_REMOTE",
     ),
 ]
