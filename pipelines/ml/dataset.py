@@ -91,8 +91,8 @@ def _parquet(table: pa.Table) -> bytes:
 
 
 def compact(rows: pd.DataFrame, features: Sequence[str]) -> pa.Table:
-    """One symbol's model rows as Arrow, the features in float32 (half the memory; the model
-    bins them into at most 255 bins, and the ROC-AUC moved by <0.001 — benchmarks/README.md)."""
+    """One symbol's model rows as Arrow, the features in float32: half the memory, and the
+    model bins each feature into at most 255 bins anyway (ROC-AUC cost: benchmarks/README.md)."""
     table = pa.Table.from_pandas(rows, preserve_index=False)
     for name in features:
         i = table.schema.get_field_index(name)

@@ -35,9 +35,9 @@ def pip_requirements() -> list[str]:
 
 
 TRAIN_BYTES_PER_ROW = 320
-"""Peak memory per training row, measured on the 4x scale benchmark: the row (17 float32
-features, label, return, close, time, symbol: ~110 B) and the model's working copies (a float64
-matrix, its uint8 bins, gradients: ~200 B)."""
+"""Estimated memory per training row: the row (17 float32 features, label, return, close,
+time, symbol: ~110 B) and the model's working copies (scikit-learn's float64 matrix of the
+features, its uint8 bins, gradients and predictions: ~200 B)."""
 
 
 def training_rows(
