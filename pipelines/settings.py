@@ -128,6 +128,13 @@ class Settings(BaseSettings):
     model_params: dict[str, Any] = Field(default_factory=dict)
     """Hyperparameters (JSON in ``MLOPS_MODEL_PARAMS``) over the model type's defaults."""
 
+    train_memory_mb: int = Field(default=512, ge=1)
+    """Memory budget of the training rows, in MiB: each is estimated at
+    `pipelines.ml.train.TRAIN_BYTES_PER_ROW` (the rows and the model's working copies of them).
+    When the rows before the evaluation window need more, the model is trained on a random
+    sample of as many as fit, spread evenly over the window (the train step's ``sampled_from``
+    then says how many there were; the evaluation window is never sampled)."""
+
     fee_bps: float = Field(default=4.0, ge=0)
     """Cost of one round-trip trade of the naive strategy, in basis points."""
 

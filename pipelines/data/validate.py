@@ -1,76 +1,51 @@
-"""Validate step: parse raw zips, check every row, quarantine rejects, write curated Parquet."""
+"""Validate step: parse raw zips, check every row, quarantine rejects, write curated Parquet.
+
+Days go to the workers in batches (`pipelines.data.batch`): one parse and one pass of the row
+rules per batch, the outputs written per day; a day the batch path cannot take goes through the
+per-file path with the same outputs.
+"""
 
 from __future__ import annotations
 
-import io
 import json
 import os
-from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from pipelines import layout
-from pipelines.archive import (
-    parse_checksum,
-)
+from pipelines.archive import parse_checksum
 from pipelines.data.bars import date_range
-from pipelines.data.rows import (
-    NUMERIC,
-    Parsed,
-    check_rows,
-    parse_csv,
-    reasons_of,
-    split_duplicates,
+from pipelines.data.batch import Job, process_batch
+from pipelines.data.curate import (
+    CURATED_SCHEMA,
+    STATS_KEY,
+    DayStats,
+    read_curated_stats,
+    refuse_day,
 )
-from pipelines.data.unzip import ARCHIVE_BOUNDS, ArchiveRefusedError, ZipBounds, read_csv
+from pipelines.data.unzip import ARCHIVE_BOUNDS, ZipBounds
 from pipelines.errors import PipelineError
-from pipelines.intervals import bars_per_day
 from pipelines.progress import Progress, no_progress
 from pipelines.storage import Storage
 
-CURATED_SCHEMA = pa.schema(
-    [
-        ("open_time", pa.timestamp("ms", tz="UTC")),
-        *[(name, pa.float64()) for name in ("open", "high", "low", "close", "volume")],
-        ("close_time", pa.timestamp("ms", tz="UTC")),
-        ("quote_volume", pa.float64()),
-        ("count", pa.int64()),
-        ("taker_buy_volume", pa.float64()),
-        ("taker_buy_quote_volume", pa.float64()),
-    ]
-)
-STATS_KEY = b"mlops.validation"
+__all__ = [
+    "CURATED_SCHEMA",
+    "STATS_KEY",
+    "DayStats",
+    "ValidateResult",
+    "current_stats",
+    "read_curated_stats",
+    "refuse_day",
+    "summarize",
+    "validate",
+]
 
-
-class DayStats(BaseModel):
-    """Outcome of validating one (symbol, day) file; stored in the curated file's metadata."""
-
-    symbol: str
-    day: str
-    source_sha256: str
-    has_header: bool = False
-    rows_total: int = 0
-    rows_valid: int = 0
-    rows_quarantined: int = 0
-    rows_duplicate: int = 0
-    missing_bars: int = 0
-    reasons: dict[str, int] = Field(default_factory=dict)
-    refused: str | None = None
-    """Why the whole file was refused unread (past a size bound, or not a valid zip)."""
-
-    @property
-    def quarantined_share(self) -> float:
-        """Share of the day's rows that went to quarantine (all of them for a refused file)."""
-        if self.refused is not None:
-            return 1.0
-        return self.rows_quarantined / self.rows_total if self.rows_total else 0.0
+BATCH_FILES = 16
+"""Days parsed and checked together (~2.5 MB of CSV): enough to spread the per-call costs, few
+enough that two workers stay busy to the end of a short range."""
 
 
 class ValidateResult(BaseModel):
@@ -92,43 +67,6 @@ class ValidateResult(BaseModel):
     valid zip); such a day is never curated and fails the step once the others are done."""
 
 
-def _curated_table(parsed: Parsed, rows: np.ndarray) -> pa.Table:
-    c = parsed.columns
-    arrays = []
-    for f in CURATED_SCHEMA:
-        values = c[f.name][rows]
-        if pa.types.is_timestamp(f.type):
-            arrays.append(pa.array(values.astype(np.int64), type=pa.int64()).cast(f.type))
-        elif pa.types.is_integer(f.type):
-            arrays.append(pa.array(values.astype(np.int64)))
-        else:
-            arrays.append(pa.array(values))
-    return pa.Table.from_arrays(arrays, schema=CURATED_SCHEMA)
-
-
-def _quarantine_csv(parsed: Parsed, rows: np.ndarray) -> bytes:
-    c = parsed.columns
-    frame = pd.DataFrame({name: c[name][rows] for name in NUMERIC})
-    frame.insert(0, "reason", reasons_of(parsed, rows))
-    if parsed.raw_lines:
-        frame["raw_line"] = [parsed.raw_lines[i] for i in rows]
-    extra = pd.DataFrame(
-        {
-            "reason": [r for _, r in parsed.extra_rejects],
-            "raw_line": [line for line, _ in parsed.extra_rejects],
-        }
-    )
-    out = pd.concat([frame, extra], ignore_index=True) if len(extra) else frame
-    return out.to_csv(index=False).encode()
-
-
-def read_curated_stats(blob: bytes) -> DayStats | None:
-    """The validation stats stored in a curated file's metadata, if any."""
-    meta = pq.read_schema(io.BytesIO(blob)).metadata or {}
-    raw = meta.get(STATS_KEY)
-    return DayStats.model_validate_json(raw) if raw else None
-
-
 def current_stats(
     storage: Storage, symbol: str, interval: str, day: date
 ) -> tuple[str, DayStats | None]:
@@ -144,71 +82,6 @@ def current_stats(
     return checksum, None
 
 
-def refuse_day(
-    storage: Storage, symbol: str, interval: str, day: date, checksum: str, why: str
-) -> DayStats:
-    """Record a file refused unread: its reason in quarantine, no curated copy left behind."""
-    note = pd.DataFrame({"reason": [f"file refused: {why}"], "raw_line": [""]})
-    storage.write_bytes(layout.quarantine(symbol, interval, day), note.to_csv(index=False).encode())
-    storage.delete(layout.curated(symbol, interval, day))
-    return DayStats(symbol=symbol, day=day.isoformat(), source_sha256=checksum, refused=why)
-
-
-def process_day(
-    storage: Storage,
-    symbol: str,
-    interval: str,
-    day: date,
-    checksum: str,
-    max_share: float,
-    bounds: ZipBounds = ARCHIVE_BOUNDS,
-) -> DayStats:
-    """Parse, check and dedupe one day; write quarantine and (if acceptable) curated files.
-
-    A zip past one of `bounds` is refused by name (`refuse_day`), never inflated past them.
-    """
-    try:
-        payload = read_csv(storage.read_bytes(layout.raw_zip(symbol, interval, day)), bounds)
-    except ArchiveRefusedError as refused:
-        return refuse_day(storage, symbol, interval, day, checksum, str(refused))
-    parsed = parse_csv(payload)
-    del payload  # the parsed columns are all that is needed from here on
-    check_rows(parsed, interval, day)
-    keep, exact_dups = split_duplicates(parsed)
-    rejected = np.flatnonzero(parsed.codes)
-    reasons = Counter(reasons_of(parsed, rejected))
-    reasons.update(reason for _, reason in parsed.extra_rejects)
-    stats = DayStats(
-        symbol=symbol,
-        day=day.isoformat(),
-        source_sha256=checksum,
-        has_header=parsed.has_header,
-        rows_total=len(parsed.codes) + len(parsed.extra_rejects),
-        rows_valid=len(keep),
-        rows_quarantined=len(rejected) + len(parsed.extra_rejects),
-        rows_duplicate=exact_dups,
-        missing_bars=max(0, bars_per_day(interval) - len(keep)),
-        reasons=dict(sorted(reasons.items())),
-    )
-    quarantine_key = layout.quarantine(symbol, interval, day)
-    if stats.rows_quarantined:
-        storage.write_bytes(quarantine_key, _quarantine_csv(parsed, rejected))
-    else:
-        storage.delete(quarantine_key)
-    curated_key = layout.curated(symbol, interval, day)
-    if stats.quarantined_share > max_share:
-        storage.delete(curated_key)  # never leave an older curated copy of a rejected day
-        return stats
-    table = _curated_table(parsed, keep).replace_schema_metadata(
-        {STATS_KEY: stats.model_dump_json().encode()}
-    )
-    buffer = io.BytesIO()
-    # No dictionary encoding: prices and volumes are nearly all distinct, so it only costs time.
-    pq.write_table(table, buffer, use_dictionary=False, compression="zstd")
-    storage.write_bytes(curated_key, buffer.getvalue())
-    return stats
-
-
 def validate(
     storage: Storage,
     symbols: Sequence[str],
@@ -219,8 +92,12 @@ def validate(
     workers: int | None = None,
     progress: Progress = no_progress,
     bounds: ZipBounds = ARCHIVE_BOUNDS,
+    batch_files: int = BATCH_FILES,
 ) -> ValidateResult:
     """Validate every raw file of the range and curate the good ones.
+
+    Days are validated `batch_files` at a time (1: each on its own); the outputs do not depend
+    on it.
 
     Raises:
         PipelineError: if a day or the whole run lost more than `max_share` of its rows to
@@ -242,17 +119,30 @@ def validate(
 
     advance = progress("validate", len(jobs))
 
-    def work(job: tuple[str, date]) -> tuple[DayStats, bool]:
-        symbol, day = job
-        checksum, stats = current_stats(storage, symbol, interval, day)
-        skipped = stats is not None
-        if stats is None:
-            stats = process_day(storage, symbol, interval, day, checksum, max_share, bounds)
-        advance()
-        return stats, skipped
+    def check(job: tuple[str, date]) -> tuple[str, DayStats | None]:
+        """The raw zip's checksum, and its stats if it was curated from that zip already."""
+        checksum, stats = current_stats(storage, job[0], interval, job[1])
+        if stats is not None:
+            advance()
+        return checksum, stats
+
+    def work(batch: list[Job]) -> list[DayStats]:
+        stats = process_batch(storage, interval, batch, max_share, bounds)
+        for _ in batch:
+            advance()
+        return stats
 
     with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
-        outcomes = list(pool.map(work, jobs))
+        known = list(pool.map(check, jobs))
+        pending = [
+            (symbol, day, checksum)
+            for (symbol, day), (checksum, stats) in zip(jobs, known, strict=True)
+            if stats is None
+        ]
+        size = max(1, batch_files)
+        batches = [pending[i : i + size] for i in range(0, len(pending), size)]
+        fresh = iter([stats for done in pool.map(work, batches) for stats in done])
+    outcomes = [(stats, True) if stats is not None else (next(fresh), False) for _, stats in known]
     return summarize(outcomes, interval, max_share)
 
 

@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-FEATURES_VERSION = 1
-"""Bump when the feature code changes meaning: it is part of every dataset hash."""
+FEATURES_VERSION = 2
+"""Bump when the feature code changes meaning: it is part of every dataset hash. (2: datasets
+store the features as float32.)"""
 
 
 class FeatureConfig(BaseModel):

@@ -6,10 +6,12 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel
 
 from pipelines.intervals import interval_delta
-from pipelines.ml.dataset import DatasetInfo, read_dataset
+from pipelines.ml.dataset import DatasetInfo, read_dataset, read_table
 from pipelines.ml.evaluation import classification_metrics, split_eval_window, walk_forward
 from pipelines.ml.modeling import SKOPS_TRUSTED_TYPES, make_model, model_params
 from pipelines.ml.tracking import (
@@ -32,6 +34,36 @@ def pip_requirements() -> list[str]:
     ]
 
 
+TRAIN_BYTES_PER_ROW = 320
+"""Estimated memory per training row: the row (17 float32 features, label, return, close,
+time, symbol: ~110 B) and the model's working copies (scikit-learn's float64 matrix of the
+features, its uint8 bins, gradients and predictions: ~200 B)."""
+
+
+def training_rows(
+    storage: Storage, info: DatasetInfo, settings: Settings, embargo: pd.Timedelta
+) -> tuple[pd.DataFrame, int | None]:
+    """The labelled rows, those before the evaluation window (and its embargo) sampled down to
+    what `Settings.train_memory_mb` allows; the number of such rows when they were sampled.
+
+    The sample is random (seed 0: the same dataset gives the same sample), kept in time order,
+    so every fold and month keeps its share of rows.
+    """
+    table = read_table(storage, info.prefix)
+    times = table["open_time"]
+    last = pd.Timestamp(pc.max(times).as_py())
+    cutoff = last - pd.Timedelta(days=settings.eval_days) - embargo
+    candidates = table.num_rows - pc.sum(pc.greater(times, cutoff.to_pydatetime())).as_py()
+    allowed = settings.train_memory_mb * 2**20 // TRAIN_BYTES_PER_ROW
+    if candidates <= allowed:
+        return table.to_pandas(), None
+    rng = np.random.default_rng(0)
+    sample = np.sort(rng.choice(candidates, size=allowed, replace=False))
+    keep = np.concatenate([sample, np.arange(candidates, table.num_rows)])
+    rows: pd.DataFrame = table.take(pa.array(keep)).to_pandas()
+    return rows, int(candidates)
+
+
 class TrainResult(BaseModel):
     """The train step's result: the MLflow run and model, the evaluation window, CV metrics."""
 
@@ -45,6 +77,8 @@ class TrainResult(BaseModel):
     cv_folds: list[dict[str, float]]
     cv_mean: dict[str, float]
     git_commit: str | None
+    sampled_from: int | None = None
+    """Training rows before sampling down to the memory budget (None: all were used)."""
 
 
 def train(settings: Settings, storage: Storage, info: DatasetInfo, run_id: str) -> TrainResult:
@@ -54,8 +88,8 @@ def train(settings: Settings, storage: Storage, info: DatasetInfo, run_id: str) 
     An MLflow run of the same pipeline run left ``RUNNING`` by a killed earlier attempt is
     marked ``KILLED`` first (`end_abandoned_runs`), and the new run names it (``mlops.replaces``).
     """
-    rows = read_dataset(storage, info.prefix)
     embargo = pd.Timedelta(interval_delta(info.interval)) * settings.effective_embargo
+    rows, sampled_from = training_rows(storage, info, settings, embargo)
     window = split_eval_window(rows, settings.eval_days, embargo, settings.min_train_rows)
     features = info.features
     params = model_params(settings.model_type, settings.model_params)
@@ -100,6 +134,7 @@ def train(settings: Settings, storage: Storage, info: DatasetInfo, run_id: str) 
                 "start": info.start.isoformat(),
                 "end": info.end.isoformat(),
                 "train_rows": len(window.train),
+                "train_sampled_from": sampled_from or len(window.train),
                 "eval_rows": len(window.evaluation),
             }
         )
@@ -143,6 +178,7 @@ def train(settings: Settings, storage: Storage, info: DatasetInfo, run_id: str) 
         cv_folds=folds,
         cv_mean=cv_mean,
         git_commit=commit,
+        sampled_from=sampled_from,
     )
 
 
@@ -163,7 +199,7 @@ def evaluate(
     configure(settings)
     import mlflow
 
-    rows = read_dataset(storage, info.prefix)
+    rows = read_dataset(storage, info.prefix, since=pd.Timestamp(trained.eval_start))
     window = rows[
         (rows["open_time"] >= pd.Timestamp(trained.eval_start))
         & (rows["open_time"] <= pd.Timestamp(trained.eval_end))

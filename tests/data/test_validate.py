@@ -212,3 +212,48 @@ def test_files_with_and_without_header_give_the_same_rows(
 def test_no_raw_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(PipelineError, match="run the fetch step first"):
         validate(LocalStorage(tmp_path), SYMBOLS, "1m", MIRROR_START, END, max_share=0.01)
+
+
+def test_batched_days_give_the_outputs_of_the_per_file_path(
+    mirror_root: Path, tmp_path: Path, settings: Settings
+) -> None:
+    """Row-rule faults stay on the batch path, a duplicate sends its day back to the per-file
+    path: either way each day's counts, reasons, quarantine and curated file are the same."""
+    mirror = tmp_path / "mirror"
+    shutil.copytree(mirror_root, mirror)
+    lines = csv_lines(mirror, "ETHUSDT", DIRTY)
+    body = 1 if lines[0].startswith("open_time") else 0
+    fields = [line.split(",") for line in lines]
+    fields[body + 5][2] = str(float(fields[body + 5][3]) - 1)  # high below low
+    fields[body + 6][5] = "-2.5"  # negative volume
+    fields[body + 7][0] = str(int(fields[body + 7][0]) + 7)  # off the minute
+    replace_day(mirror, "ETHUSDT", DIRTY, [",".join(f) for f in fields])
+    other = DIRTY + timedelta(days=1)
+    plain = csv_lines(mirror, "BTCUSDT", other)
+    replace_day(mirror, "BTCUSDT", other, [*plain, plain[-1]])  # an exact duplicate
+
+    outputs = []
+    for batch_files in (16, 1):
+        storage = fetched(settings, mirror, tmp_path / f"b{batch_files}")
+        result = validate(
+            storage, SYMBOLS, "1m", MIRROR_START, END, max_share=0.01, batch_files=batch_files
+        )
+        files = {key: storage.read_bytes(key) for key in storage.list("quarantine/")}
+        tables = {
+            key: pq.read_table(io.BytesIO(storage.read_bytes(key)))
+            for key in storage.list("curated/")
+        }
+        outputs.append((result, files, tables))
+    (batched, quarantine, curated), (single, quarantine_1, curated_1) = outputs
+    assert batched == single and quarantine == quarantine_1
+    assert curated.keys() == curated_1.keys()
+    for key, table in curated.items():
+        assert table.equals(curated_1[key], check_metadata=True)
+    assert batched.quarantine == {
+        f"ETHUSDT-1m-{DIRTY}": {
+            "OHLC inconsistent (low <= open,close <= high)": 1,
+            "negative volume": 1,
+            "open_time not on a 1m boundary": 1,
+        }
+    }
+    assert batched.rows_duplicate == 1 and batched.files_validated == 2 * MIRROR_DAYS

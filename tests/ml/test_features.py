@@ -109,3 +109,43 @@ def test_dataset_is_content_addressed(curated: LocalStorage, tmp_path: Path) -> 
     scoring = read_dataset(curated, first.prefix, "scoring")
     assert len(scoring) == first.rows_unlabelled == 2 * CONFIG.horizon
     assert scoring["open_time"].min() > rows["open_time"].max() - pd.Timedelta(minutes=1)
+
+
+def test_dataset_is_sorted_by_time_and_symbol_with_float32_features(
+    curated: LocalStorage,
+) -> None:
+    info = build_dataset(curated, SYMBOLS, "1m", MIRROR_START, END, CONFIG)
+    rows = read_dataset(curated, info.prefix)
+    assert (rows[feature_names(CONFIG)].dtypes == np.float32).all()
+    assert rows["label"].dtype == np.int64 and rows["future_return"].dtype == np.float64
+    key = list(zip(rows["open_time"], rows["symbol"], strict=True))
+    assert key == sorted(key) and len(set(key)) == len(key)
+    assert info.first_time == str(rows["open_time"].min())
+    assert info.last_time == str(rows["open_time"].max())
+
+
+def test_training_rows_are_sampled_to_the_memory_budget_and_the_eval_window_kept_whole(
+    curated: LocalStorage, settings: Settings
+) -> None:
+    from pipelines.ml.train import TRAIN_BYTES_PER_ROW, training_rows
+
+    info = build_dataset(curated, SYMBOLS, "1m", MIRROR_START, END, CONFIG)
+    embargo = pd.Timedelta(minutes=CONFIG.horizon)
+    every, sampled_from = training_rows(curated, info, settings, embargo)
+    assert sampled_from is None and len(every) == info.rows
+
+    small = settings.model_copy(update={"train_memory_mb": 1, "eval_days": 1.0})
+    rows, sampled_from = training_rows(curated, info, small, embargo)
+    cutoff = every["open_time"].max() - pd.Timedelta(days=1) - embargo
+    before = every[every["open_time"] <= cutoff]
+    assert sampled_from == len(before)
+    assert (rows["open_time"] <= cutoff).sum() == 2**20 // TRAIN_BYTES_PER_ROW
+    assert rows["open_time"].is_monotonic_increasing
+    # the sample spreads over the whole window: each day keeps its share, within 10%
+    per_day = rows[rows["open_time"] <= cutoff]["open_time"].dt.date.value_counts()
+    share = (
+        before["open_time"].dt.date.value_counts() * (2**20 // TRAIN_BYTES_PER_ROW) / len(before)
+    )
+    assert ((per_day / share[per_day.index]).between(0.9, 1.1)).all()
+    after = every[every["open_time"] > cutoff].reset_index(drop=True)
+    pd.testing.assert_frame_equal(rows[rows["open_time"] > cutoff].reset_index(drop=True), after)

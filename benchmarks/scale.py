@@ -1,0 +1,136 @@
+"""The whole training DAG (`mlops run`, in-process) at 1x, 4x and 16x the default symbols x days.
+
+Builds (once, cached under benchmarks/.work/scale) a synthetic mirror of the largest size; each
+size then runs `mlops run --json` on a subset of it in a fresh process with a fresh
+``MLOPS_HOME`` (local sqlite MLflow, local storage). The child's wall time, CPU seconds (user +
+system) and peak RSS come from `os.wait4` (the child and the processes it waited for), so one
+size's figures never carry another's.
+
+Sizes (1m bars): 1x = 2 symbols x 60 days (the defaults), 4x = 4 x 120, 16x = 8 x 240.
+
+Usage: uv run python benchmarks/scale.py [--sizes 1,4,16] [--env KEY=VALUE ...] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+WORK = Path(__file__).resolve().parent / ".work" / "scale"
+REPO = Path(__file__).resolve().parent.parent
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "LTCUSDT"]
+START = date(2024, 1, 1)
+SIZES = {1: (2, 60), 4: (4, 120), 16: (8, 240)}
+"""Scale factor -> (symbols, days)."""
+
+
+def mirror() -> Path:
+    """The mirror of the largest size (built once; every size reads a subset of it)."""
+    root = WORK / "mirror"
+    symbols, days = max(SIZES.values())
+    if not (WORK / "ready").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        print(f"building mirror of {symbols} x {days} days …", file=sys.stderr)
+        subprocess.run(
+            [sys.executable, "-m", "pipelines", "data", "mirror", str(root),
+             "--symbols", ",".join(SYMBOLS[:symbols]), "--start", START.isoformat(),
+             "--days", str(days), "--json"],
+            cwd=REPO, check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        (WORK / "ready").touch()
+    return root
+
+
+def run_size(factor: int, source: Path, extra_env: dict[str, str]) -> dict[str, object]:
+    """One `mlops run` of the size `factor` in a fresh process and home; its figures."""
+    n_symbols, days = SIZES[factor]
+    end = START + timedelta(days=days - 1)
+    home = Path(tempfile.mkdtemp(prefix=f"scale-{factor}x-", dir=WORK))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "MLFLOW_"))}
+    env.update({"MLOPS_HOME": str(home), "PYTHONUNBUFFERED": "1", **extra_env})
+    command = [
+        sys.executable, "-m", "pipelines", "run", "--source", source.as_uri(),
+        "--symbols", ",".join(SYMBOLS[:n_symbols]), "--start", START.isoformat(),
+        "--end", end.isoformat(), "--json",
+    ]  # fmt: skip
+    started = time.perf_counter()
+    with open(home / "stdout.json", "wb") as out, open(home / "stderr.log", "wb") as errors:
+        child = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=errors)
+        _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        tail = (home / "stderr.log").read_text()[-3000:]
+        raise SystemExit(f"{factor}x failed (exit {child.returncode}); home {home}:\n{tail}")
+    summary = json.loads((home / "stdout.json").read_text())
+    rows = n_symbols * days * 1440
+    peak = usage.ru_maxrss * 1024  # KiB on Linux
+    cpu = usage.ru_utime + usage.ru_stime
+    steps = summary["steps"]
+    shutil.rmtree(home, ignore_errors=True)
+    return {
+        "factor": factor,
+        "symbols": n_symbols,
+        "days": days,
+        "rows_1m": rows,
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "peak_rss_mib": round(peak / 2**20),
+        "cpu_us_per_row": round(cpu / rows * 1e6, 2),
+        "peak_rss_b_per_row": round(peak / rows),
+        "train_rows": steps["train"]["train_rows"],
+        "train_sampled": steps["train"].get("sampled_from"),
+        "roc_auc": round(steps["evaluate"]["metrics"]["roc_auc"], 4),
+        "step_seconds": {name: step.get("seconds") for name, step in steps.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="1,4,16", help="scale factors among 1,4,16")
+    parser.add_argument(
+        "--env", action="append", default=[], help="KEY=VALUE for the runs (e.g. MLOPS_...)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    args = parser.parse_args()
+    extra = dict(item.split("=", 1) for item in args.env)
+    WORK.mkdir(parents=True, exist_ok=True)
+    source = mirror()
+    results = []
+    for factor in (int(s) for s in args.sizes.split(",")):
+        results.append(run_size(factor, source, extra))
+        r = results[-1]
+        print(
+            f"{factor}x: {r['wall_s']} s wall, {r['cpu_s']} s CPU, {r['peak_rss_mib']} MiB peak",
+            file=sys.stderr,
+        )
+    load = os.getloadavg()
+    report = {"date": date.today().isoformat(), "load_avg": load, "env": extra, "sizes": results}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(
+        "| size | symbols x days | 1m rows | wall | CPU | peak RSS | CPU/row | RSS/row | "
+        "train rows | ROC-AUC |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    for r in results:
+        print(
+            f"| {r['factor']}x | {r['symbols']} x {r['days']} | {r['rows_1m']:,} | {r['wall_s']} s "
+            f"| {r['cpu_s']} s | {r['peak_rss_mib']} MiB | {r['cpu_us_per_row']} µs "
+            f"| {r['peak_rss_b_per_row']} B | {r['train_rows']:,} | {r['roc_auc']} |"
+        )
+    print(f"\nload average at the end (1, 5, 15 min): {load}")
+
+
+if __name__ == "__main__":
+    main()
