@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from typing import Annotated
 
 import typer
 
@@ -47,6 +48,26 @@ def services_down() -> None:
     from pipelines.services.stack import down
 
     down(load_settings().home, lambda c, m: err.print(f"[bold]{c:>10}[/] {m}", highlight=False))
+
+
+@services_app.command("restart")
+def services_restart(
+    component: Annotated[
+        str, typer.Argument(help="postgres, seaweedfs or mlflow", show_default=False)
+    ],
+    json_out: JsonFlag = False,
+) -> None:
+    """Stop one service by PID and start it again (data and ports kept); exit 1 unless all
+    services are then up and healthy."""
+    from pipelines.services.stack import restart, status_document
+
+    home = load_settings().home
+    restart(home, component, lambda c, m: err.print(f"[bold]{c:>10}[/] {m}", highlight=False))
+    document = status_document(home)
+    if json_out:
+        print_json(document)
+    if not document["up"]:
+        raise typer.Exit(1)
 
 
 @services_app.command("status")

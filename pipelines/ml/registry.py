@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from enum import StrEnum
 from typing import Any
@@ -65,20 +66,43 @@ def version_tags(
     }
 
 
-def version_of_run(client: Any, name: str, trained: TrainResult) -> Any | None:
-    """The newest version of `name` already registered from `trained`'s MLflow run and model —
-    what an earlier attempt of the register step left, even one killed before it recorded its
-    result — or None."""
+REGISTER_KEY_TAG = "mlops.register_key"
+"""Registry version tag: the register step's idempotency key (`register_key`). Every version an
+attempt of the step creates carries it, so a retry finds what an earlier attempt created — even
+one whose answer never arrived (the server killed after it committed, or an HTTP retry of the
+create that made a second version) — and keeps exactly one."""
+
+
+def register_key(run_id: str, trained: TrainResult) -> str:
+    """The idempotency key of registering `trained`'s model in pipeline run `run_id`."""
+    material = f"{run_id}\n{trained.mlflow_run_id}\n{trained.model_uri}".encode()
+    return hashlib.sha256(material).hexdigest()[:32]
+
+
+def versions_of_key(client: Any, name: str, trained: TrainResult, key: str) -> list[Any]:
+    """The versions of `name` registered from `trained`'s MLflow run under idempotency `key`
+    (or, from before the key existed, with the same model source), oldest first."""
     if not trained.mlflow_run_id.isalnum():  # MLflow run ids are hex; never splice anything else
-        return None
+        return []
     found = [
         mv
         for mv in client.search_model_versions(
             f"name='{name}' and run_id='{trained.mlflow_run_id}'"
         )
-        if mv.source == trained.model_uri
+        if (mv.tags or {}).get(REGISTER_KEY_TAG, key) == key
+        and (REGISTER_KEY_TAG in (mv.tags or {}) or mv.source == trained.model_uri)
     ]
-    return max(found, key=lambda mv: int(mv.version), default=None)
+    return sorted(found, key=lambda mv: int(mv.version))
+
+
+def keep_one(client: Any, name: str, versions: list[Any]) -> Any | None:
+    """The oldest of `versions` (what the first attempt created); the others — duplicates of
+    the same registration — are deleted, so no orphan stays. None when there are none."""
+    if not versions:
+        return None
+    for duplicate in versions[1:]:
+        client.delete_model_version(name, duplicate.version)
+    return versions[0]
 
 
 def register(
@@ -92,24 +116,29 @@ def register(
     version clears the quality floor. All or nothing: on any failure the version it created is
     deleted.
 
-    Re-runnable: one training run (its MLflow run and model) gets one version. If an earlier
-    attempt already registered it (killed before its result was recorded, or a re-run of the
-    step), that version is reused — its tags refreshed, the aliases set — never a second one.
+    Re-runnable: one training run (its MLflow run and model) gets one version, found again by
+    its idempotency key (`REGISTER_KEY_TAG`). If an earlier attempt already registered it
+    (killed before its result was recorded, or a re-run of the step), that version is reused —
+    its tags refreshed, the aliases set — never a second one; duplicates a retried create left
+    are deleted.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
 
     client = mlflow_client(settings)
     name = settings.model_name
-    tags = version_tags(info, trained, evaluated, run_id)
-    version = version_of_run(client, name, trained)
+    key = register_key(run_id, trained)
+    tags = {**version_tags(info, trained, evaluated, run_id), REGISTER_KEY_TAG: key}
+    version = keep_one(client, name, versions_of_key(client, name, trained, key))
     reused = version is not None
     if version is not None:
-        for key, value in tags.items():
-            if (version.tags or {}).get(key) != value:
-                client.set_model_version_tag(name, version.version, key, value)
+        for tag, value in tags.items():
+            if (version.tags or {}).get(tag) != value:
+                client.set_model_version_tag(name, version.version, tag, value)
     else:
-        version = mlflow.register_model(trained.model_uri, name, tags=tags)
+        created = mlflow.register_model(trained.model_uri, name, tags=tags)
+        # The client retries a create whose answer was lost: that may have made two versions.
+        version = keep_one(client, name, versions_of_key(client, name, trained, key)) or created
     try:
         aliases = dict(client.get_registered_model(name).aliases)
         client.set_registered_model_alias(name, CHALLENGER, version.version)

@@ -154,15 +154,36 @@ def down(home: Path, report: Callable[[str, str], None]) -> list[str]:
     Raises:
         PipelineError: if a process survives SIGKILL.
     """
-    paths = services_paths(home)
     stopped = []
     for name in reversed(COMPONENTS):
-        signal_ = postgres.STOP_SIGNAL if name == "postgres" else signal.SIGTERM
-        was = stop(name, _pid_file(paths, name), signal_)
+        was = stop_one(home, name)
         report(name, "stopped" if was else "not running")
         if was:
             stopped.append(name)
     return stopped
+
+
+def stop_one(home: Path, name: str) -> bool:
+    """Stop one component by PID (the others keep running); True if it was running.
+
+    Raises:
+        PipelineError: for an unknown component, or if its process survives SIGKILL.
+    """
+    if name not in COMPONENTS:
+        raise PipelineError(f"unknown service {name!r}", f"use one of {', '.join(COMPONENTS)}")
+    signal_ = postgres.STOP_SIGNAL if name == "postgres" else signal.SIGTERM
+    return stop(name, _pid_file(services_paths(home), name), signal_)
+
+
+def restart(home: Path, name: str, report: Callable[[str, str], None]) -> list[ComponentStatus]:
+    """Stop one component and start it again (on its recorded ports, with its data), then
+    start any other that is not running — the way back after a fault.
+
+    Raises:
+        PipelineError: as `stop_one` and `up`.
+    """
+    report(name, "stopped" if stop_one(home, name) else "was not running")
+    return up(home, report)
 
 
 def status(home: Path) -> list[ComponentStatus]:

@@ -8,6 +8,7 @@ by its successive requests (then it serves normally):
 * ``"429:S"`` / ``"418:S"`` — that status with ``Retry-After: S``
 * ``"truncate"`` — announces the full Content-Length, sends half, closes the connection
 * ``"corrupt"`` — serves the body with some bytes flipped (a checksum mismatch)
+* ``"delay:S"`` — logs the request at once (action ``delay``), waits S seconds, then serves
 * ``"ok"`` — serves normally
 
 Every request is appended to LOG as one JSON line: ``{"path", "status", "action", "t"}``.
@@ -67,6 +68,9 @@ def make_handler(root: Path, faults: Faults, log: Path) -> type[BaseHTTPRequestH
             if action.startswith(("429:", "418:")):
                 code, seconds = action.split(":")
                 return self._status(int(code), action, {"Retry-After": seconds})
+            if action.startswith("delay:"):  # a slow answer, announced when it begins
+                self._log(0, "delay")
+                time.sleep(float(action.removeprefix("delay:")))
             file = root / self.path.lstrip("/")
             if ".." in self.path or not file.is_file():
                 return self._status(404, "missing")
