@@ -6,34 +6,32 @@ remote; the run summary is read back from S3."""
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 import yaml
 
 from pipelines.orchestration.argo import render
 from pipelines.orchestration.dag import get_pipeline
 from stacks.config import load_stack_config
-from tests.conftest import REPO, run_cli
-from tests.support.local_services import Services, running_services
+from tests.conftest import run_cli
+from tests.services.cluster import (
+    FAST_TRAINING,
+    Services,
+    gitops_remote,
+    pipeline_env,
+    remote_log,
+    shared_services,
+)
 
 pytestmark = pytest.mark.integration
-
-FAST = {  # a small model in seconds: the same knobs as tests/ml fast_training_settings
-    "MLOPS_EVAL_DAYS": "1",
-    "MLOPS_CV_FOLDS": "2",
-    "MLOPS_MIN_TRAIN_ROWS": "1000",
-    "MLOPS_CHAMPION_MIN_ROC_AUC": "0",
-    "MLOPS_MODEL_PARAMS": '{"max_iter": 40}',
-}
 
 
 @pytest.fixture(scope="module")
 def services() -> Iterator[Services]:
-    yield from running_services()
+    with shared_services() as running:
+        yield running
 
 
 def manifest(tmp_path: Path, pipeline: str) -> Path:
@@ -41,18 +39,18 @@ def manifest(tmp_path: Path, pipeline: str) -> Path:
     1 s retry backoff (what a stack's ``workflows.settings`` / ``retryBackoff`` can say)."""
     config = load_stack_config("dev").workflows
     config = config.model_copy(
-        update={"settings": {**config.settings, **FAST}, "retry_backoff": "1s"}
+        update={"settings": {**config.settings, **FAST_TRAINING}, "retry_backoff": "1s"}
     )
     path = tmp_path / f"{pipeline}.yaml"
     path.write_text(yaml.safe_dump(render(get_pipeline(pipeline), config)))
     return path
 
 
-def run_local(services: Services, path: Path, env: dict[str, str], *params: str) -> dict:  # type: ignore[type-arg]
+def run_local(path: Path, env: dict[str, str], *params: str) -> dict:  # type: ignore[type-arg]
     args = ["workflows", "run-local", "--file", str(path), "--json"]
     for param in params:
         args += ["-p", param]
-    done = run_cli(args, {**services.env, **services.exports(), **env})
+    done = run_cli(args, env)
     assert done.stdout, done.stderr
     document: dict = json.loads(done.stdout)  # type: ignore[type-arg]
     assert done.returncode == (0 if document["status"] == "Succeeded" else 1)
@@ -62,18 +60,12 @@ def run_local(services: Services, path: Path, env: dict[str, str], *params: str)
 def test_training_then_monitor_run_pod_by_pod_against_the_services(
     services: Services, mirror_root: Path, tmp_path: Path
 ) -> None:
-    remote = tmp_path / "gitops.git"  # the GitOps remote: this repository, as ArgoCD reads it
-    subprocess.run(["git", "clone", "-q", "--bare", str(REPO), str(remote)], check=True)
-    env = {"MLOPS_HOME": str(tmp_path / "home"), "MLOPS_GITOPS_REMOTE": remote.as_uri()}
+    remote = gitops_remote(tmp_path)  # what ArgoCD would read
+    # this shell: the services' exports (a layout root of this test's own) and the remote
+    env = pipeline_env(services, tmp_path / "home", MLOPS_GITOPS_REMOTE=remote.as_uri())
     source = f"source={mirror_root.as_uri()}"
-    training = run_local(
-        services,
-        manifest(tmp_path, "training"),
-        env,
-        source,
-        "start=2024-03-01",
-        "end=2024-03-06",
-    )
+    dates = ("start=2024-03-01", "end=2024-03-06")
+    training = run_local(manifest(tmp_path, "training"), env, source, *dates)
     assert training["status"] == "Succeeded", [
         (n["name"], n["message"]) for n in training["nodes"] if n["phase"] != "Succeeded"
     ]
@@ -83,41 +75,21 @@ def test_training_then_monitor_run_pod_by_pod_against_the_services(
     assert training["exit_handler"]["phase"] == "Succeeded"
     summary = training["summary"]
     # read back from S3, as the pods left it (nothing local was shared between them)
-    assert summary["storage"].startswith("s3://") and summary["status"] == "succeeded"
+    assert summary["storage"] == env["MLOPS_STORAGE_URL"] and summary["status"] == "succeeded"
     assert list(summary["steps"]) == [s.name for s in get_pipeline("training").steps]
-    assert (
-        summary["steps"]["fetch"]["shards"] == 2
-        and summary["steps"]["fetch"]["files_downloaded"]
-        + summary["steps"]["fetch"]["files_skipped"]
-        == 12
-    )
+    fetched = summary["steps"]["fetch"]
+    assert fetched["shards"] == 2 and fetched["files_downloaded"] + fetched["files_skipped"] == 12
     assert summary["steps"]["register"]["version"] >= 1
     assert summary["steps"]["package"]["model_sha256"]
     assert summary["steps"]["gate"]["decision"] in ("promote", "reject")
-    exports = services.exports()
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=exports["AWS_ENDPOINT_URL_S3"],
-        aws_access_key_id=exports["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=exports["AWS_SECRET_ACCESS_KEY"],
-        region_name=exports["AWS_DEFAULT_REGION"],
-    )
-    bucket, _, prefix = exports["MLOPS_STORAGE_URL"].removeprefix("s3://").partition("/")
+    bucket, _, prefix = env["MLOPS_STORAGE_URL"].removeprefix("s3://").partition("/")
     key = f"{prefix}/runs/{training['workflow']}/exit.json"
-    record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    record = json.loads(services.s3().get_object(Bucket=bucket, Key=key)["Body"].read())
     assert record["status"] == "Succeeded", "the exit handler recorded the run in S3"
     if summary["steps"]["gate"]["decision"] == "promote":
-        log = subprocess.run(
-            ["git", "--git-dir", str(remote), "log", "-1", "--format=%s"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        assert "promote" in log.stdout.lower(), "the promotion was pushed to the remote"
+        assert len(remote_log(remote)) == 2, "the promotion was pushed to the remote"
 
-    monitor = run_local(
-        services, manifest(tmp_path, "monitor"), env, source, "start=2024-03-05", "end=2024-03-06"
-    )
+    monitor = run_local(manifest(tmp_path, "monitor"), env, source, "start=2024-03-05", dates[1])
     assert monitor["status"] == "Succeeded", monitor["nodes"]
     assert monitor["summary"]["steps"]["monitor"]["decision"] in ("hold", "rollback")
     assert monitor["summary"]["steps"]["monitor"]["record"].startswith("decisions/dev/")
