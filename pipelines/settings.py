@@ -96,6 +96,16 @@ class Settings(BaseSettings):
     step_retry_backoff: float = Field(default=2.0, ge=0)
     """First delay before the local runner retries a failed step; doubles per attempt."""
 
+    metrics_dir: Path | None = None
+    """Where the steps keep their metrics textfile (``mlops.prom``); default
+    ``$MLOPS_HOME/metrics`` (pipelines/exposition.py)."""
+
+    metrics_pushgateway: str | None = Field(default=None, pattern=r"^https?://[^/@\s]+(/\S*)?$")
+    """Pushgateway the steps push their figures and the decisions' summary to (the cluster's,
+    e.g. ``http://prometheus-pushgateway.monitoring.svc:9091``); none: the textfile only. No
+    credential: a URL with a user or password is refused (the Pushgateway is reached on the
+    cluster network only)."""
+
     quarantine_max_share: float = Field(default=0.01, ge=0, le=1)
     """Largest share of rows a day, or the run, may lose to quarantine before validate fails."""
 

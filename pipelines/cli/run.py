@@ -90,6 +90,7 @@ def show_summary(summary: dict[str, Any]) -> None:
 
 def execute(ctx: Any, pipeline: str, until: str | None, resume: bool, json_out: bool) -> None:
     """Run a pipeline with progress bars; print the summary; exit 1 on failure."""
+    from pipelines.orchestration import telemetry
     from pipelines.orchestration.dag import get_pipeline
     from pipelines.orchestration.runner import run_pipeline
 
@@ -97,11 +98,13 @@ def execute(ctx: Any, pipeline: str, until: str | None, resume: bool, json_out: 
         err.print(f"[dim]{step}: {event}[/]")
 
     steps = get_pipeline(pipeline).steps
+    ctx.pipeline = pipeline
     # Libraries that print go to stderr: stdout carries only our result (one JSON document).
     with progress_bars() as bars, contextlib.redirect_stdout(sys.stderr):
         ctx.progress = bars
         summary = run_pipeline(ctx, steps, until=until, resume=resume, report=report)
     summary["pipeline"] = pipeline
+    telemetry.run_recorded(ctx, pipeline, summary)
     if json_out:
         print_json(summary)
     else:
@@ -195,6 +198,7 @@ def step(
                 f"run: mlops step {need} --run-id {run_id}",
             )
     save_params(ctx)
+    ctx.pipeline = pipeline
     with progress_bars() as bars, contextlib.redirect_stdout(sys.stderr):
         ctx.progress = bars
         result = run_step(ctx, target)

@@ -17,6 +17,7 @@ from typing import Any
 
 from pipelines import layout
 from pipelines.errors import PipelineError
+from pipelines.orchestration import telemetry
 from pipelines.orchestration.context import StepContext
 from pipelines.orchestration.dag import Step, lint, upstream
 
@@ -100,6 +101,7 @@ def _record(
     ctx.storage.write_bytes(
         layout.step_result(ctx.run_id, name), json.dumps(body, indent=2).encode()
     )
+    telemetry.step_recorded(ctx, name, body)
     return body
 
 
