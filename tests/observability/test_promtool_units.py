@@ -178,7 +178,6 @@ def test_every_alert_has_a_firing_and_a_silent_case() -> None:
 def test_promtool_fires_each_alert_on_its_case_and_not_on_the_near_miss(tmp_path: Path) -> None:
     rule_file = tmp_path / "rules.yaml"
     rule_file.write_text(yaml.safe_dump(rules.rule_groups(), sort_keys=False))
-    tests = []
     annotations = {a.name: a.rule()["annotations"] for a in rules.alerts(rules.Windows())}
     by_interval: dict[int, list[Any]] = {}
     for alert, (fire, quiet, at, labels, every) in cases().items():
