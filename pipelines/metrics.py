@@ -16,6 +16,8 @@ Where each family comes from (``origin``), on the cluster and locally:
   metrics textfile locally (`pipelines.orchestration.telemetry`).
 - ``serving``: the BentoML service's own metrics (`bentos.runtime.serving_metrics`).
 - ``bentoml``: BentoML's request metrics (its HTTP middleware; namespace ``bentoml_service``).
+  The same families also count the API's calls to its model runner (``runner_name`` is the
+  runner's, e.g. endpoint ``/predict_proba``): rules select the API's endpoints by name.
 """
 
 from __future__ import annotations
@@ -187,14 +189,14 @@ REQUESTS = Metric(
     "bentoml_service_request_total",
     "counter",
     "Total number of HTTP requests",
-    ("endpoint", "service_name", "service_version", "http_response_code"),
+    ("endpoint", "service_name", "service_version", "http_response_code", "runner_name"),
     "bentoml",
 )
 REQUEST_DURATION = Metric(
     "bentoml_service_request_duration_seconds",
     "histogram",
     "API HTTP request duration in seconds",
-    ("endpoint", "service_name", "service_version", "http_response_code"),
+    ("endpoint", "service_name", "service_version", "http_response_code", "runner_name"),
     "bentoml",
     (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )

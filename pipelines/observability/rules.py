@@ -26,8 +26,9 @@ LATENCY_SECONDS = 0.5
 """Serving latency SLO threshold (a bucket bound of BentoML's request histogram)."""
 LATENCY_OBJECTIVE = 0.99
 """Serving latency SLO: 99% of /predict* requests answered within `LATENCY_SECONDS`."""
-PREDICT_ENDPOINTS = "/predict.*"
-"""The endpoints the serving SLOs cover (not health checks or metadata)."""
+PREDICT_ENDPOINTS = "/predict|/predict_batch|/predict_klines"
+"""The endpoints the serving SLOs cover: not health checks or metadata, and not the runner's
+``/predict_proba`` that BentoML counts in the same families (one request would count twice)."""
 ERROR_RATIO_LIMIT = 0.01
 """The 5xx ratio the plain error alert fires over."""
 TRAINING_MAX_AGE_HOURS = 26

@@ -111,7 +111,16 @@ def cases() -> dict[str, Case]:
         ),
         "MlopsServingErrors": (
             requests(100, 5, 30),
-            requests(100, 0.5, 30, client_errors=50),  # 0.5% 5xx; 4xx are the caller's
+            [  # 0.5% 5xx; 4xx are the caller's; the runner's own RPC is not a request
+                *requests(100, 0.5, 30, client_errors=50),
+                series(
+                    m.REQUESTS.name,
+                    "0+50x30",
+                    endpoint="/predict_proba",
+                    http_response_code="503",
+                    runner_name="market-direction-runner",
+                ),
+            ],
             "20m",
             {"severity": "critical"},
             1,
