@@ -14,7 +14,13 @@ HEADER = (
 def _yaml(document: object) -> str:
     import yaml
 
-    return HEADER + yaml.safe_dump(document, sort_keys=True, default_flow_style=False, width=100)
+    class Dumper(yaml.SafeDumper):
+        """PyYAML's safe dumper with its own string representer: a library that registers
+        another one on SafeDumper (pulumi_kubernetes does) must not change these files."""
+
+    Dumper.add_representer(str, yaml.representer.SafeRepresenter.represent_str)
+    text = yaml.dump(document, Dumper=Dumper, sort_keys=True, default_flow_style=False, width=100)
+    return HEADER + text
 
 
 def documents() -> dict[str, str]:
