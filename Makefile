@@ -33,6 +33,7 @@ golden: ## regenerate the generated files the tests compare against (then review
 	$(UV) run mlops workflows render --stack staging --out tests/golden/workflows/staging
 	$(UV) run mlops workflows render --stack prod --out tests/golden/workflows/prod
 	$(UV) run mlops bento requirements
+	$(UV) run mlops monitoring render --out platform/monitoring
 	$(UV) export --only-group mlflow-server --frozen --no-header --no-annotate -o images/mlflow/requirements.txt >/dev/null
 	$(UV) export --only-group serving --frozen --no-header --no-annotate -o images/serving/requirements.txt >/dev/null
 

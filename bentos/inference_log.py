@@ -93,6 +93,8 @@ class InferenceLog:
         spill_dir: where `close()` keeps the rows it could not write (None: nowhere).
         on_failure: called after each failed write (e.g. a Prometheus counter's ``inc``).
         on_drop: called with the number of rows dropped (e.g. a Prometheus counter's ``inc``).
+        on_lag: called by the writer thread, after each flush attempt or idle wait, with the
+            age in seconds of the oldest row not yet written (0: none), e.g. a gauge's ``set``.
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class InferenceLog:
         spill_dir: Path | None = None,
         on_failure: Callable[[], object] | None = None,
         on_drop: Callable[[int], object] | None = None,
+        on_lag: Callable[[float], object] | None = None,
     ) -> None:
         self.storage = storage
         self.env = env
@@ -120,6 +123,7 @@ class InferenceLog:
         self.spill = Spill(spill_dir) if spill_dir is not None else None
         self.on_failure = on_failure
         self.on_drop = on_drop
+        self.on_lag = on_lag
         self.stats = LogStats()
         self.failures = 0
         """Consecutive failed write attempts (0 while the storage works)."""
@@ -175,6 +179,16 @@ class InferenceLog:
                 self.failures = 0  # nothing tried: back to the flush cadence
             else:
                 self.flush()
+            if self.on_lag is not None:
+                self.on_lag(self.lag_seconds())
+
+    def lag_seconds(self, now_ms: int | None = None) -> float:
+        """Age of the oldest row not yet written, in seconds (0 when none is waiting)."""
+        with self._lock:
+            oldest = self._pending[0].timestamp_ms if self._pending else None
+        if oldest is None:
+            return 0.0
+        return max(0.0, ((now_ms if now_ms is not None else time.time() * 1000) - oldest) / 1000)
 
     def _resend(self) -> bool:
         """Send what a spill holds; False (and a counted failure) if the storage refused."""

@@ -150,33 +150,65 @@ class Scorer:
 
 @dataclass
 class ServingMetrics:
-    """Prometheus metrics of the service beyond BentoML's request metrics."""
+    """Prometheus metrics of the service beyond BentoML's request metrics, each labelled with
+    the model version it serves (names from `pipelines.metrics`)."""
 
     rows: Any
+    """Counter per endpoint: ``rows.labels(endpoint=…).inc(n)``."""
     log_failures: Any
     log_dropped: Any
+    log_lag: Any
 
 
-def serving_metrics() -> ServingMetrics:
-    """Create the service's metrics (once per worker)."""
+def serving_metrics(model_name: str, model_version: str) -> ServingMetrics:
+    """Create the service's metrics (once per worker), bound to the served model version.
+
+    Every series exists from the start (at 0), so a rule over its increase sees the first
+    failure or drop, not only the ones after it.
+    """
     import bentoml
 
-    return ServingMetrics(
-        rows=bentoml.metrics.Counter(
-            name="mlops_predicted_rows",
-            documentation="Rows predicted, by endpoint",
-            labelnames=["endpoint"],
-        ),
-        log_failures=bentoml.metrics.Counter(
-            name="mlops_inference_log_write_failures",
-            documentation="Failed writes of the inference log (rows are kept and retried)",
-        ),
-        log_dropped=bentoml.metrics.Counter(
-            name="mlops_inference_log_dropped_rows",
-            documentation="Predictions the inference log dropped: its buffer was full while "
-            "the storage failed, or the shutdown spill failed",
-        ),
+    from pipelines import metrics as m
+
+    def counter(metric: m.Metric) -> Any:
+        return bentoml.metrics.Counter(
+            name=metric.family, documentation=metric.help, labelnames=list(metric.labels)
+        )
+
+    version = {"model_version": model_version}
+    rows = counter(m.PREDICTED_ROWS)
+    failures = counter(m.INFERENCE_LOG_FAILURES).labels(**version)
+    dropped = counter(m.INFERENCE_LOG_DROPPED).labels(**version)
+    failures.inc(0)
+    dropped.inc(0)
+    lag = bentoml.metrics.Gauge(
+        name=m.INFERENCE_LOG_LAG.name,
+        documentation=m.INFERENCE_LOG_LAG.help,
+        labelnames=list(m.INFERENCE_LOG_LAG.labels),
+        multiprocess_mode="livemax",
+    ).labels(**version)
+    lag.set(0)
+    info = bentoml.metrics.Gauge(
+        name=m.SERVING_MODEL.name,
+        documentation=m.SERVING_MODEL.help,
+        labelnames=list(m.SERVING_MODEL.labels),
+        multiprocess_mode="livemax",
     )
+    info.labels(model_name=model_name, model_version=model_version).set(1)
+
+    class _Rows:
+        """``rows.labels(endpoint=…)`` with the model version bound; children kept."""
+
+        def __init__(self) -> None:
+            self.children: dict[str, Any] = {}
+
+        def labels(self, endpoint: str) -> Any:
+            child = self.children.get(endpoint)
+            if child is None:
+                child = self.children[endpoint] = rows.labels(endpoint=endpoint, **version)
+            return child
+
+    return ServingMetrics(rows=_Rows(), log_failures=failures, log_dropped=dropped, log_lag=lag)
 
 
 def image() -> Any:

@@ -145,7 +145,7 @@ class MarketDirection:
 
         self.card = CARD
         self.score = Scorer(load_estimator(self.model))
-        self.metrics = serving_metrics()
+        self.metrics = serving_metrics(CARD.model_name, str(CARD.model_version))
         self.log = InferenceLog(
             SETTINGS.open_storage(),
             SETTINGS.env,
@@ -156,6 +156,7 @@ class MarketDirection:
             spill_dir=SETTINGS.spill_dir(),
             on_failure=self.metrics.log_failures.inc,
             on_drop=self.metrics.log_dropped.inc,
+            on_lag=self.metrics.log_lag.set,
         )
         self.log.start()
         # Everything loaded so far (model, libraries) lives as long as the worker: keep it out

@@ -104,6 +104,16 @@ class Settings(BaseSettings):
     """A run longer than this many days fans out per symbol and calendar month (a backfill);
     shorter runs fan out per symbol."""
 
+    metrics_dir: Path | None = None
+    """Where the steps keep their metrics textfile (``mlops.prom``); default
+    ``$MLOPS_HOME/metrics`` (pipelines/exposition.py)."""
+
+    metrics_pushgateway: str | None = Field(default=None, pattern=r"^https?://[^/@\s]+(/\S*)?$")
+    """Pushgateway the steps push their figures and the decisions' summary to (the cluster's,
+    e.g. ``http://prometheus-pushgateway.monitoring.svc:9091``); none: the textfile only. No
+    credential: a URL with a user or password is refused (the Pushgateway is reached on the
+    cluster network only)."""
+
     quarantine_max_share: float = Field(default=0.01, ge=0, le=1)
     """Largest share of rows a day, or the run, may lose to quarantine before validate fails."""
 

@@ -23,6 +23,10 @@ class PlatformConfig(_Model):
 
     argocd_chart_version: str = "10.1.1"
     argo_workflows_chart_version: str = "1.0.18"
+    kube_prometheus_stack_chart_version: str = "88.5.3"
+    """prometheus-community/kube-prometheus-stack (Prometheus 3.x, Alertmanager, Grafana)."""
+    pushgateway_chart_version: str = "3.8.0"
+    """prometheus-community/prometheus-pushgateway (where pipeline pods push their metrics)."""
     mlflow_image: str | None = None
     """Override of the MLflow server image. Default: this stack's ``mlops-<env>-mlflow``
     repository tagged with the client's MLflow version (images/mlflow builds it)."""

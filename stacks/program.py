@@ -17,6 +17,7 @@ from stacks.components.cluster_services import ClusterServices, ClusterServicesA
 from stacks.components.database import Database, DatabaseArgs
 from stacks.components.ecr import Registry, RegistryArgs
 from stacks.components.identity import Identity, IdentityArgs, service_accounts
+from stacks.components.monitoring import Monitoring, MonitoringArgs
 from stacks.components.network import Network, NetworkArgs
 from stacks.config import StackConfig, mlflow_client_version, parse_stack_config
 
@@ -122,6 +123,16 @@ def build(config: StackConfig) -> dict[str, Any]:
             {"app.kubernetes.io/part-of": "mlops-platform", "mlops/env": config.env},
             load_balancer_cidrs=config.network.public_subnet_cidrs,
         ),
+    )
+    Monitoring(
+        "monitoring",
+        MonitoringArgs(
+            config.platform,
+            config.env,
+            cluster.provider,
+            {"app.kubernetes.io/part-of": "mlops-platform", "mlops/env": config.env},
+        ),
+        pulumi.ResourceOptions(depends_on=[services]),
     )
     return {
         "vpc_id": network.vpc_id,

@@ -20,11 +20,23 @@ FOUNDATIONS = {
     "errors.py",
     "intervals.py",
     "layout.py",
+    "metrics.py",
+    "exposition.py",
     "progress.py",
     "settings.py",
     "storage.py",
 }
-CONCERNS = {"cli", "data", "decisions", "ml", "orchestration", "reports", "services", "synthetic"}
+CONCERNS = {
+    "cli",
+    "data",
+    "decisions",
+    "ml",
+    "observability",
+    "orchestration",
+    "reports",
+    "services",
+    "synthetic",
+}
 MAX_LINES = 400
 
 

@@ -10,6 +10,7 @@ mlops bento build | requirements, mlops serve   packaging and serving (cli/bento
 mlops workflows render | record-exit    Argo CronWorkflows (cli/workflows.py)
 mlops infra plan                        the Pulumi stacks offline (cli/infra.py)
 mlops services up | down | status | env local PostgreSQL, S3, MLflow server (cli/services.py)
+mlops monitoring render                 alert rules and dashboards (cli/monitoring.py)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pipelines.cli.data import data_app
 from pipelines.cli.decisions import decisions_app, drift_app
 from pipelines.cli.infra import infra_app
 from pipelines.cli.models import models_app
+from pipelines.cli.monitoring import monitoring_app
 from pipelines.cli.run import quickstart, run, step
 from pipelines.cli.services import services_app
 from pipelines.cli.workflows import workflows_app
@@ -49,6 +51,7 @@ app.add_typer(bento_app, name="bento")
 app.add_typer(workflows_app, name="workflows")
 app.add_typer(infra_app, name="infra")
 app.add_typer(services_app, name="services")
+app.add_typer(monitoring_app, name="monitoring")
 
 
 def main() -> None:

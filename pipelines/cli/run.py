@@ -92,6 +92,7 @@ def show_summary(summary: dict[str, Any]) -> None:
 
 def execute(ctx: Any, pipeline: str, until: str | None, resume: bool, json_out: bool) -> None:
     """Run a pipeline with progress bars; print the summary; exit 1 on failure."""
+    from pipelines.orchestration import telemetry
     from pipelines.orchestration.dag import get_pipeline
     from pipelines.orchestration.runner import run_pipeline
 
@@ -99,11 +100,13 @@ def execute(ctx: Any, pipeline: str, until: str | None, resume: bool, json_out: 
         err.print(f"[dim]{step}: {event}[/]")
 
     steps = get_pipeline(pipeline).steps
+    ctx.pipeline = pipeline
     # Libraries that print go to stderr: stdout carries only our result (one JSON document).
     with progress_bars() as bars, contextlib.redirect_stdout(sys.stderr):
         ctx.progress = bars
         summary = run_pipeline(ctx, steps, until=until, resume=resume, report=report)
     summary["pipeline"] = pipeline
+    telemetry.run_recorded(ctx, pipeline, summary)
     if json_out:
         print_json(summary)
     else:
@@ -214,6 +217,7 @@ def step(
             )
     one = parse_shard(shard, ctx.params) if shard is not None else None
     save_params(ctx)
+    ctx.pipeline = pipeline
     with progress_bars() as bars, contextlib.redirect_stdout(sys.stderr):
         ctx.progress = bars
         if target.fan_out and one is None:

@@ -108,8 +108,9 @@ def workflows_run_local(
 
     import yaml
 
-    from pipelines.orchestration.argo_local import Pods, node_document, read_summary, run_workflow
+    from pipelines.orchestration.argo_local import Pods, node_document, run_workflow
     from pipelines.orchestration.argo_spec import MAX_MANIFEST_BYTES, parse_workflow
+    from pipelines.orchestration.runs import read_summary
 
     if file is not None:
         if file.stat().st_size > MAX_MANIFEST_BYTES:

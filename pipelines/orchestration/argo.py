@@ -24,22 +24,34 @@ OUTPUTS = f"{SCRATCH}/outputs"
 """Where a step writes its output parameter (on the emptyDir, where Argo's executor reads it)."""
 
 
-def _metrics(step: str) -> Any:
-    from hera.workflows import Counter, Histogram, Label, Metrics
+def _metrics(pipeline: str, step: str) -> Any:
+    """A step template's metrics; names, help and buckets from `pipelines.metrics`."""
+    from hera.workflows import Counter, Gauge, Histogram, Label, Metrics
 
+    from pipelines import metrics as names
+
+    labels = [Label(key="pipeline", value=pipeline), Label(key="step", value=step)]
+    duration, result, retries = names.STEP_DURATION, names.STEP_RESULT, names.STEP_RETRIES
     step_metrics: list[Any] = [
         Histogram(
-            name="mlops_step_duration_seconds",
-            help="Duration of one pipeline step",
-            labels=[Label(key="step", value=step)],
-            buckets=[5.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0],
+            name=duration.name,
+            help=duration.help,
+            labels=labels,
+            buckets=list(duration.buckets),
             value="{{duration}}",
         ),
         Counter(
-            name="mlops_step_result_total",
-            help="Pipeline step results by status",
-            labels=[Label(key="step", value=step), Label(key="status", value="{{status}}")],
+            name=result.name,
+            help=result.help,
+            labels=[*labels, Label(key="status", value="{{status}}")],
             value="1",
+        ),
+        Gauge(
+            name=retries.name,
+            help=retries.help,
+            labels=labels,
+            realtime=False,
+            value="{{retries}}",
         ),
     ]
     return Metrics(metrics=step_metrics)
@@ -165,7 +177,7 @@ def _container(
             else None
         ),
         active_deadline_seconds=step.timeout_seconds,
-        metrics=_metrics(step.name),
+        metrics=_metrics(pipeline.name, step.name),
         inputs=[Parameter(name="shard")] if step.fan_out else None,
         outputs=(
             [Parameter(name=step.output, value_from=m.ValueFrom(path=output_file))]
@@ -243,17 +255,20 @@ def cron_workflow(pipeline: Pipeline, config: WorkflowSettings) -> Any:
         "mlops/env": config.env,
         "mlops/pipeline": pipeline.name,
     }
+    from pipelines import metrics as metric_names
+
+    run_duration, run_result = metric_names.WORKFLOW_DURATION, metric_names.WORKFLOW_RESULT
     workflow_metrics: list[Any] = [
         Gauge(
-            name="mlops_workflow_duration_seconds",
-            help="Duration of the pipeline run",
+            name=run_duration.name,
+            help=run_duration.help,
             labels=[Label(key="pipeline", value=pipeline.name)],
             realtime=True,
             value="{{workflow.duration}}",
         ),
         Counter(
-            name="mlops_workflow_result_total",
-            help="Pipeline runs by status",
+            name=run_result.name,
+            help=run_result.help,
             labels=[
                 Label(key="pipeline", value=pipeline.name),
                 Label(key="status", value="{{workflow.status}}"),

@@ -33,6 +33,9 @@ ENDPOINTS = (
     "MLOPS_GITOPS_REMOTE",
 )
 """Declared variables that name cluster services: replaced by this shell's values."""
+OPTIONAL_ENDPOINTS = ("MLOPS_METRICS_PUSHGATEWAY",)
+"""Cluster services a pod can do without: this shell's value, or dropped when it sets none
+(the pod then keeps its metrics in its own textfile only)."""
 INJECTED = (
     "AWS_ENDPOINT_URL_S3",
     "MLFLOW_S3_ENDPOINT_URL",
@@ -123,6 +126,11 @@ class Pods:
                         ),
                     )
                 env[name] = self.endpoints[name]
+        for name in OPTIONAL_ENDPOINTS:
+            if name in env:
+                env.pop(name)
+                if self.endpoints.get(name):
+                    env[name] = self.endpoints[name]
         env.update({k: self.endpoints[k] for k in INJECTED if self.endpoints.get(k)})
         env["PATH"] = f"{self.mlops.parent}:/usr/local/bin:/usr/bin:/bin"
         return env
@@ -384,24 +392,4 @@ def node_document(node: Node) -> dict[str, Any]:
         "seconds": node.seconds,
         "message": node.message,
         "log": node.log,
-    }
-
-
-def read_summary(run_id: str, pipeline: str) -> dict[str, Any]:
-    """The run summary as the pods left it in storage (the settings of this shell name it)."""
-    from pipelines.orchestration.dag import get_pipeline, lint
-    from pipelines.orchestration.runner import stored_result
-    from pipelines.orchestration.runs import open_run
-    from pipelines.settings import Settings
-
-    ctx = open_run(Settings(), run_id, {})
-    steps = {s.name: stored_result(ctx, s.name) for s in lint(get_pipeline(pipeline).steps)}
-    found = {name: result for name, result in steps.items() if result is not None}
-    ok = len(found) == len(steps) and all(r.get("status") == "succeeded" for r in found.values())
-    return {
-        "run_id": run_id,
-        "status": "succeeded" if ok else "failed",
-        "params": ctx.params.model_dump(mode="json"),
-        "storage": ctx.storage.url,
-        "steps": found,
     }

@@ -67,6 +67,8 @@ class StepContext:
     settings: Settings
     storage: Storage
     progress: Progress = no_progress
+    pipeline: str = ""
+    """The pipeline the step belongs to (labels its metrics); set by the CLI."""
 
     def result(self, step: str, model: type[ResultT]) -> ResultT:
         """What an earlier step of this run recorded, as its typed result."""

@@ -28,6 +28,7 @@ from typing import Any
 
 from pipelines import layout
 from pipelines.errors import PipelineError
+from pipelines.orchestration import telemetry
 from pipelines.orchestration.context import StepContext
 from pipelines.orchestration.dag import Step, lint, upstream
 from pipelines.orchestration.fanout import (
@@ -98,6 +99,7 @@ def run_step(
         else layout.step_result(ctx.run_id, step.name)
     )
     label = f"{step.name} {shard}" if shard else step.name
+    whole = None if shard else step.name  # a shard's result is counted with its step's merge
     started = time.monotonic()
     digest = inputs_digest(ctx, step)
     attempt = 0
@@ -107,28 +109,39 @@ def run_step(
             result = step.run(ctx)
             break
         except PipelineError as error:
-            _record(ctx, key, {"status": "failed", "error": str(error)}, started, attempt, digest)
+            failed = {"status": "failed", "error": str(error)}
+            _record(ctx, key, failed, started, attempt, digest, whole)
             raise
         except Exception as error:
             message = f"{type(error).__name__}: {error}"
             if attempt > step.retries:
-                _record(ctx, key, {"status": "failed", "error": message}, started, attempt, digest)
+                failed = {"status": "failed", "error": message}
+                _record(ctx, key, failed, started, attempt, digest, whole)
                 raise PipelineError(
                     f"step {label} failed after {attempt} attempt(s): {message}"
                 ) from error
             report(label, "retrying")
             time.sleep(min(ctx.settings.step_retry_backoff * 2 ** (attempt - 1), 60.0))
     body = {"status": "succeeded", **result.model_dump(mode="json")}
-    return _record(ctx, key, body, started, attempt, digest)
+    return _record(ctx, key, body, started, attempt, digest, whole)
 
 
 def _record(
-    ctx: StepContext, key: str, body: dict[str, Any], started: float, attempts: int, digest: str
+    ctx: StepContext,
+    key: str,
+    body: dict[str, Any],
+    started: float,
+    attempts: int,
+    digest: str,
+    step: str | None = None,
 ) -> dict[str, Any]:
+    """Store a result at `key`; a step's (not a shard's) also goes to the metrics."""
     body.update(
         seconds=round(time.monotonic() - started, 3), attempts=attempts, inputs_digest=digest
     )
     ctx.storage.write_bytes(key, json.dumps(body, indent=2).encode())
+    if step is not None:
+        telemetry.step_recorded(ctx, step, body)
     return body
 
 
@@ -181,6 +194,7 @@ def run_fan_out(
         started,
         attempts,
         inputs_digest(ctx, step),
+        step.name,
     )
     if body["status"] != "succeeded":
         raise PipelineError(f"step {step.name}: {body['error']}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -85,3 +86,22 @@ def open_run(
             f"no run {run_id!r} under {storage.url}", "check the run id (mlops run prints it)"
         )
     return StepContext(run_id or new_run_id(), resolve_params(settings, options), settings, storage)
+
+
+def read_summary(run_id: str, pipeline: str) -> dict[str, Any]:
+    """The run summary as the pods left it in storage (the settings of this shell name it)."""
+    from pipelines.orchestration.dag import get_pipeline, lint
+    from pipelines.orchestration.runner import stored_result
+    from pipelines.settings import Settings
+
+    ctx = open_run(Settings(), run_id, {})
+    steps = {s.name: stored_result(ctx, s.name) for s in lint(get_pipeline(pipeline).steps)}
+    found = {name: result for name, result in steps.items() if result is not None}
+    ok = len(found) == len(steps) and all(r.get("status") == "succeeded" for r in found.values())
+    return {
+        "run_id": run_id,
+        "status": "succeeded" if ok else "failed",
+        "params": ctx.params.model_dump(mode="json"),
+        "storage": ctx.storage.url,
+        "steps": found,
+    }

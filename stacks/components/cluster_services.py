@@ -95,6 +95,8 @@ def argo_workflows_values(
             "workflowNamespaces": [pipeline.namespace],
             "metricsConfig": {"enabled": True},
             "telemetryConfig": {"enabled": True},
+            # the template metrics (step results, durations, retries) reach Prometheus
+            "serviceMonitor": {"enabled": True},
             "podSecurityContext": restricted_pod,
         },
         "server": server,

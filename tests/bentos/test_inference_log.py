@@ -193,3 +193,33 @@ def test_close_without_a_spill_dir_keeps_the_old_contract(tmp_path: Path, health
     logger.close(attempts=2, backoff=0.01)
     assert bool(storage.list("inference/")) is healthy
     assert len(storage.attempts) == (1 if healthy else 2)
+
+
+def test_the_lag_is_the_age_of_the_oldest_unwritten_row_and_the_writer_reports_it(
+    tmp_path: Path,
+) -> None:
+    storage = DownStorage(tmp_path / "data")
+    lags: list[float] = []
+    log = InferenceLog(
+        storage,
+        "local",
+        "1",
+        FEATURES,
+        flush_seconds=0.05,
+        retry_max_seconds=0.2,
+        on_lag=lags.append,
+    )
+    assert log.lag_seconds() == 0.0
+    log.append(chunk("old", 2))  # its rows were answered at 1_709_251_200_000 ms
+    log.append(chunk("new", 1))
+    assert log.lag_seconds(now_ms=1_709_251_207_500) == 7.5
+    log.start()
+    deadline = time.monotonic() + 10
+    while not (lags and lags[-1] > 0) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert lags and lags[-1] > 0, "while the storage is down the writer reports a growing lag"
+    storage.down.clear()
+    while lags[-1] != 0.0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    log.close()
+    assert lags[-1] == 0.0, "once written, nothing waits"

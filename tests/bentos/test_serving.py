@@ -311,9 +311,14 @@ def test_health_and_metrics(served: Served) -> None:
     assert httpx.get(f"{served.url}/livez").status_code == 200
     assert httpx.get(f"{served.url}/readyz").status_code == 200
     metrics = httpx.get(f"{served.url}/metrics").text
-    assert 'mlops_predicted_rows_total{endpoint="predict"}' in metrics
-    assert "mlops_inference_log_write_failures_total 0.0" in metrics
-    assert "mlops_inference_log_dropped_rows_total 0.0" in metrics
+    served_version = '{model_version="1"}'  # every series names the model version it serves
+    assert 'mlops_predicted_rows_total{endpoint="predict",model_version="1"}' in metrics
+    assert f"mlops_inference_log_write_failures_total{served_version} 0.0" in metrics
+    assert f"mlops_inference_log_dropped_rows_total{served_version} 0.0" in metrics
+    assert f"mlops_inference_log_lag_seconds{served_version} " in metrics
+    assert 'mlops_serving_model_info{model_name="market-direction",model_version="1"} 1.0' in (
+        metrics
+    )
 
 
 def test_the_inference_log_survives_a_clean_shutdown(
@@ -368,7 +373,7 @@ def test_a_failing_inference_log_never_fails_a_request_and_catches_up(
             line = next(
                 x
                 for x in metrics.splitlines()
-                if x.startswith("mlops_inference_log_write_failures_total ")
+                if x.startswith('mlops_inference_log_write_failures_total{model_version="1"} ')
             )
             if float(line.split()[1]) > 0:
                 break

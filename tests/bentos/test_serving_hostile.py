@@ -291,7 +291,7 @@ def test_a_storage_outage_costs_few_retries_and_no_answered_row(
         assert answer.status_code == 200, answer.text[:300]
         answered.append(request_id)
 
-    failures = "mlops_inference_log_write_failures_total"
+    failures = 'mlops_inference_log_write_failures_total{model_version="1"}'
     with bento_server(env, tmp_path / "serve-1.log") as (url, process):
         deadline = time.monotonic() + 30
         while metric(url, failures) == 0:
@@ -304,7 +304,7 @@ def test_a_storage_outage_costs_few_retries_and_no_answered_row(
             time.sleep(0.1)
         attempts = metric(url, failures) - first
         assert 1 <= attempts <= most_attempts(time.monotonic() - start), attempts
-        assert metric(url, "mlops_inference_log_dropped_rows_total") == 0
+        assert metric(url, 'mlops_inference_log_dropped_rows_total{model_version="1"}') == 0
         os.killpg(process.pid, signal.SIGTERM)
         assert process.wait(timeout=60) == 0, "a clean shutdown"
     spilled = LocalStorage(spill)

@@ -94,6 +94,13 @@ def test_a_pod_sees_only_its_env_with_cluster_endpoints_replaced(tmp_path: Path)
     assert env["MLOPS_STORAGE_URL"] == "s3://curated/v1"
     assert env["MLOPS_GITOPS_REMOTE"] == "file:///srv/gitops.git"
     assert env["AWS_ACCESS_KEY_ID"] == "local-key" and "UNRELATED_SECRET" not in env
+    assert "MLOPS_METRICS_PUSHGATEWAY" in monitor.env, "the cluster's Pushgateway is declared"
+    assert "MLOPS_METRICS_PUSHGATEWAY" not in env, "and dropped when this shell names none"
+    pushgateway = {**shell, "MLOPS_METRICS_PUSHGATEWAY": "http://127.0.0.1:9091"}
+    replaced = Pods(tmp_path, Path(sys.executable), pushgateway, lambda n, e: None).environment(
+        monitor, {"workflow.name": "w"}, mapping
+    )
+    assert replaced["MLOPS_METRICS_PUSHGATEWAY"] == "http://127.0.0.1:9091"
     assert env["HOME"] == str(mapping["/tmp"]) and env["MLOPS_HOME"] == f"{mapping['/tmp']}/mlops"
     token = Path(env["MLOPS_GITOPS_TOKEN_FILE"])
     assert token.read_text() == "run-local-placeholder\n" and token.is_relative_to(tmp_path)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pipelines import metrics
 from pipelines.orchestration.argo import argo_params, render, render_yaml
 from pipelines.orchestration.dag import PIPELINES, get_pipeline, plan
 from stacks.config import load_stack_config
@@ -187,10 +188,16 @@ def test_every_template_is_hardened_retried_bounded_and_measured(env: str, name:
         strategy = template["retryStrategy"]
         assert strategy["backoff"]["factor"] == 2 and strategy["backoff"]["maxDuration"]
         assert template["activeDeadlineSeconds"] > 0
-        assert {m["name"] for m in template["metrics"]["prometheus"]} == {
-            "mlops_step_duration_seconds",
-            "mlops_step_result_total",
+        measured = {m["name"]: m for m in template["metrics"]["prometheus"]}
+        assert set(measured) == {
+            metrics.STEP_DURATION.name,
+            metrics.STEP_RESULT.name,
+            metrics.STEP_RETRIES.name,
         }
+        for metric in measured.values():  # the catalogue's labels, the same locally
+            catalogued = metrics.by_name(metric["name"])
+            assert metric["help"] == catalogued.help
+            assert [label["key"] for label in metric["labels"]] == list(catalogued.labels)
 
 
 @pytest.mark.integration

@@ -101,7 +101,7 @@ def test_the_stack_admits_the_load_balancer_subnets_and_no_pod(plans: StackPlans
     policies = [*network_policies(plans, env), isolate]
     peers = cluster_peers(env)
     reached = admitted(policies, "serving", SERVING_POD_LABELS, peers, SERVING_PORT)
-    assert reached == {"load balancer"}
+    assert reached == {"load balancer", "prometheus"}  # and Prometheus scrapes /metrics
     network = load_stack_config(env).network
     for cidr in network.public_subnet_cidrs:  # every zone's load balancer interface
         assert admits(policies, "serving", SERVING_POD_LABELS, Peer("lb", host(cidr, 200)), 3000)
@@ -110,7 +110,34 @@ def test_the_stack_admits_the_load_balancer_subnets_and_no_pod(plans: StackPlans
 def test_a_load_balancer_policy_naming_the_vpc_cidr_is_caught(plans: StackPlans) -> None:
     """Naming the VPC (or the private subnets) would admit every pod: pods have VPC addresses."""
     policies = network_policies(plans, "prod")
-    (serving,) = [p for p in policies if p["metadata"]["namespace"] == "serving"]
+    (serving,) = [
+        p for p in policies if p["metadata"]["name"] == "market-direction-from-load-balancer"
+    ]
     serving["spec"]["ingress"][0]["from"] = [{"ipBlock": {"cidr": "10.40.0.0/16"}}]
     reached = admitted(policies, "serving", SERVING_POD_LABELS, cluster_peers("prod"), 3000)
     assert {"pipeline step", "argocd pod", "load balancer"} <= reached
+
+
+# ------------------------------------------------------------------------------- monitoring
+
+PUSHGATEWAY_POD = {"app.kubernetes.io/name": "prometheus-pushgateway"}
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_only_the_pipeline_pods_and_prometheus_reach_the_pushgateway(
+    plans: StackPlans, env: str
+) -> None:
+    policies = network_policies(plans, env)
+    reached = admitted(policies, "monitoring", PUSHGATEWAY_POD, cluster_peers(env), 9091)
+    # the pipeline namespace pushes (any of its pods: a step's pod has no fixed labels beyond
+    # the workflow's), Prometheus scrapes; nobody else writes metrics
+    assert reached == {"pipeline step", "other pod in the pipeline namespace", "prometheus"}
+
+
+def test_the_prometheus_policy_admits_no_other_monitoring_pod(plans: StackPlans) -> None:
+    policies = network_policies(plans, "prod")
+    (scrape,) = [p for p in policies if p["metadata"]["name"] == "market-direction-from-prometheus"]
+    (source,) = scrape["spec"]["ingress"][0]["from"]
+    source.pop("podSelector")  # the slip: the whole monitoring namespace
+    reached = admitted(policies, "serving", SERVING_POD_LABELS, cluster_peers("prod"), 3000)
+    assert "grafana pod" in reached

@@ -19,6 +19,7 @@ BUILT_IN = {
     "kubernetes:core/v1:Namespace": ("v1", "Namespace"),
     "kubernetes:core/v1:ServiceAccount": ("v1", "ServiceAccount"),
     "kubernetes:core/v1:Secret": ("v1", "Secret"),
+    "kubernetes:core/v1:ConfigMap": ("v1", "ConfigMap"),
     "kubernetes:core/v1:Service": ("v1", "Service"),
     "kubernetes:apps/v1:Deployment": ("apps/v1", "Deployment"),
     "kubernetes:batch/v1:Job": ("batch/v1", "Job"),
@@ -54,8 +55,10 @@ def test_built_in_kinds_validate_strictly(plans: StackPlans, env: str) -> None:
             checked += 1
     # 5 namespaces, 3 service accounts, 3 secrets (MLflow's backend, argocd-redis, ArgoCD's
     # repository), MLflow's service, deployment and schema-upgrade job, 3 network policies
-    # (MLflow's default deny and its pipeline-only admission, serving's load-balancer admission)
-    assert checked == 17
+    # (MLflow's default deny and its pipeline-only admission, serving's load-balancer admission);
+    # monitoring: its namespace, 3 dashboard ConfigMaps, 2 network policies (Prometheus to
+    # serving, the pipelines and Prometheus to the Pushgateway)
+    assert checked == 23
 
 
 def test_strict_validation_rejects_a_typo_and_an_unknown_kind(plans: StackPlans) -> None:

@@ -54,6 +54,8 @@ def test_inventory(plans: StackPlans, env: str, preview: bool) -> None:
     assert sorted(r.inputs["chart"] for r in of_type(plan, "kubernetes:helm.sh/v4:Chart")) == [
         "argo-cd",
         "argo-workflows",
+        "kube-prometheus-stack",
+        "prometheus-pushgateway",
     ]
     assert count("kubernetes:apps/v1:Deployment") == 1  # the MLflow server
     (app,) = of_type(plan, "kubernetes:argoproj.io/v1alpha1:Application")
@@ -73,6 +75,7 @@ def test_inventory(plans: StackPlans, env: str, preview: bool) -> None:
         "database",
         "identity",
         "cluster-services",
+        "monitoring",
         "backup",
     }
     assert all(r.parent in components for r in plan.resources if not r.type.startswith("mlops:"))
@@ -299,6 +302,8 @@ def test_the_plan_lists_the_resolved_versions_and_images(plans: StackPlans, env:
         "charts": {
             "argo-cd": config.platform.argocd_chart_version,
             "argo-workflows": config.platform.argo_workflows_chart_version,
+            "kube-prometheus-stack": config.platform.kube_prometheus_stack_chart_version,
+            "prometheus-pushgateway": config.platform.pushgateway_chart_version,
         },
     }
     images = document["images"]

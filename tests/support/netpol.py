@@ -199,6 +199,8 @@ def cluster_peers(env: str) -> list[Peer]:
         Peer("argocd pod", pod_ip, "argocd", {"app.kubernetes.io/name": "argocd-server"}),
         Peer("default namespace pod", pod_ip, "default", {"run": "curl"}),
         Peer("another mlflow namespace pod", pod_ip, "mlflow", {"job-name": "db-upgrade"}),
+        Peer("prometheus", pod_ip, "monitoring", {"app.kubernetes.io/name": "prometheus"}),
+        Peer("grafana pod", pod_ip, "monitoring", {"app.kubernetes.io/name": "grafana"}),
         Peer("load balancer", host(public[0])),
         Peer("internet", "198.51.100.7"),
     ]
