@@ -24,6 +24,7 @@ from pydantic import (
 from pipelines.errors import PipelineError
 from pipelines.orchestration.workflow_config import WorkflowSettings
 from stacks import support_matrix
+from stacks.ci_config import CiConfig
 from stacks.config_base import ConfigModel
 from stacks.platform_config import PlatformConfig as PlatformConfig
 from stacks.platform_config import mlflow_client_version as mlflow_client_version
@@ -256,6 +257,8 @@ class StackConfig(_Model):
     platform: PlatformConfig
     workflows: WorkflowSettings
     """Argo CronWorkflows of the pipelines in this environment."""
+    ci: CiConfig
+    """GitHub Actions' OIDC roles for this environment (`stacks.components.ci`)."""
 
     @model_validator(mode="after")
     def _storage_urls_are_the_stacks_buckets(self) -> StackConfig:

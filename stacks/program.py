@@ -12,6 +12,7 @@ from pipelines.orchestration.argo import render
 from pipelines.orchestration.dag import PIPELINES, get_pipeline
 from stacks.components.backup import Backup, BackupArgs
 from stacks.components.buckets import Storage, StorageArgs
+from stacks.components.ci import Ci, CiArgs
 from stacks.components.cluster import Cluster, ClusterArgs
 from stacks.components.cluster_services import ClusterServices, ClusterServicesArgs
 from stacks.components.database import Database, DatabaseArgs
@@ -46,6 +47,12 @@ def build(config: StackConfig) -> dict[str, Any]:
     tags = config.tags
     zones = aws.get_availability_zones(state="available").names
     network = Network("network", NetworkArgs(config.network, zones, tags))
+    registry = Registry("registry", RegistryArgs(config.env, tags))
+    # the deploy role exists before the cluster's access entry that names it
+    ci = Ci(
+        "ci",
+        CiArgs(config.ci, config.env, config.cluster.ci_role_arn, registry.repository_arns, tags),
+    )
     cluster = Cluster(
         "cluster",
         ClusterArgs(
@@ -55,6 +62,7 @@ def build(config: StackConfig) -> dict[str, Any]:
             network.public_subnet_ids,
             network.private_subnet_ids,
             tags,
+            after=[ci],
         ),
     )
     storage = Storage(
@@ -65,7 +73,6 @@ def build(config: StackConfig) -> dict[str, Any]:
             break_glass=tuple(config.cluster.admin_role_arns),
         ),
     )
-    registry = Registry("registry", RegistryArgs(config.env, tags))
     database = Database(
         "database",
         DatabaseArgs(
@@ -142,6 +149,7 @@ def build(config: StackConfig) -> dict[str, Any]:
         "db_endpoint": database.endpoint,
         "ecr_repository_urls": registry.repository_urls,
         "irsa_role_arns": identity.role_arns,
+        "ci_role_arns": ci.role_arns,
         "mlflow_url": services.mlflow_url,
         "argocd_server": services.argocd_server,
         "cron_workflows": [c["metadata"]["name"] for c in crons],

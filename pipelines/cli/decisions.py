@@ -70,9 +70,12 @@ def rollback(
     """Roll back by hand: champion ← previous (or --to), the env's serving overlay pinned to its
     Bento in one GitOps commit, recorded in the ledger."""
     from pipelines.decisions.promotion import rollback as do_rollback
+    from pipelines.decisions.publish import publish
 
     settings = load_settings()
-    record = do_rollback(settings, open_settings_storage(settings), to)
+    storage = open_settings_storage(settings)
+    record = do_rollback(settings, storage, to)
+    publish(settings, storage, record.key)
     _show_decision(
         {
             "decision": record.decision,

@@ -64,6 +64,33 @@ def infra_plan(
         raise typer.Exit(1)
 
 
+@infra_app.command("ci-targets")
+def infra_ci_targets(
+    stack: Annotated[
+        str, typer.Option("--stack", help="dev, staging or prod (stacks/Pulumi.<stack>.yaml).")
+    ],
+    json_out: JsonFlag = False,
+) -> None:
+    """What a GitHub Actions job of STACK uses: region, registry, repositories, the OIDC role of
+    each job kind, the Pulumi state bucket, and the image tags beyond the git SHA."""
+    from importlib.metadata import version
+
+    from pipelines.ml.packaging import serving_digest
+    from stacks.ci_targets import ci_targets  # lazily: pipelines does not import stacks
+
+    targets = {
+        **ci_targets(stack),
+        "pulumi_version": version("pulumi"),
+        "mlflow_version": version("mlflow"),
+        "serving_digest": serving_digest()[0],
+    }
+    if json_out:
+        print_json(targets)
+        return
+    for key, value in targets.items():
+        out.print(f"{key}: {value}")
+
+
 def serving_image(stack: str) -> dict[str, list[str]]:
     """The serving image the env's pods run once promoted: the overlay's repository, tagged with
     this checkout's serving code digest (what CI builds and pushes; the GitOps pin names it)."""

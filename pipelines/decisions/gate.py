@@ -23,6 +23,7 @@ from pipelines.decisions import ledger
 from pipelines.decisions.ledger import Decision
 from pipelines.decisions.pin import ServingPin
 from pipelines.decisions.promotion import apply, current_aliases, prepare, repo_of
+from pipelines.decisions.publish import publish
 from pipelines.errors import PipelineError
 from pipelines.ml.dataset import DatasetInfo, read_dataset
 from pipelines.ml.packaging import PackageResult
@@ -109,8 +110,24 @@ def gate(
     packaged: PackageResult,
     run_id: str,
 ) -> GateResult:
-    """Decide, record, and (on promote) move aliases and the GitOps pin. Returns the step's
-    result: ``decision``, ``reasons``, ``report``, ``record`` and the evidence."""
+    """Decide, record, and (on promote) move aliases and the GitOps pin; then publish the
+    decision to the env's Evidently project. Returns the step's result: ``decision``,
+    ``reasons``, ``report``, ``record`` and the evidence."""
+    result = _decide(settings, storage, info, evaluated, registered, packaged, run_id)
+    if not result.reused:
+        publish(settings, storage, result.record)
+    return result
+
+
+def _decide(
+    settings: Settings,
+    storage: Storage,
+    info: DatasetInfo,
+    evaluated: EvaluateResult,
+    registered: RegisterResult,
+    packaged: PackageResult,
+    run_id: str,
+) -> GateResult:
     client = mlflow_client(settings)
     name, env = settings.model_name, settings.env
     challenger = registered.version
@@ -198,7 +215,7 @@ def _drift(
     info: DatasetInfo,
     challenger: int,
 ) -> Any:
-    from pipelines.reports.drift import data_drift, drift_features, drift_options
+    from pipelines.reports.drift import data_drift, drift_features, drift_test
 
     return data_drift(
         reference,
@@ -209,7 +226,8 @@ def _drift(
         kind="data_drift",
         model_version=str(challenger),
         metadata={"dataset_hash": info.dataset_hash, "decision": "gate"},
-        **drift_options(settings),
+        # no workspace: it gets the report once decided, with the outcome (`.publish`)
+        **drift_test(settings),
     )
 
 

@@ -25,6 +25,7 @@ from pipelines.decisions import ledger
 from pipelines.decisions.inference import read_inference
 from pipelines.decisions.ledger import Decision
 from pipelines.decisions.promotion import current_aliases, rollback
+from pipelines.decisions.publish import publish
 from pipelines.decisions.trust import (
     TrustReport,
     feature_config_of,
@@ -81,7 +82,15 @@ def trailing_degraded(windows: list[dict[str, Any]]) -> int:
 
 
 def monitor(settings: Settings, storage: Storage, run_id: str | None = None) -> MonitorResult:
-    """Judge the serving champion on live evidence; roll back after N degraded windows."""
+    """Judge the serving champion on live evidence; roll back after N degraded windows. The
+    decision is then published to the env's Evidently project."""
+    result = _decide(settings, storage, run_id)
+    if not result.reused:
+        publish(settings, storage, result.record)
+    return result
+
+
+def _decide(settings: Settings, storage: Storage, run_id: str | None) -> MonitorResult:
     client = mlflow_client(settings)
     name, env = settings.model_name, settings.env
     aliases = current_aliases(client, name)
@@ -197,7 +206,7 @@ def _reports(
 ) -> list[str]:
     """Evidently: live quality of the latest judged window, and drift of its features against
     the champion's training rows."""
-    from pipelines.reports.drift import data_drift, drift_features, drift_options
+    from pipelines.reports.drift import data_drift, drift_features, drift_test
     from pipelines.reports.quality import quality_report
 
     judged = [w for w in windows if w["judged"]]
@@ -206,7 +215,6 @@ def _reports(
     start = pd.Timestamp(judged[-1]["start"])
     end = pd.Timestamp(judged[-1]["end"])
     latest = joined[(joined["open_time"] >= start) & (joined["open_time"] < end)]
-    options = drift_options(settings)
     window = {"window": [str(start), str(end)]}
     quality = quality_report(
         latest.assign(label=latest["label"].astype(int)),
@@ -214,8 +222,6 @@ def _reports(
         env=settings.env,
         model_version=version,
         metadata=window,
-        workspace=options["workspace"],
-        project=options["project"],
     )
     out = [quality.prefix]
     prefix = tags.get("dataset_prefix")
@@ -235,7 +241,7 @@ def _reports(
                 kind="live_drift",
                 model_version=version,
                 metadata=window,
-                **options,
+                **drift_test(settings),  # no workspace: published with the decision
             )
             out.append(drift.prefix)
     return out

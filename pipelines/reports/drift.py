@@ -60,22 +60,34 @@ CALENDAR_PREFIXES = ("tod_", "dow_")
 not by the market, so they are left out of the drift test."""
 
 
-class DriftOptions(TypedDict):
-    """How every drift report of an env is judged and where it is charted (from settings)."""
+class DriftTest(TypedDict):
+    """How every drift report of an env is judged (from settings)."""
 
     drift_share: float
     method: str | None
     column_threshold: float | None
+
+
+class DriftOptions(DriftTest):
+    """The env's drift test and where its reports are charted (from settings)."""
+
     workspace: Path
     project: str
 
 
-def drift_options(settings: Settings) -> DriftOptions:
-    """The env's drift test (``MLOPS_DRIFT_*``, ``MLOPS_GATE_MAX_DRIFT_SHARE``) and workspace."""
-    return DriftOptions(
+def drift_test(settings: Settings) -> DriftTest:
+    """The env's drift test (``MLOPS_DRIFT_*``, ``MLOPS_GATE_MAX_DRIFT_SHARE``)."""
+    return DriftTest(
         drift_share=settings.gate_max_drift_share,
         method=settings.drift_method or None,
         column_threshold=settings.drift_threshold,
+    )
+
+
+def drift_options(settings: Settings) -> DriftOptions:
+    """The env's drift test and its Evidently workspace and project."""
+    return DriftOptions(
+        **drift_test(settings),
         workspace=settings.home / "evidently",
         project=f"{settings.model_name}-{settings.env}",
     )
@@ -174,9 +186,11 @@ def data_drift(
     columns = _column_drift(snapshot.dict(), names)
     drifted = [c.column for c in columns if c.drifted]
     share = len(drifted) / len(names)
-    where = save_report(
-        snapshot, storage, env=env, kind=kind, moment=moment, workspace=workspace, project=project
-    )
+    where = save_report(snapshot, storage, env=env, kind=kind, moment=moment)
+    if workspace is not None:
+        from pipelines.reports.workspace import add_report
+
+        add_report(snapshot, workspace, project or f"mlops-{env}", where["prefix"], names)
     report = DriftReport(
         kind=kind,
         env=env,

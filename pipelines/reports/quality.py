@@ -102,9 +102,11 @@ def quality_report(
             tags=[env, kind],
         )
     metrics = _quality_values(snapshot.dict())
-    where = save_report(
-        snapshot, storage, env=env, kind=kind, moment=moment, workspace=workspace, project=project
-    )
+    where = save_report(snapshot, storage, env=env, kind=kind, moment=moment)
+    if workspace is not None:
+        from pipelines.reports.workspace import add_report
+
+        add_report(snapshot, workspace, project or f"mlops-{env}", where["prefix"], [])
     report = QualityReport(
         kind=kind,
         env=env,

@@ -1,6 +1,7 @@
 """Where Evidently reports go: ``reports/{env}/{kind}/{timestamp}/`` holds Evidently's
-``report.html`` and ``report.json`` plus our ``summary.json`` (a `ReportSummary`), optionally also
-added to a local Evidently Workspace so ``evidently ui`` can chart them over time.
+``report.html`` and ``report.json``, the snapshot itself (``snapshot.json``, which
+`pipelines.reports.workspace` adds to the Workspace once the decision it serves is known) and our
+``summary.json`` (a `ReportSummary`).
 
 Evidently is imported inside the functions: importing it takes ~10 s, and ``pipelines`` modules
 must import fast (``mlops --help``).
@@ -23,6 +24,7 @@ from pipelines.errors import PipelineError
 from pipelines.storage import Storage
 
 SUMMARY = "summary.json"
+SNAPSHOT = "snapshot.json"
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _STAMP = re.compile(r"^(\d{8}T\d{6}Z)(?:-(\d+))?$")
 
@@ -51,17 +53,13 @@ def save_report(
     env: str,
     kind: str,
     moment: datetime,
-    workspace: Path | None,
-    project: str | None,
 ) -> dict[str, str]:
-    """Store Evidently's files under a fresh prefix and add the snapshot to the Workspace.
+    """Store Evidently's files under a fresh prefix.
 
     Returns the `ReportSummary` location fields (timestamp, prefix, html, json_key); the caller
     builds its summary from them and writes it with `write_summary`.
     """
     timestamp, prefix = _save_evidently(snapshot, storage, env, kind, moment)
-    if workspace is not None:
-        _add_to_workspace(snapshot, workspace, project or f"mlops-{env}", prefix)
     return {
         "timestamp": timestamp,
         "prefix": prefix,
@@ -166,15 +164,6 @@ def _save_evidently(
             path = Path(tmp) / name
             save(str(path))  # Evidently writes only when given a str path
             storage.write_bytes(f"{prefix}/{name}", path.read_bytes())
+    # the whole snapshot (Snapshot.loads reads it back): published with its decision later
+    storage.write_bytes(f"{prefix}/{SNAPSHOT}", snapshot.dumps().encode())
     return timestamp, prefix
-
-
-def _add_to_workspace(snapshot: Any, workspace: Path, project: str, name: str) -> None:
-    """Add `snapshot` (without its data) to `project` in the local Workspace, creating either."""
-    from evidently.ui.workspace import Workspace
-
-    space = Workspace.create(str(workspace))
-    # search_project matches the exact name; keep the exact check in case that changes.
-    found = [p for p in space.search_project(project) if p.name == project]
-    target = found[0] if found else space.create_project(project, description="mlops reports")
-    space.add_run(target.id, snapshot, include_data=False, name=name)

@@ -14,7 +14,13 @@ from __future__ import annotations
 from policies.rules import eks, iam, kubernetes, network, placeholders, rds, s3, tags_cost
 from policies.rules.base import WORLD, Kind, Level, Report, Rule, collect, rule
 from policies.rules.eks import eks_endpoint, eks_logging, eks_node_imds, eks_secrets_encryption
-from policies.rules.iam import ADMIN_POLICIES, POLICY_DOCUMENTS, iam_no_admin, iam_no_star_on_star
+from policies.rules.iam import (
+    ADMIN_POLICIES,
+    POLICY_DOCUMENTS,
+    ci_oidc_trust,
+    iam_no_admin,
+    iam_no_star_on_star,
+)
 from policies.rules.kubernetes import (
     CRON_WORKFLOW,
     WORKLOAD_KINDS,
@@ -68,6 +74,7 @@ __all__ = [
     "Level",
     "Report",
     "Rule",
+    "ci_oidc_trust",
     "cost_guard",
     "cron_workflow_guardrails",
     "eks_endpoint",

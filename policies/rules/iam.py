@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from policies.rules.base import Report, as_list, get, rule, statements, who
@@ -64,3 +65,70 @@ def iam_no_admin(args: Any, report: Report) -> None:
         for statement in statements(document):
             if statement.get("Effect") == "Allow" and "iam:*" in as_list(statement.get("Action")):
                 report(f"{who(args)}: inline policy grants iam:* (administrator)")
+
+
+GITHUB_OIDC = "token.actions.githubusercontent.com"
+"""GitHub Actions' OIDC issuer: its provider ARN ends with it, its condition keys start with it."""
+GITHUB_SUBJECT = re.compile(r"^repo:[^/:]+/[^/:]+:[^:]+(?::[^:]+)?$")
+"""``repo:<owner>/<name>:<context>`` (``ref:refs/heads/main``, ``environment:prod``,
+``pull_request``)."""
+
+
+def _github_statement(statement: Any) -> bool:
+    federated = as_list(get(statement, "Principal", "Federated"))
+    conditions = statement.get("Condition")
+    keys = [k for block in (conditions or {}).values() if isinstance(block, dict) for k in block]
+    return any(isinstance(f, str) and f.endswith(f"/{GITHUB_OIDC}") for f in federated) or any(
+        str(k).startswith(f"{GITHUB_OIDC}:") for k in keys
+    )
+
+
+def _trust_problems(statement: Any) -> list[str]:
+    """What is wrong with one GitHub OIDC trust statement (empty if nothing)."""
+    problems = []
+    actions = as_list(statement.get("Action"))
+    if actions != ["sts:AssumeRoleWithWebIdentity"]:
+        problems.append(f"allows {actions}, not only sts:AssumeRoleWithWebIdentity")
+    conditions = statement.get("Condition") or {}
+    equals = conditions.get("StringEquals") or {}
+    if as_list(equals.get(f"{GITHUB_OIDC}:aud")) != ["sts.amazonaws.com"]:
+        problems.append(f"no StringEquals condition {GITHUB_OIDC}:aud = sts.amazonaws.com")
+    subjects = [
+        (operator, value)
+        for operator, block in conditions.items()
+        if isinstance(block, dict)
+        for value in as_list(block.get(f"{GITHUB_OIDC}:sub"))
+    ]
+    if not subjects:
+        problems.append(f"no {GITHUB_OIDC}:sub condition: any repository's workflow may assume it")
+    for operator, value in subjects:
+        text = str(value)
+        if operator != "StringEquals" or "*" in text or "?" in text:
+            problems.append(
+                f"{GITHUB_OIDC}:sub {operator} {text!r} is a pattern; name one repository and "
+                "one branch or environment with StringEquals"
+            )
+        elif not GITHUB_SUBJECT.match(text):
+            problems.append(
+                f"{GITHUB_OIDC}:sub {text!r} does not scope to repo:<owner>/<name>:<context>"
+            )
+    return problems
+
+
+@rule(
+    "ci-oidc-trust",
+    "A role GitHub Actions assumes trusts one repository's exact subject with audience STS",
+    "mandatory",
+)
+def ci_oidc_trust(args: Any, report: Report) -> None:
+    """A role trusting GitHub's OIDC provider names its audience and one exact subject.
+
+    Refuses a trust without the ``aud`` condition, without a ``sub`` condition, with a ``sub``
+    pattern (``*``/``?`` or ``StringLike``), or a ``sub`` that is not ``repo:<owner>/<name>:…``.
+    """
+    if args.resource_type != "aws:iam/role:Role":
+        return
+    for statement in statements(get(args.props, "assumeRolePolicy")):
+        if statement.get("Effect") == "Allow" and _github_statement(statement):
+            for problem in _trust_problems(statement):
+                report(f"{who(args)}: GitHub OIDC trust {problem} (assumeRolePolicy)")

@@ -40,7 +40,7 @@ PLACEHOLDERS: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "an example organisation or repository",
         re.compile(
-            r"(?i)(?<=[/:])(?:example|your|my)[-_]?"
+            r"(?i)(?:(?<=[/:])|^)(?:example|your|my)[-_]?"
             r"(?:org|organi[sz]ation|user|company|team|account|repo|project)(?![\w-])"
         ),
     ),
@@ -82,6 +82,9 @@ CONFIG_KEYS: tuple[tuple[str | None, str | None, str | None, str], ...] = (
         "cluster.adminRoleArns",
     ),
     (None, None, r"[a-z0-9.-]+-(raw|curated|artifacts)(?![a-z0-9.-])", "storage.bucketPrefix"),
+    (r"^aws:iam/role:Role$", r"^assumeRolePolicy$", r"repo:", "ci.githubRepository"),
+    (r"^aws:iam/rolePolicy:RolePolicy$", r"^policy$", r"arn:aws:kms:", "ci.secretsKeyArn"),
+    (r"^aws:iam/rolePolicy:RolePolicy$", r"^policy$", r"pulumi-state", "ci.stateBucket"),
 )
 """Which stack config key sets an input: (type, input path, value patterns; None matches all) →
 key under the ``mlops-platform:`` namespace, first match wins. A rule sees resources, not the

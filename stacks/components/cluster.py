@@ -65,6 +65,8 @@ class ClusterArgs:
     public_subnet_ids: Sequence[pulumi.Input[str]]
     private_subnet_ids: Sequence[pulumi.Input[str]]
     tags: dict[str, str]
+    after: Sequence[pulumi.Resource] = ()
+    """Resources the EKS cluster waits for: the CI roles its access entries name."""
 
 
 class Cluster(pulumi.ComponentResource):
@@ -120,7 +122,7 @@ class Cluster(pulumi.ComponentResource):
             enabled_cluster_log_types=config.log_types,
             encryption_config_key_arn=key.arn,
             tags=tags,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.after)),
         )
         node_role = aws.iam.Role(
             f"{name}-nodes",

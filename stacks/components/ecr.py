@@ -38,6 +38,7 @@ class Registry(pulumi.ComponentResource):
     """Immutable-tag, scan-on-push repositories with an image-count lifecycle."""
 
     repository_urls: dict[str, pulumi.Output[str]]
+    repository_arns: dict[str, pulumi.Output[str]]
 
     def __init__(
         self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None
@@ -46,6 +47,7 @@ class Registry(pulumi.ComponentResource):
         super().__init__("mlops:registry:Registry", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.repository_urls = {}
+        self.repository_arns = {}
         for kind in REPOSITORIES:
             repo = aws.ecr.Repository(
                 f"{name}-{kind}",
@@ -78,4 +80,5 @@ class Registry(pulumi.ComponentResource):
                 opts=child,
             )
             self.repository_urls[kind] = repo.repository_url
+            self.repository_arns[kind] = repo.arn
         self.register_outputs({"repository_urls": self.repository_urls})

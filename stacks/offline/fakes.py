@@ -83,6 +83,9 @@ class PlatformMocks(Mocks):
             # the real provider auto-names (name + random suffix); without this, Role.name,
             # SubnetGroup.name, ... resolve to None (update) and inputs fed from them vanish
             out["name"] = f"{name}-0000abcd"
+        if t == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
+            host = str(inputs.get("url", "")).removeprefix("https://")
+            out["arn"] = f"arn:aws:iam::{FAKE_ACCOUNT}:oidc-provider/{host}"
         if t == "eks:index:Cluster":
             issuer = f"oidc.eks.{FAKE_REGION}.amazonaws.com/id/{name.upper()}0123456789"
             kcfg = fake_kubeconfig(name)

@@ -511,6 +511,20 @@ def test_evidently_ui_lists_the_reports(history: History) -> None:
         }
         assert gate_reports and gate_reports <= names, (gate_reports, names)
         assert any(str(n).startswith("reports/local/live_quality/") for n in names)
+        # each decision published its reports and itself with its outcome and ledger key
+        from pipelines.decisions import ledger
+
+        records = {r.key: r for r in ledger.read_all(history.storage, "local")}
+        published = [s for s in snapshots if "record" in s["metadata"]]
+        for snapshot in published:
+            record = records[snapshot["metadata"]["record"]]
+            assert snapshot["metadata"]["outcome"] == record.decision in snapshot["tags"]
+            assert snapshot["metadata"]["decision"] == record.kind
+        gate_records = {run["steps"]["gate"]["record"] for run in history.runs}
+        assert gate_records <= {s["metadata"]["record"] for s in published}
+        assert {"promote", "reject", "hold", "rollback"} <= {
+            s["metadata"]["outcome"] for s in published
+        }
     finally:
         stop(process)
         log.close()

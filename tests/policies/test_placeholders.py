@@ -133,6 +133,7 @@ FILLED = (
     (re.compile(r"(?<!\d)(\d)\1{11}(?!\d)"), REAL_ACCOUNT),
     (re.compile(r"example-org"), "acme-ml"),
     (re.compile(r"203\.0\.113\.0/24"), "85.214.10.0/24"),
+    (re.compile(r"key/REPLACE_ME"), "key/5b1d3a52-8c1e-4d55-9a8e-2f0c6b7e9d10"),
 )
 
 

@@ -570,10 +570,11 @@ def irsa_problems(resources: list[PlannedResource], running: list[Workload]) -> 
     to one account; each workload runs as one of them, and each account is used."""
     problems = []
     roles = {role_arn(r): r for r in of_type(resources, "aws:iam/role:Role")}
-    irsa_roles = {
+    irsa_roles = {  # web identity through the cluster's provider (not GitHub's: the CI roles)
         arn
         for arn, r in roles.items()
         if "AssumeRoleWithWebIdentity" in r.inputs["assumeRolePolicy"]
+        and "token.actions.githubusercontent.com" not in r.inputs["assumeRolePolicy"]
     }
     accounts = {}
     claimed: dict[str, list[str]] = {}
