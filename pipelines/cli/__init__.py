@@ -9,6 +9,7 @@ mlops bento build | requirements, mlops serve   packaging and serving (cli/bento
 mlops workflows render | record-exit    Argo CronWorkflows (cli/workflows.py)
 mlops infra plan                        the Pulumi stacks offline (cli/infra.py)
 mlops services up | down | status | env local PostgreSQL, S3, MLflow server (cli/services.py)
+mlops images build                      the images with podman, no daemon (cli/images.py)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pipelines.cli.bento import bento_app, serve
 from pipelines.cli.console import err
 from pipelines.cli.data import data_app
 from pipelines.cli.decisions import decisions_app, drift_app
+from pipelines.cli.images import images_app
 from pipelines.cli.infra import infra_app
 from pipelines.cli.models import models_app
 from pipelines.cli.run import quickstart, run, step
@@ -46,6 +48,7 @@ app.add_typer(bento_app, name="bento")
 app.add_typer(workflows_app, name="workflows")
 app.add_typer(infra_app, name="infra")
 app.add_typer(services_app, name="services")
+app.add_typer(images_app, name="images")
 
 
 def main() -> None:
