@@ -50,6 +50,8 @@ def security_flags(
     context = container.get("securityContext", {})
     uid, gid = _user(pod_context, context)
     fs_group = pod_context.get("fsGroup")
+    if fs_group is not None:  # (numbers from a YAML or a Pulumi program may arrive as floats)
+        fs_group = int(fs_group)
     flags = ["--user", f"{uid}:{gid}", *ulimit_flags()]
     if fs_group is not None:
         flags += ["--group-add", str(fs_group)]
@@ -76,7 +78,7 @@ def security_flags(
             )
         folder = scratch / mount["name"]
         folder.mkdir(parents=True, exist_ok=True)
-        os.chown(folder, 0, int(fs_group if fs_group is not None else gid))
+        os.chown(folder, 0, fs_group if fs_group is not None else gid)
         folder.chmod(0o2777)
         read_only = ",ro" if mount.get("readOnly") else ""
         flags += [

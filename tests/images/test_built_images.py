@@ -33,7 +33,7 @@ from tests.conftest import MIRROR_DAYS, MIRROR_START, REPO, SYMBOLS, run_cli
 from tests.services import free_port, stop, wait_http
 from tests.services.test_local_services import Services, services  # noqa: F401 (fixture)
 
-pytestmark = [pytest.mark.integration, pytest.mark.images]
+pytestmark = [pytest.mark.integration, pytest.mark.images, pytest.mark.timeout(1800)]
 
 END = MIRROR_START.toordinal() + MIRROR_DAYS - 1
 SERVICE_ENV = (
@@ -252,7 +252,10 @@ def test_mlops_serve_container_serves_the_pinned_model_from_s3(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/readyz", process, timeout=300)  # type: ignore[arg-type]
+        try:
+            wait_http(f"{url}/readyz", process, timeout=300)  # type: ignore[arg-type]
+        except RuntimeError:
+            raise AssertionError(process.communicate(timeout=30)[1].decode()[-3000:]) from None
         features = summary["steps"]["features"]["features"]
         answer = httpx.post(f"{url}/predict", json={"rows": [dict.fromkeys(features, 0.0)]})
         assert answer.status_code == 200, answer.text
@@ -271,6 +274,7 @@ def test_mlops_serve_container_serves_the_pinned_model_from_s3(
         assert host["ReadonlyRootfs"] is True and "no-new-privileges" in host["SecurityOpt"]
         assert inspected["EffectiveCaps"] in (None, [])
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=90)
     assert process.returncode in (0, 143, -15), process.stderr.read()[-2000:]  # type: ignore[union-attr]

@@ -75,12 +75,8 @@ def test_the_serving_container_gets_its_manifests_user_read_only_root_and_mounts
     assert "--cap-drop=all" in flags and not any(f.startswith("--cap-add") for f in flags)
     assert flags[flags.index("--security-opt") + 1] == "no-new-privileges"
     mounts = [flags[i + 1] for i, f in enumerate(flags) if f == "--mount"]
-    assert mounts == [
-        f"type=bind,source={tmp_path / 'tmp'},destination=/tmp",
-        f"type=bind,source={tmp_path / 'prometheus'},"
-        "destination=/tmp/bentoml/prometheus_multiproc_dir",
-    ]
-    for name in ("tmp", "prometheus"):  # an emptyDir as the kubelet makes it for fsGroup 1034
+    assert mounts == [f"type=bind,source={tmp_path / 'tmp'},destination=/tmp"]
+    for name in ("tmp",):  # an emptyDir as the kubelet makes it for fsGroup 1034
         info = (tmp_path / name).stat()
         assert stat.S_IMODE(info.st_mode) == 0o2777 and info.st_gid == 1034
 
