@@ -30,6 +30,7 @@ CONCERNS = {
     "cli",
     "data",
     "decisions",
+    "images",
     "ml",
     "observability",
     "orchestration",

@@ -7,10 +7,11 @@ mlops models list | history             the registry and alias moves (cli/models
 mlops decisions gate | monitor | rollback   promotion and rollback (cli/decisions.py)
 mlops drift report | list               Evidently reports (cli/decisions.py)
 mlops bento build | requirements, mlops serve   packaging and serving (cli/bento.py)
-mlops workflows render | record-exit    Argo CronWorkflows (cli/workflows.py)
+mlops workflows render | run-local | record-exit   Argo CronWorkflows (cli/workflows.py)
 mlops infra plan                        the Pulumi stacks offline (cli/infra.py)
 mlops services up | down | status | env local PostgreSQL, S3, MLflow server (cli/services.py)
 mlops monitoring render                 alert rules and dashboards (cli/monitoring.py)
+mlops images build                      the images with podman, no daemon (cli/images.py)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pipelines.cli.bento import bento_app, serve
 from pipelines.cli.console import err
 from pipelines.cli.data import data_app
 from pipelines.cli.decisions import decisions_app, drift_app
+from pipelines.cli.images import images_app
 from pipelines.cli.infra import infra_app
 from pipelines.cli.models import models_app
 from pipelines.cli.monitoring import monitoring_app
@@ -52,6 +54,7 @@ app.add_typer(workflows_app, name="workflows")
 app.add_typer(infra_app, name="infra")
 app.add_typer(services_app, name="services")
 app.add_typer(monitoring_app, name="monitoring")
+app.add_typer(images_app, name="images")
 
 
 def main() -> None:

@@ -100,15 +100,30 @@ def serve(
     version: VersionOpt = None,
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 3000,
     host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
+    container: Annotated[
+        bool,
+        typer.Option(
+            "--container",
+            help="Run the serving image (mlops images build serving) as the serving Deployment "
+            "runs it, on the version's pin, with the storage this env names.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the built Bento of a registry version (``bentoml serve`` underneath).
 
     Endpoints: POST /predict, /predict_batch, /predict_klines; GET /metadata, /livez, /readyz,
     /metrics; Swagger UI at /. Stops cleanly on Ctrl-C/SIGTERM (the inference log is flushed).
     """
+    settings = load_settings()
+    if container:
+        from pipelines.images.build import engine
+        from pipelines.images.serve import resolve_pin, run_serving
+        from pipelines.settings import REPO_ROOT
+
+        pin = resolve_pin(settings, alias, version)
+        raise typer.Exit(run_serving(REPO_ROOT, engine(), pin, host, port, err.print))
     from pipelines.ml.packaging import find_bento
 
-    settings = load_settings()
     tag = find_bento(settings, alias, version)
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
