@@ -3,7 +3,7 @@
 mlops quickstart | run | step           the DAG, in-process (cli/run.py)
 mlops data mirror                       the synthetic archive (cli/data.py)
 mlops models list | history             the registry and alias moves (cli/models.py)
-mlops decisions gate | monitor | rollback   promotion and rollback (cli/decisions.py)
+mlops decisions gate | monitor | rollback | backtest   decisions (cli/decisions.py)
 mlops drift report | list               Evidently reports (cli/decisions.py)
 mlops bento build | requirements, mlops serve   packaging and serving (cli/bento.py)
 mlops workflows render | record-exit    Argo CronWorkflows (cli/workflows.py)

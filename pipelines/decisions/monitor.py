@@ -99,6 +99,7 @@ def monitor(settings: Settings, storage: Storage, run_id: str | None = None) -> 
         "max_auc_drop": settings.monitor_max_auc_drop,
         "min_rows": settings.monitor_min_rows,
         "recorded_roc_auc": recorded,
+        "drift_calibration": tags.get("drift_calibration"),
     }
     keyed = (
         log.dropna(subset=["symbol", "open_time"])
@@ -206,8 +207,14 @@ def _reports(
     start = pd.Timestamp(judged[-1]["start"])
     end = pd.Timestamp(judged[-1]["end"])
     latest = joined[(joined["open_time"] >= start) & (joined["open_time"] < end)]
-    options = drift_options(settings)
-    window = {"window": [str(start), str(end)]}
+    key = tags.get("drift_calibration")
+    calibrated = None
+    if key:
+        from pipelines.reports.calibration import load
+
+        calibrated = load(storage, key).thresholds("monitor")
+    options = drift_options(settings, calibrated)
+    window: dict[str, Any] = {"window": [str(start), str(end)], "drift_calibration": key}
     quality = quality_report(
         latest.assign(label=latest["label"].astype(int)),
         storage=storage,
