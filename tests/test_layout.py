@@ -24,7 +24,17 @@ FOUNDATIONS = {
     "settings.py",
     "storage.py",
 }
-CONCERNS = {"cli", "data", "decisions", "ml", "orchestration", "reports", "services", "synthetic"}
+CONCERNS = {
+    "backtest",
+    "cli",
+    "data",
+    "decisions",
+    "ml",
+    "orchestration",
+    "reports",
+    "services",
+    "synthetic",
+}
 MAX_LINES = 400
 
 
