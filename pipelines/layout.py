@@ -7,6 +7,7 @@ against the prefixes named here (``PREFIXES``).
     quarantine/klines/{symbol}/{interval}/{date}.csv                         rejected rows
     curated/klines/{interval}/symbol={symbol}/date={date}/part-0.parquet     clean bars
     features/{interval}/{dataset_hash}/{labelled,scoring}.parquet, manifest.json
+    features/{interval}/{dataset_hash}/calibration/{digest}.json               drift thresholds
     runs/{run_id}/params.json, steps/{step}.json, steps/{step}/shards/{shard}.json, exit.json
     bentos/{name}/{version}.bento                                            exported Bentos
     bentos/{name}/v{model_version}.bentomodel                                model archives
@@ -64,6 +65,12 @@ def dataset(interval: str, dataset_hash: str) -> str:
     """Prefix of one content-addressed dataset (``labelled.parquet``, ``scoring.parquet``,
     ``manifest.json``, written last)."""
     return f"{FEATURES}{interval}/{dataset_hash}"
+
+
+def drift_calibration(dataset_prefix: str, digest: str) -> str:
+    """Drift thresholds calibrated on a dataset's training rows (content-addressed by
+    `digest`); a model version's ``drift_calibration`` tag names the one it is judged by."""
+    return f"{dataset_prefix}/calibration/{digest}.json"
 
 
 def run_params(run_id: str) -> str:

@@ -198,7 +198,17 @@ class Settings(BaseSettings):
     0.2 marked 0-8%, and both 77% after a regime change (README: drift)."""
 
     drift_threshold: float | None = 0.2
-    """Threshold of that stattest (PSI 0.2: the customary "significant shift")."""
+    """Threshold of that stattest (PSI 0.2: the customary "significant shift") where no
+    calibration applies (``MLOPS_DRIFT_CALIBRATION=fixed``, a method other than PSI, or too
+    little stable history)."""
+
+    drift_calibration: Literal["null", "fixed"] = "null"
+    """``null``: per-feature PSI thresholds calibrated on the model's stable history for
+    `drift_false_alarm_rate` per decision (docs/decisions.md); ``fixed``: `drift_threshold` for
+    every feature and `gate_max_drift_share` as the decision's line."""
+
+    drift_false_alarm_rate: float = Field(default=0.01, gt=0, lt=0.5)
+    """Target rate of drift alarms per decision on stable data (shared by the features)."""
 
     monitor_window_hours: float = Field(default=24.0, gt=0)
     """Live quality is judged per window of this many hours of predictions."""

@@ -27,6 +27,7 @@ FOUNDATIONS = {
     "storage.py",
 }
 CONCERNS = {
+    "backtest",
     "cli",
     "data",
     "decisions",

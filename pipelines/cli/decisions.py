@@ -60,6 +60,92 @@ def monitor(json_out: JsonFlag = False) -> None:
     _show_decision(result, json_out)
 
 
+@decisions_app.command("backtest")
+def backtest(
+    scenarios: Annotated[
+        str | None,
+        typer.Option("--scenarios", help="Comma-separated scenario names (default: all)."),
+    ] = None,
+    seeds: Annotated[
+        int, typer.Option("--seeds", min=1, help="Seeds per scenario that trains models.")
+    ] = 20,
+    drift_seeds: Annotated[
+        int | None,
+        typer.Option(
+            "--drift-seeds",
+            min=1,
+            help="Seeds per no-change drift-only scenario (4 windows each; default: --seeds).",
+        ),
+    ] = None,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print the figures as Markdown (benchmarks).")
+    ] = False,
+    label: Annotated[
+        str, typer.Option("--label", help="Heading of the Markdown figures.")
+    ] = "defaults",
+    json_out: JsonFlag = False,
+) -> None:
+    """Replay the gate and the monitor over a matrix of synthetic-market scenarios and seeds
+    with the current MLOPS_GATE_*/MONITOR_*/DRIFT_* settings: promotion, false-promotion,
+    false-rollback and missed-rollback rates, detection delay and drift false alarms, each
+    with its trial count and 95% upper bound (2 processes at most)."""
+    import sys
+    from datetime import UTC, datetime
+
+    from pipelines.backtest.matrix import BY_NAME, run_matrix, settings_digest, trial_count
+    from pipelines.backtest.targets import markdown as render
+    from pipelines.backtest.targets import targets
+    from pipelines.cli.console import progress_bars
+
+    settings = load_settings()
+    names = [n.strip() for n in scenarios.split(",") if n.strip()] if scenarios else list(BY_NAME)
+    with progress_bars() as add:
+        advance = add("backtest trials", trial_count(names, seeds, drift_seeds))
+        results = run_matrix(settings, names, seeds, drift_seeds, on_trial=advance)
+    digest = settings_digest(settings)
+    if json_out:
+        print_json({"settings_digest": digest, "scenarios": [r.public() for r in results]})
+    elif markdown:
+        day = datetime.now(UTC).date().isoformat()
+        # plain stdout: rich would wrap the table rows at the terminal's width
+        sys.stdout.write(render(results, digest, label, day, seeds, drift_seeds or seeds))
+    else:
+        _show_backtest(results, targets(results), digest)
+
+
+def _show_backtest(results: list[Any], goals: list[Any], digest: str) -> None:
+    from rich.table import Table
+
+    def cell(rate: Any) -> str:
+        return "-" if rate is None else f"{rate.value:.1%} ({rate.events}/{rate.trials})"
+
+    table = Table(title=f"decisions backtest (settings {digest})")
+    for column in ("scenario", "seeds", "promotion", "false promotion", "false rollback"):
+        table.add_column(column)
+    for column in ("missed rollback", "missed detection", "delay", "drift false alarm"):
+        table.add_column(column)
+    for r in results:
+        delay = f"{r.detection_delay_windows:.2f}" if r.detection_delay_windows else "-"
+        table.add_row(
+            r.name,
+            str(r.seeds),
+            cell(r.promotion),
+            cell(r.false_promotion),
+            cell(r.false_rollback),
+            cell(r.missed_rollback),
+            cell(r.missed_detection),
+            delay,
+            cell(r.drift_false_alarm),
+        )
+    out.print(table)
+    for goal in goals:
+        out.print(
+            f"{goal.name}: {goal.rate:.1%} of {goal.trials}, 95% upper bound {goal.upper:.1%}"
+            f" — {goal.status}",
+            highlight=False,
+        )
+
+
 @decisions_app.command("rollback")
 def rollback(
     to: Annotated[

@@ -108,6 +108,7 @@ def _decide(settings: Settings, storage: Storage, run_id: str | None) -> Monitor
         "max_auc_drop": settings.monitor_max_auc_drop,
         "min_rows": settings.monitor_min_rows,
         "recorded_roc_auc": recorded,
+        "drift_calibration": tags.get("drift_calibration"),
     }
     keyed = (
         log.dropna(subset=["symbol", "open_time"])
@@ -215,7 +216,13 @@ def _reports(
     start = pd.Timestamp(judged[-1]["start"])
     end = pd.Timestamp(judged[-1]["end"])
     latest = joined[(joined["open_time"] >= start) & (joined["open_time"] < end)]
-    window = {"window": [str(start), str(end)]}
+    key = tags.get("drift_calibration")
+    calibrated = None
+    if key:
+        from pipelines.reports.calibration import load
+
+        calibrated = load(storage, key).thresholds("monitor")
+    window: dict[str, Any] = {"window": [str(start), str(end)], "drift_calibration": key}
     quality = quality_report(
         latest.assign(label=latest["label"].astype(int)),
         storage=storage,
@@ -241,7 +248,7 @@ def _reports(
                 kind="live_drift",
                 model_version=version,
                 metadata=window,
-                **drift_test(settings),  # no workspace: published with the decision
+                **drift_test(settings, calibrated),  # no workspace: published with the decision
             )
             out.append(drift.prefix)
     return out

@@ -66,6 +66,7 @@ class DriftTest(TypedDict):
     drift_share: float
     method: str | None
     column_threshold: float | None
+    column_thresholds: dict[str, float] | None
 
 
 class DriftOptions(DriftTest):
@@ -75,19 +76,26 @@ class DriftOptions(DriftTest):
     project: str
 
 
-def drift_test(settings: Settings) -> DriftTest:
-    """The env's drift test (``MLOPS_DRIFT_*``, ``MLOPS_GATE_MAX_DRIFT_SHARE``)."""
+def drift_test(settings: Settings, calibrated: dict[str, float] | None = None) -> DriftTest:
+    """The env's drift test (``MLOPS_DRIFT_*``, ``MLOPS_GATE_MAX_DRIFT_SHARE``).
+
+    With `calibrated` thresholds (`pipelines.reports.calibration`, PSI only) each feature is
+    judged against its own, and the dataset drifted when any feature did: the false-alarm rate
+    per decision is shared between the features by the thresholds themselves.
+    """
+    use = calibrated if calibrated and (settings.drift_method or "") == "psi" else None
     return DriftTest(
-        drift_share=settings.gate_max_drift_share,
+        drift_share=1 / len(use) if use else settings.gate_max_drift_share,
         method=settings.drift_method or None,
         column_threshold=settings.drift_threshold,
+        column_thresholds=use,
     )
 
 
-def drift_options(settings: Settings) -> DriftOptions:
+def drift_options(settings: Settings, calibrated: dict[str, float] | None = None) -> DriftOptions:
     """The env's drift test and its Evidently workspace and project."""
     return DriftOptions(
-        **drift_test(settings),
+        **drift_test(settings, calibrated),
         workspace=settings.home / "evidently",
         project=f"{settings.model_name}-{settings.env}",
     )
@@ -139,6 +147,7 @@ def data_drift(
     drift_share: float = 0.5,
     method: str | None = None,
     column_threshold: float | None = None,
+    column_thresholds: dict[str, float] | None = None,
     model_version: str | None = None,
     metadata: dict[str, Any] | None = None,
     workspace: Path | None = None,
@@ -157,6 +166,7 @@ def data_drift(
         drift_share: the dataset drifted when at least this share of the features did.
         method: Evidently stattest for every feature (None: Evidently picks per column).
         column_threshold: that stattest's threshold (None: the stattest's default).
+        column_thresholds: a threshold per feature (calibrated), over `column_threshold`.
         model_version: the model version the report concerns, recorded in the summary.
         metadata: extra fields recorded in the summary (and, as strings, in the snapshot).
         workspace: a local Evidently Workspace directory to add the snapshot to.
@@ -174,7 +184,13 @@ def data_drift(
 
     definition = DataDefinition(numerical_columns=names)
     preset = DataDriftPreset(
-        columns=names, drift_share=drift_share, method=method, threshold=column_threshold
+        columns=names,
+        drift_share=drift_share,
+        method=method,
+        threshold=column_threshold,
+        per_column_threshold={n: column_thresholds[n] for n in names if n in column_thresholds}
+        if column_thresholds
+        else None,
     )
     snapshot = Report([preset], include_tests=True).run(
         current_data=Dataset.from_pandas(current[names], data_definition=definition),

@@ -56,12 +56,17 @@ _PROFILES = {
 
 @dataclass(frozen=True)
 class Regime:
-    """Multipliers applied from the shift date on."""
+    """Multipliers applied from the shift date on (the default is ``--shift-at``'s regime; the
+    backtest's controlled shifts change one ingredient at a time, e.g. ``Regime(vol=2.0,
+    volume=1.0, daily_drift=0.0, taker_bias=0.0)``)."""
 
     vol: float = 2.5
     volume: float = 3.0
     daily_drift: float = 0.004
     taker_bias: float = 0.08
+
+
+DEFAULT_REGIME = Regime()
 
 
 def stable_int(*parts: object) -> int:
@@ -85,7 +90,9 @@ def profile(symbol: str) -> SymbolProfile:
 
 
 @lru_cache(maxsize=64)
-def _daily_path(seed: int, symbol: str, shift_ordinal: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _daily_path(
+    seed: int, symbol: str, shift_ordinal: int | None, regime: Regime = DEFAULT_REGIME
+) -> tuple[np.ndarray, np.ndarray]:
     """Log-price anchor at each day's open, and each day's volatility multiplier."""
     n = (LAST_DAY - EPOCH).days + 2
     rng = np.random.default_rng([seed, stable_int("daily", symbol)])
@@ -99,8 +106,8 @@ def _daily_path(seed: int, symbol: str, shift_ordinal: int | None) -> tuple[np.n
     drift = np.zeros(n)
     if shift_ordinal is not None:
         shifted = days >= shift_ordinal - EPOCH.toordinal()
-        vol = np.where(shifted, vol * Regime.vol, vol)
-        drift = np.where(shifted, Regime.daily_drift, drift)
+        vol = np.where(shifted, vol * regime.vol, vol)
+        drift = np.where(shifted, regime.daily_drift, drift)
     # Mean-reverting deviation (half-life ~140 days) around a slow uptrend keeps prices
     # in a plausible band for decades while days still move like a random walk.
     deviation = lfilter([1.0], [1.0, -0.995], prof.daily_vol * vol * shocks)
@@ -123,7 +130,11 @@ def _seasonality() -> np.ndarray:
 
 
 def minute_bars(
-    symbol: str, day: date, seed: int = 42, shift_at: date | None = None
+    symbol: str,
+    day: date,
+    seed: int = 42,
+    shift_at: date | None = None,
+    regime: Regime = DEFAULT_REGIME,
 ) -> pd.DataFrame:
     """The 1,440 one-minute klines of `symbol` on `day` (archive columns, numeric dtypes).
 
@@ -136,7 +147,7 @@ def minute_bars(
             f"pick dates between {EPOCH} and {LAST_DAY}",
         )
     shifted = shift_at is not None and day >= shift_at
-    anchors, day_vol = _daily_path(seed, symbol, shift_at.toordinal() if shift_at else None)
+    anchors, day_vol = _daily_path(seed, symbol, shift_at.toordinal() if shift_at else None, regime)
     i = (day - EPOCH).days
     prof = profile(symbol)
     rng = np.random.default_rng([seed, stable_int("intraday", symbol), day.toordinal()])
@@ -172,10 +183,10 @@ def minute_bars(
     )
 
     activity = season**1.5 * clustered**0.5 * (1 + 4 * np.abs(returns) / sigma.mean())
-    volume_scale = prof.minute_volume * (Regime.volume if shifted else 1.0)
+    volume_scale = prof.minute_volume * (regime.volume if shifted else 1.0)
     volume = np.round(volume_scale * activity * rng.lognormal(0.0, 0.35, MINUTES), 3)
     vwap = (high + low + close) / 3
-    bias = Regime.taker_bias if shifted else 0.0
+    bias = regime.taker_bias if shifted else 0.0
     taker_share = np.clip(
         0.5
         + bias
@@ -211,8 +222,13 @@ def minute_bars(
 
 
 def day_bars(
-    symbol: str, day: date, interval: str, seed: int = 42, shift_at: date | None = None
+    symbol: str,
+    day: date,
+    interval: str,
+    seed: int = 42,
+    shift_at: date | None = None,
+    regime: Regime = DEFAULT_REGIME,
 ) -> pd.DataFrame:
     """Klines of one day at `interval`, as the archive would publish them."""
-    minutes = minute_bars(symbol, day, seed, shift_at)
+    minutes = minute_bars(symbol, day, seed, shift_at, regime)
     return minutes if interval == "1m" else resample_bars(minutes, interval)

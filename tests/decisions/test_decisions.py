@@ -378,9 +378,17 @@ def test_a_regime_change_in_the_window_is_drift_and_the_gate_rejects(history: Hi
     assert gate["decision"] == "reject"
     assert "at or above the limit" in gate["reasons"][1], gate["reasons"]
     summary = json.loads(history.storage.read_bytes(f"{gate['report']}/summary.json"))
-    assert summary["dataset_drift"] is True and summary["drift_share"] >= 0.5
+    assert summary["dataset_drift"] is True and summary["drift_share"] >= summary["threshold"]
+    # calibrated (docs/decisions.md): each feature against its own threshold, named in the record
+    record = json.loads(history.storage.read_bytes(gate["record"]))
+    assert record["thresholds"]["drift_calibration"].startswith("features/")
+    assert len({c["threshold"] for c in summary["columns"]}) > 1
     drifted = {c["column"] for c in summary["columns"] if c["drifted"]}
-    assert drifted & {"realized_vol_12", "realized_vol_48", "hl_range"}
+    # the volatility features' own lines are high (day-to-day volatility clustering); the
+    # regime's other ingredients (returns' spread, aggressive buyers) cross theirs
+    assert drifted and all(
+        c["score"] >= c["threshold"] for c in summary["columns"] if c["column"] in drifted
+    )
     assert seen["champion_after"] == seen["champion_before"]
     assert seen["pinned_after"] == seen["pinned_before"]
     assert seen["listed"][0]["path"] == gate["report"]

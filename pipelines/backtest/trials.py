@@ -1,0 +1,259 @@
+"""One trial of the backtest: a scenario on one seed of the synthetic market, judged by the
+decisions' own rules (`pipelines.decisions.gate.judge`, `compare_predictions`,
+`pipelines.decisions.monitor.judge_windows`, `trailing_degraded`) and the calibrated drift test
+(`pipelines.reports.calibration`), without MLflow, storage or a server: the rules are pure
+functions of the evidence, so replaying them is cheap.
+
+Three kinds: ``drift`` trials calibrate on a stable history and test the monitor's windows after
+it (no model); ``gate`` trials train a small champion and challenger and let the gate decide,
+the ground truth being their ROC-AUC on fresh generator days; ``monitor`` trials train a small
+champion and replay the monitor over live windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.decisions.gate import compare_predictions, judge
+from pipelines.decisions.monitor import judge_windows, trailing_degraded
+from pipelines.ml.features import FeatureConfig, feature_names, symbol_rows
+from pipelines.ml.modeling import make_model
+from pipelines.reports.calibration import calibrate, drifted, feature_psi
+from pipelines.reports.drift import drift_features
+from pipelines.settings import Settings
+from pipelines.synthetic.market import Regime, minute_bars
+
+START = date(2024, 1, 1)
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
+DRIFT_HISTORY_DAYS = 14
+"""Stable history a drift trial calibrates on."""
+LIVE_WINDOWS = 4
+"""Windows replayed after the history (the shift or the degradation starts with the first)."""
+MODEL_HISTORY_DAYS = 8
+"""Days a gate or monitor trial's models see (the last one is the evaluation window)."""
+FRESH_DAYS = 2
+"""Generator days after the gate's window that decide which model is truly better."""
+FAST_MODEL = {"max_iter": 40}
+NO_SHIFT = Regime(vol=1.0, volume=1.0, daily_drift=0.0, taker_bias=0.0)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One row of the matrix."""
+
+    name: str
+    kind: str
+    """``drift``, ``gate`` or ``monitor``."""
+    description: str
+    regime: Regime | None = None
+    """Market shift from the first live window on."""
+    broken: tuple[str, str] | None = None
+    """(feature, how): ``constant``, ``nan`` or ``unit`` from the first live window on."""
+    missing_hours: float = 0.0
+    """Hours missing at the end of each live window (late or missing bars)."""
+    champion_noise: float = 0.0
+    challenger_noise: float = 0.0
+    """Share of training labels flipped (gate trials)."""
+    expects_drift: bool = False
+    degrades: bool = False
+
+
+@dataclass
+class Outcome:
+    """What one trial observed."""
+
+    scenario: str
+    seed: int
+    windows: int = 0
+    alarms: int = 0
+    first_alarm: int | None = None
+    promoted: bool | None = None
+    truly_worse: bool | None = None
+    rolled_back_at: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def market_rows(seed: int, days: int, shift_at: date | None, regime: Regime | None) -> pd.DataFrame:
+    """Labelled model rows (default features) of both symbols over `days` from `START`."""
+    config = FeatureConfig()
+    parts = []
+    for symbol in SYMBOLS:
+        bars = pd.concat(
+            [
+                minute_bars(symbol, START + timedelta(days=d), seed, shift_at, regime or NO_SHIFT)
+                for d in range(days)
+            ],
+            ignore_index=True,
+        )
+        bars["open_time"] = pd.to_datetime(bars["open_time"], unit="ms", utc=True)
+        parts.append(symbol_rows(bars, symbol, config))
+    rows = pd.concat(parts).sort_values(["open_time", "symbol"], ignore_index=True)
+    return rows[rows["label"].notna()].astype({"label": "int64"})
+
+
+def break_feature(rows: pd.DataFrame, broken: tuple[str, str] | None) -> pd.DataFrame:
+    """`rows` with one feature broken as a faulty pipeline would break it."""
+    if broken is None:
+        return rows
+    name, how = broken
+    rows = rows.copy()
+    columns = [
+        c for c in rows.columns if c == name or (name.endswith("*") and c.startswith(name[:-1]))
+    ]
+    for column in columns:
+        if how == "constant":
+            rows[column] = float(rows[column].median())
+        elif how == "nan":
+            rows[column] = np.nan
+        else:  # unit: a fraction served as a percentage
+            rows[column] = rows[column] * 100
+    return rows
+
+
+def _window(rows: pd.DataFrame, start: pd.Timestamp, hours: float, missing: float) -> pd.DataFrame:
+    end = start + pd.Timedelta(hours=hours - missing)
+    return rows[(rows["open_time"] >= start) & (rows["open_time"] < end)]
+
+
+def drift_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
+    """Calibrate on a stable history, then test each live window against it."""
+    hours = settings.monitor_window_hours
+    live_days = int(np.ceil(LIVE_WINDOWS * hours / 24))
+    shift = START + timedelta(days=DRIFT_HISTORY_DAYS)
+    rows = market_rows(seed, DRIFT_HISTORY_DAYS + live_days + 1, shift, scenario.regime)
+    boundary = pd.Timestamp(shift, tz="UTC")
+    history = rows[rows["open_time"] < boundary]
+    features = drift_features(feature_names(FeatureConfig()))
+    thresholds = _thresholds(settings, history, features, {"monitor": hours})
+    live = break_feature(rows[rows["open_time"] >= boundary], scenario.broken)
+    outcome = Outcome(scenario.name, seed)
+    for k in range(LIVE_WINDOWS):
+        start = boundary + pd.Timedelta(hours=hours * k)
+        current = _window(live, start, hours, scenario.missing_hours)
+        flagged = drifted(feature_psi(history, current, features), thresholds["monitor"])
+        outcome.windows += 1
+        if _is_drift(settings, flagged, len(features), thresholds["calibrated"]):
+            outcome.alarms += 1
+            if outcome.first_alarm is None:
+                outcome.first_alarm = k
+    return outcome
+
+
+def _thresholds(
+    settings: Settings, history: pd.DataFrame, features: list[str], windows: dict[str, float]
+) -> dict[str, Any]:
+    """Per-decision thresholds: calibrated (``null``) or the fixed line for every feature."""
+    if settings.drift_calibration == "null" and (settings.drift_method or "") == "psi":
+        calibration = calibrate(
+            history, features, windows, settings.drift_false_alarm_rate, settings.drift_threshold
+        )
+        found = {d: calibration.thresholds(d) for d in windows}
+        if all(found.values()):
+            return {**found, "calibrated": True}
+    fixed = settings.drift_threshold if settings.drift_threshold is not None else 0.1
+    return {**{d: dict.fromkeys(features, fixed) for d in windows}, "calibrated": False}
+
+
+def _is_drift(settings: Settings, flagged: list[str], features: int, calibrated: bool) -> bool:
+    """The decision's drift verdict: any feature when calibrated, else the share limit."""
+    limit = 1 / features if calibrated else settings.gate_max_drift_share
+    return len(flagged) / features >= limit
+
+
+def _fit(rows: pd.DataFrame, noise: float, seed: int) -> Any:
+    features = feature_names(FeatureConfig())
+    labels = rows["label"].to_numpy()
+    if noise:
+        flip = np.random.default_rng(seed).random(len(labels)) < noise
+        labels = np.where(flip, 1 - labels, labels)
+    model = make_model("hist_gradient_boosting", FAST_MODEL)
+    model.fit(rows[features], labels)
+    return model
+
+
+def _auc(model: Any, rows: pd.DataFrame) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    p = model.predict_proba(rows[feature_names(FeatureConfig())])[:, 1]
+    return float(roc_auc_score(rows["label"], p))
+
+
+def gate_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
+    """Champion trained on the days before the last one but one, challenger on all days
+    before the window (embargoed); the gate decides on the window; fresh days are the truth."""
+    rows = market_rows(seed, MODEL_HISTORY_DAYS + FRESH_DAYS, None, None)
+    first = rows["open_time"].min().normalize()
+    window_start = first + pd.Timedelta(days=MODEL_HISTORY_DAYS - 1)
+    fresh_start = window_start + pd.Timedelta(days=1)
+    embargo = pd.Timedelta(minutes=settings.effective_embargo)
+    challenger_rows = rows[rows["open_time"] < window_start - embargo]
+    champion_rows = rows[rows["open_time"] < window_start - pd.Timedelta(days=1) - embargo]
+    window = rows[(rows["open_time"] >= window_start) & (rows["open_time"] < fresh_start)]
+    fresh = rows[rows["open_time"] >= fresh_start]
+    champion = _fit(champion_rows, scenario.champion_noise, seed)
+    challenger = _fit(challenger_rows, scenario.challenger_noise, seed + 1)
+    features = feature_names(FeatureConfig())
+    y = window["label"].to_numpy(dtype=int)
+    evidence = compare_predictions(
+        settings,
+        y,
+        challenger.predict_proba(window[features])[:, 1],
+        champion.predict_proba(window[features])[:, 1],
+        settings.horizon * len(SYMBOLS),
+    )
+    tested = drift_features(features)
+    thresholds = _thresholds(settings, challenger_rows, tested, {"gate": 24.0})
+    flagged = drifted(feature_psi(challenger_rows, window, tested), thresholds["gate"])
+    limit = 1 / len(tested) if thresholds["calibrated"] else settings.gate_max_drift_share
+    _, promote = judge(settings, evidence, flagged, len(tested), limit)
+    truth = _auc(challenger, fresh) - _auc(champion, fresh)
+    return Outcome(
+        scenario.name,
+        seed,
+        windows=1,
+        alarms=int(bool(flagged) and len(flagged) / len(tested) >= limit),
+        promoted=promote,
+        truly_worse=truth < 0,
+        extra={"fresh_auc_delta": truth, "window_auc_delta": evidence["roc_auc_delta"]},
+    )
+
+
+def monitor_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
+    """A champion trained before its evaluation day (its recorded ROC-AUC), then the monitor's
+    windows over the live days after it, with its serving features broken when it degrades."""
+    hours = settings.monitor_window_hours
+    live_days = int(np.ceil(LIVE_WINDOWS * hours / 24))
+    rows = market_rows(seed, MODEL_HISTORY_DAYS + live_days, None, None)
+    first = rows["open_time"].min().normalize()
+    eval_start = first + pd.Timedelta(days=MODEL_HISTORY_DAYS - 1)
+    live_start = eval_start + pd.Timedelta(days=1)
+    embargo = pd.Timedelta(minutes=settings.effective_embargo)
+    champion = _fit(rows[rows["open_time"] < eval_start - embargo], 0.0, seed)
+    recorded = _auc(
+        champion, rows[(rows["open_time"] >= eval_start) & (rows["open_time"] < live_start)]
+    )
+    live = rows[rows["open_time"] >= live_start]
+    served = break_feature(live, scenario.broken) if scenario.degrades else live
+    joined = live.assign(
+        probability_up=champion.predict_proba(served[feature_names(FeatureConfig())])[:, 1]
+    )
+    windows = judge_windows(
+        joined, hours, settings.monitor_min_rows, recorded, settings.monitor_max_auc_drop
+    )[:LIVE_WINDOWS]
+    outcome = Outcome(scenario.name, seed, windows=len(windows), extra={"recorded": recorded})
+    for k in range(len(windows)):
+        if trailing_degraded(windows[: k + 1]) >= settings.monitor_windows:
+            outcome.rolled_back_at = k
+            break
+    return outcome
+
+
+def run_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
+    """The trial of `scenario` on `seed`."""
+    kinds = {"drift": drift_trial, "gate": gate_trial, "monitor": monitor_trial}
+    return kinds[scenario.kind](scenario, seed, settings)

@@ -1,0 +1,86 @@
+"""`mlops decisions backtest`: a small matrix in CI (the full one runs from the CLI; its figures
+are in benchmarks/README.md), the bounds, and a planted broken setting caught by the targets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from scipy.stats import binom
+
+from pipelines.backtest.matrix import Rate, ScenarioResult, run_matrix, upper_bound
+from pipelines.backtest.targets import targets
+from pipelines.settings import Settings
+from tests.conftest import run_cli
+
+KEYS = {
+    "name",
+    "seeds",
+    "promotion_rate",
+    "false_promotion_rate",
+    "false_rollback_rate",
+    "missed_rollback_rate",
+    "detection_delay_windows",
+    "drift_false_alarm_rate",
+}
+
+
+def test_upper_bound_is_one_sided_clopper_pearson() -> None:
+    # ~150 clean windows are what a 2% bound needs; 100 are not enough
+    assert upper_bound(0, 150) == pytest.approx(1 - 0.05 ** (1 / 150))
+    assert upper_bound(0, 150) <= 0.02 < upper_bound(0, 100)  # type: ignore[operator]
+    for events, trials in ((1, 40), (7, 60), (20, 20)):
+        bound = upper_bound(events, trials)
+        assert bound is not None
+        if events < trials:
+            assert binom.cdf(events, trials, bound) == pytest.approx(0.05, abs=1e-9)
+    assert upper_bound(0, 0) is None
+
+
+def test_a_target_is_met_only_when_its_bound_is() -> None:
+    def healthy(events: int, trials: int) -> list[ScenarioResult]:
+        rate = Rate(events=events, trials=trials)
+        return [ScenarioResult(name="healthy-champion", seeds=trials, false_rollback=rate)]
+
+    assert targets(healthy(0, 200))[0].status == "met"
+    assert targets(healthy(0, 60))[0].status == "point estimate only"
+    assert targets(healthy(9, 60))[0].status == "not met"
+
+
+@pytest.mark.integration
+def test_small_matrix_from_the_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    done = run_cli(
+        [
+            "decisions",
+            "backtest",
+            "--scenarios",
+            "no-change,broken-unit,worse-challenger,healthy-champion",
+            "--seeds",
+            "2",
+            "--json",
+        ],
+        {"MLOPS_HOME": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    document = json.loads(done.stdout)
+    assert set(document) == {"settings_digest", "scenarios"}
+    rows = {row["name"]: row for row in document["scenarios"]}
+    assert all(set(row) == KEYS and row["seeds"] == 2 for row in rows.values())
+    assert rows["no-change"]["drift_false_alarm_rate"] is not None
+    assert rows["no-change"]["promotion_rate"] is None
+    assert rows["broken-unit"]["detection_delay_windows"] == 1.0  # caught in its first window
+    assert rows["worse-challenger"]["promotion_rate"] is not None
+    assert rows["worse-challenger"]["drift_false_alarm_rate"] is None
+    assert rows["healthy-champion"]["false_rollback_rate"] is not None
+
+
+@pytest.mark.integration
+def test_a_planted_broken_setting_is_caught() -> None:
+    # one window a hair below the recorded ROC-AUC rolls a healthy champion back
+    broken = Settings.model_construct(monitor_windows=1, monitor_max_auc_drop=0.0)
+    results = run_matrix(broken, ["healthy-champion"], seeds=3)
+    (goal,) = targets(results)
+    assert goal.name.startswith("false rollback")
+    assert goal.status == "not met", goal
+    sane = run_matrix(Settings.model_construct(), ["healthy-champion"], seeds=3)
+    assert targets(sane)[0].events < goal.events

@@ -1,0 +1,87 @@
+"""Drift thresholds calibrated on stable history (`pipelines.reports.calibration`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.reports.calibration import (
+    calibrate,
+    drifted,
+    feature_psi,
+    load,
+    psi,
+    stable_days,
+    store,
+    tail_threshold,
+)
+from pipelines.storage import LocalStorage
+
+
+def test_psi_is_the_number_evidently_reports() -> None:
+    from evidently.legacy.calculations.stattests.psi import psi_stat_test
+    from evidently.legacy.core import ColumnType
+
+    rng = np.random.default_rng(3)
+    for scale in (1.0, 1.3, 3.0):
+        ref, cur = rng.normal(size=5000), rng.normal(scale=scale, size=700)
+        theirs = psi_stat_test(pd.Series(ref), pd.Series(cur), ColumnType.Numerical, 0.1)
+        assert psi(ref, cur) == pytest.approx(float(theirs.drift_score), rel=1e-12)
+
+
+def _history(days: int, seed: int = 0) -> pd.DataFrame:
+    """Hourly-volatile but stationary rows: `a` noisy per day, `b` stable."""
+    rng = np.random.default_rng(seed)
+    times = pd.date_range("2024-01-01", periods=days * 144, freq="10min", tz="UTC")
+    day_scale = np.repeat(np.exp(0.3 * rng.standard_normal(days)), 144)
+    return pd.DataFrame(
+        {
+            "open_time": times,
+            "a": rng.standard_normal(len(times)) * day_scale,
+            "b": rng.standard_normal(len(times)),
+        }
+    )
+
+
+def test_thresholds_follow_each_features_own_null() -> None:
+    history = _history(14)
+    calibration = calibrate(history, ["a", "b"], {"monitor": 24.0, "gate": 48.0}, 0.01, 0.2)
+    monitor = calibration.thresholds("monitor")
+    assert monitor is not None and calibration.decisions["monitor"].windows >= 8
+    # the feature whose scale moves day to day needs a higher line than the stable one
+    assert monitor["a"] > 3 * monitor["b"]
+    assert calibration.per_feature_rate == pytest.approx(0.005)
+    fresh = _history(2, seed=99).iloc[:144]
+    assert drifted(feature_psi(history, fresh, ["a", "b"]), monitor) == []
+    shifted = fresh.assign(b=fresh["b"] * 2, a=fresh["a"] * 0 + 5.0)
+    assert drifted(feature_psi(history, shifted, ["a", "b"]), monitor) == ["a", "b"]
+
+
+def test_too_little_history_keeps_the_fixed_threshold() -> None:
+    calibration = calibrate(_history(3), ["a"], {"gate": 48.0}, 0.01, 0.2)
+    assert calibration.thresholds("gate") is None
+    assert calibration.decisions["gate"].thresholds == {"a": 0.2}
+
+
+def test_tail_threshold_extrapolates_and_never_undercuts_the_sample() -> None:
+    samples = np.exp(np.random.default_rng(1).normal(size=40))
+    assert tail_threshold(samples, 0.001) > np.quantile(samples, 0.99)
+    assert tail_threshold(np.array([1.0, 1.0, 9.0]), 0.4) >= 9.0
+
+
+def test_a_short_day_is_not_stable_history() -> None:
+    rows = _history(5)
+    day = rows["open_time"].dt.floor("D")
+    holed = rows[~((day == day.unique()[2]) & (rows["open_time"].dt.hour < 6))]
+    kept, excluded = stable_days(holed)
+    assert excluded == [str(day.unique()[2].date())]
+    assert len(kept) == 4 * 144
+
+
+def test_stored_with_a_content_key_and_read_back(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    storage = LocalStorage(tmp_path)
+    calibration = calibrate(_history(10), ["a"], {"monitor": 24.0}, 0.01, 0.2)
+    key = store(storage, "features/1m/abc", calibration)
+    assert key == f"features/1m/abc/calibration/{calibration.digest}.json"
+    assert load(storage, key) == calibration
