@@ -23,6 +23,7 @@ FOUNDATIONS = {
     "metrics.py",
     "exposition.py",
     "progress.py",
+    "s3.py",
     "settings.py",
     "storage.py",
 }
