@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipelines.decisions.pin import ServingPin
@@ -259,9 +260,30 @@ def log_predictions(history: History, version: int, days: list[date], good: bool
     noise = rng.uniform(0, 0.3, len(part))
     probability = (0.6 + noise * label - noise * (1 - label)) if good else 1 - label * 0.9 - 0.05
     tag = "good" if good else "bad"
-    matrix = part[features].to_numpy()
+    matrix = client_features(history, part, features)
     log_rows(history, version, features, part, matrix, np.asarray(probability, float), tag)
     return len(part)
+
+
+def client_features(history: History, part: pd.DataFrame, features: list[str]) -> np.ndarray:
+    """The features a client computes from the klines (float64), as the server logs them — the
+    dataset keeps them as float32, which the monitor's check would rightly call altered."""
+    from pipelines.decisions.trust import _curated_rows
+    from pipelines.ml.features import FeatureConfig
+
+    interval = history.runs[-1]["params"]["interval"]
+    settings = history.settings
+    config = FeatureConfig(interval=settings.model_interval or interval, horizon=settings.horizon)
+    first, last = part["open_time"].min(), part["open_time"].max()
+    curated = pd.concat(
+        [
+            _curated_rows(history.storage, symbol, interval, config, first, last)
+            for symbol in sorted(part["symbol"].unique())
+        ]
+    )
+    joined = part[["symbol", "open_time"]].merge(curated, on=["symbol", "open_time"], how="left")
+    assert len(joined) == len(part)
+    return joined[[f"{f}__curated" for f in features]].to_numpy(dtype=float)
 
 
 def craft_predictions(history: History, version: int, days: list[date]) -> int:
