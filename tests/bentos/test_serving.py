@@ -216,7 +216,10 @@ def test_predict_klines_computes_the_training_features(served: Served, mirror_ro
     offline = compute_features(
         bars.reset_index(drop=True), FeatureConfig(interval="1m", horizon=12)
     )
-    np.testing.assert_allclose(offline[features].iloc[-1], last[features].iloc[0], rtol=1e-9)
+    # the dataset keeps features as float32 (memory): serving's float64 features round to them,
+    # within one float32 ulp (an unrounded skew would be far larger)
+    eps = float(np.finfo(np.float32).eps)
+    np.testing.assert_allclose(offline[features].iloc[-1], last[features].iloc[0], rtol=eps)
 
 
 def bad_inputs(features: list[str]) -> list[tuple[str, Any, str, int, list[Any] | None]]:
