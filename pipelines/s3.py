@@ -48,8 +48,8 @@ class S3Storage:
         self._session: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickled without its client (a fan-out worker process makes its own)."""
-        return {**self.__dict__, "_client": None}
+        """Pickled without its client and session (a fan-out worker process makes its own)."""
+        return {**self.__dict__, "_client": None, "_session": None}
 
     @property
     def client(self) -> Any:

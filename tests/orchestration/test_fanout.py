@@ -174,3 +174,22 @@ def test_the_shards_step_output_is_a_json_list_argo_can_expand(tmp_path: Path) -
     listed = summary["steps"]["shards"]["shards"]
     assert isinstance(listed, list) and all(isinstance(s, str) for s in listed)
     assert [parse_shard(s, run).start.day for s in listed] == [1, 1, 1, 1]
+
+
+def test_an_s3_storage_crosses_to_a_worker_process_without_its_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fan-out pool pickles the context: a live boto3 client or session cannot cross."""
+    import pickle
+
+    from pipelines.storage import S3Storage
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
+    storage = S3Storage("curated", "v1")
+    assert storage.client is not None  # a live client (and session), as after a first request
+    copy = pickle.loads(pickle.dumps(storage))
+    assert (copy.bucket, copy.prefix, copy.url) == ("curated", "v1", "s3://curated/v1")
+    assert copy.client is not storage.client, "the worker makes its own client"
