@@ -266,24 +266,14 @@ def log_predictions(history: History, version: int, days: list[date], good: bool
 
 
 def client_features(history: History, part: pd.DataFrame, features: list[str]) -> np.ndarray:
-    """The features a client computes from the klines (float64), as the server logs them — the
-    dataset keeps them as float32, which the monitor's check would rightly call altered."""
-    from pipelines.decisions.trust import _curated_rows
+    """The float64 features a client computes for these bars (`tests.support.client_features`)."""
     from pipelines.ml.features import FeatureConfig
+    from tests.support.client_features import client_features as recomputed
 
     interval = history.runs[-1]["params"]["interval"]
     settings = history.settings
     config = FeatureConfig(interval=settings.model_interval or interval, horizon=settings.horizon)
-    first, last = part["open_time"].min(), part["open_time"].max()
-    curated = pd.concat(
-        [
-            _curated_rows(history.storage, symbol, interval, config, first, last)
-            for symbol in sorted(part["symbol"].unique())
-        ]
-    )
-    joined = part[["symbol", "open_time"]].merge(curated, on=["symbol", "open_time"], how="left")
-    assert len(joined) == len(part)
-    return joined[[f"{f}__curated" for f in features]].to_numpy(dtype=float)
+    return recomputed(history.storage, part, features, interval, config)
 
 
 def craft_predictions(history: History, version: int, days: list[date]) -> int:

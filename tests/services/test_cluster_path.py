@@ -108,7 +108,10 @@ def test_training_on_the_services_promotes_and_pushes_to_the_gitops_remote(
     assert summary["storage"] == trained.env["MLOPS_STORAGE_URL"]
     root = trained.env["MLOPS_STORAGE_URL"].removeprefix("s3://curated/")
     steps = services.keys("curated", f"{root}/runs/{summary['run_id']}/steps/")
-    assert len(steps) == len(summary["steps"])  # each step's result is an S3 object
+    whole = {k for k in steps if "/shards/" not in k}
+    assert len(whole) == len(summary["steps"])  # each step's result is an S3 object …
+    shards = summary["steps"]["shards"]["count"]
+    assert len(steps) - len(whole) == 2 * shards  # … and each shard's of fetch and validate
     assert package["model_archive"].startswith(f"{trained.env['MLOPS_STORAGE_URL']}/bentos/")
     # the registry is the server's: the version and its champion alias are there
     client = registry(trained.env)
@@ -219,10 +222,17 @@ def log_live_predictions(trained: Trained, storage: Storage, version: int, hours
     (30 s after each bar closed), written by the serving runtime's writer to S3."""
     from bentos.inference_log import Chunk, InferenceLog
     from pipelines.ml.dataset import read_dataset
+    from pipelines.ml.features import FeatureConfig
+    from pipelines.settings import Settings
+    from tests.support.client_features import client_features
 
     features = trained.summary["steps"]["features"]["features"]
     frame = read_dataset(storage, trained.summary["steps"]["features"]["prefix"])
     part = frame[frame["open_time"] >= frame["open_time"].max() - timedelta(hours=hours)]
+    interval = trained.summary["params"]["interval"]
+    config = FeatureConfig(interval=interval, horizon=Settings().horizon)
+    matrix = client_features(storage, part, features, interval, config)  # float64, as sent
+    part = part.assign(**{f: matrix[:, i] for i, f in enumerate(features)})
     writer = InferenceLog(storage, "dev", str(version), features)
     for bar, rows in part.groupby("open_time"):
         open_ms = int(bar.value // 1_000_000)
