@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +26,7 @@ from botocore.exceptions import ClientError
 from pipelines.services.config import PORT_OFFSETS, Credentials
 from pipelines.services.process import group_members
 from tests.conftest import run_cli
+from tests.services.cluster import free_base
 
 pytestmark = pytest.mark.integration
 
@@ -39,20 +38,6 @@ INHERITED = (
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
 )
-
-
-def _free_base() -> int:
-    """A port base with every service port free on 127.0.0.1."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000)
-        try:
-            for offset in PORT_OFFSETS.values():
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", base + offset))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no free port range")
 
 
 @dataclass
@@ -98,7 +83,7 @@ def services() -> Iterator[Services]:
     home.chmod(0o711)
     base = os.environ.get("MLOPS_SERVICES_PORT_BASE") if given else None
     env = {k: v for k, v in os.environ.items() if k not in INHERITED}
-    env.update({"MLOPS_HOME": str(home), "MLOPS_SERVICES_PORT_BASE": base or str(_free_base())})
+    env.update({"MLOPS_HOME": str(home), "MLOPS_SERVICES_PORT_BASE": base or str(free_base())})
     svc = Services(home, env, 0.0)
     began = time.monotonic()
     code, _, err = svc.cli("services", "up")
