@@ -62,7 +62,7 @@ def test_mirror_then_run_until_validate_twice(tmp_path: Path, archive_server) ->
     ) == (8 * 1440, 0, 0, 0)
     assert fetch["status"] == validate["status"] == "succeeded"
     assert fetch["seconds"] >= 0 and validate["seconds"] >= 0
-    assert set(summary["steps"]) == {"fetch", "validate"}
+    assert set(summary["steps"]) == {"shards", "fetch", "validate"}
 
     second = run_cli(args, env)
     again = json.loads(second.stdout)
@@ -160,5 +160,7 @@ def test_nothing_found_fails_with_the_fix(tmp_path: Path) -> None:
     assert done.returncode == 1
     summary = json.loads(done.stdout)
     assert summary["status"] == "failed" and summary["failed_step"] == "fetch"
-    assert "no archive file for BTCUSDT, ETHUSDT 1m" in summary["error"]
+    # each symbol's shard fails on its own, and the step names how many and the first
+    assert "2 shard(s) failed" in summary["error"]
+    assert "no archive file for BTCUSDT 1m" in summary["error"]
     assert summary["resume"] == f"mlops run --resume {summary['run_id']}"

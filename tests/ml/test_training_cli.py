@@ -81,6 +81,7 @@ def test_hourly_history_with_market_closed_gaps_runs_the_whole_dag(tmp_path: Pat
     assert steps["features"]["interval"] == "1h"
     assert steps["register"]["version"] == 1 and "challenger" in steps["register"]["aliases"]
     assert set(steps) == {
+        "shards",
         "fetch",
         "validate",
         "features",

@@ -30,6 +30,7 @@ from pipelines.services.process import group_members
 from tests.conftest import REPO, run_cli
 
 INHERITED = (
+    "BENTOML_HOME",  # set in-process by tests that build a Bento (bentos.build.use_bentoml_home)
     "MLFLOW_TRACKING_URI",
     "MLFLOW_REGISTRY_URI",
     "MLFLOW_EXPERIMENT_ID",
