@@ -94,8 +94,11 @@ def trained(
 def built(trained: Trained) -> tuple[Path, dict[str, Any]]:
     """``mlops bento build`` in an empty home: the model can only come from the server."""
     home = trained.root / "serving-home"
+    # BENTOML_HOME named too: run_cli passes this process's environment, where in-process tests
+    # that built a Bento have set it (bentos.build.use_bentoml_home) to their own store
+    store = str(home / "bentoml")
     return home, trained.cli(
-        "bento", "build", "--alias", "champion", "--json", MLOPS_HOME=str(home)
+        "bento", "build", "--alias", "champion", "--json", MLOPS_HOME=str(home), BENTOML_HOME=store
     )
 
 
