@@ -146,11 +146,16 @@ def test_a_pipeline_step_runs_in_the_pipeline_image_as_its_pod_runs(
     env["MLOPS_STORAGE_URL"] = f"s3://curated/{prefix}"
     env["MLOPS_RAW_STORAGE_URL"] = f"s3://raw/{prefix}"
     image = built["pipeline"]["tag"]
-    with container_argv(
-        engine(), image, pod, container, env, tmp_path, f"step-{prefix}", args
-    ) as argv:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    # two pods, as Argo runs them: the run's shards step, then fetch (every shard in one pod
+    # here: the template's --shard {{inputs.parameters.shard}} is what withParam fills)
+    at = args.index("--shard")
+    fetch = args[:at] + args[at + 2 :]
+    assert fetch[:2] == ["step", "fetch"]
+    for step_args in (["step", "shards", *fetch[2:]], fetch):
+        name = f"{step_args[1]}-{prefix}"
+        with container_argv(engine(), image, pod, container, env, tmp_path, name, step_args) as argv:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     raw = keys(s3(exports), "raw", prefix)
     assert len([k for k in raw if k.endswith(".zip")]) == len(SYMBOLS) * MIRROR_DAYS, raw[:5]
     assert keys(s3(exports), "curated", prefix), "the step's result reached S3"
