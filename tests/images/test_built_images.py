@@ -153,7 +153,9 @@ def test_a_pipeline_step_runs_in_the_pipeline_image_as_its_pod_runs(
     assert fetch[:2] == ["step", "fetch"]
     for step_args in (["step", "shards", *fetch[2:]], fetch):
         name = f"{step_args[1]}-{prefix}"
-        with container_argv(engine(), image, pod, container, env, tmp_path, name, step_args) as argv:
+        with container_argv(
+            engine(), image, pod, container, env, tmp_path, name, step_args
+        ) as argv:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     raw = keys(s3(exports), "raw", prefix)
