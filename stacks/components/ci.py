@@ -21,6 +21,7 @@ import pulumi
 import pulumi_aws as aws
 
 from stacks.ci_config import GITHUB_OIDC_HOST, CiConfig
+from stacks.components.identity import web_identity_trust
 
 ECR_PUSH = [
     "ecr:BatchCheckLayerAvailability",
@@ -83,23 +84,9 @@ def subjects(config: CiConfig) -> dict[str, str]:
 
 def github_trust_policy(provider_arn: str, subject: str) -> str:
     """Only a GitHub Actions token for `subject` with audience ``sts.amazonaws.com``."""
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Federated": provider_arn},
-                    "Action": "sts:AssumeRoleWithWebIdentity",
-                    "Condition": {
-                        "StringEquals": {
-                            f"{GITHUB_OIDC_HOST}:aud": "sts.amazonaws.com",
-                            f"{GITHUB_OIDC_HOST}:sub": subject,
-                        }
-                    },
-                }
-            ],
-        }
+    return web_identity_trust(
+        provider_arn,
+        {f"{GITHUB_OIDC_HOST}:aud": "sts.amazonaws.com", f"{GITHUB_OIDC_HOST}:sub": subject},
     )
 
 

@@ -162,9 +162,8 @@ def service_trust_policy(service: str) -> str:
     )
 
 
-def trust_policy(provider_arn: str, issuer: str, namespace: str, account: str) -> str:
-    """Only this service account of this cluster may assume the role."""
-    host = issuer.removeprefix("https://")
+def web_identity_trust(provider_arn: str, string_equals: Mapping[str, str]) -> str:
+    """A role only tokens of this OIDC provider whose claims equal `string_equals` may assume."""
     return json.dumps(
         {
             "Version": "2012-10-17",
@@ -173,15 +172,22 @@ def trust_policy(provider_arn: str, issuer: str, namespace: str, account: str) -
                     "Effect": "Allow",
                     "Principal": {"Federated": provider_arn},
                     "Action": "sts:AssumeRoleWithWebIdentity",
-                    "Condition": {
-                        "StringEquals": {
-                            f"{host}:sub": f"system:serviceaccount:{namespace}:{account}",
-                            f"{host}:aud": "sts.amazonaws.com",
-                        }
-                    },
+                    "Condition": {"StringEquals": dict(string_equals)},
                 }
             ],
         }
+    )
+
+
+def trust_policy(provider_arn: str, issuer: str, namespace: str, account: str) -> str:
+    """Only this service account of this cluster may assume the role."""
+    host = issuer.removeprefix("https://")
+    return web_identity_trust(
+        provider_arn,
+        {
+            f"{host}:sub": f"system:serviceaccount:{namespace}:{account}",
+            f"{host}:aud": "sts.amazonaws.com",
+        },
     )
 
 
