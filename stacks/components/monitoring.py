@@ -20,7 +20,12 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from pipelines.observability.alertmanager import RECEIVER_SECRET, alertmanager_config
-from stacks.components.serving import SERVING_NAMESPACE, SERVING_POD_LABELS, SERVING_PORT
+from stacks.components.serving import (
+    SERVING_NAMESPACE,
+    SERVING_POD_LABELS,
+    SERVING_PORT,
+    serving_ingress_policy,
+)
 from stacks.config import PlatformConfig
 
 MONITORING_NAMESPACE = "monitoring"
@@ -174,24 +179,12 @@ class Monitoring(pulumi.ComponentResource):
             },
             opts=after_crds,
         )
-        k8s.networking.v1.NetworkPolicy(
-            f"{name}-serving-from-prometheus",
-            metadata={
-                "name": "market-direction-from-prometheus",
-                "namespace": SERVING_NAMESPACE,
-                "labels": labels,
-            },
-            spec={
-                "podSelector": {"matchLabels": dict(SERVING_POD_LABELS)},
-                "policyTypes": ["Ingress"],
-                "ingress": [
-                    {
-                        "from": [_namespace_peer(MONITORING_NAMESPACE, "prometheus")],
-                        "ports": [{"protocol": "TCP", "port": SERVING_PORT}],
-                    }
-                ],
-            },
-            opts=pulumi.ResourceOptions(parent=self, provider=args.provider),
+        serving_ingress_policy(
+            name,
+            "prometheus",
+            [_namespace_peer(MONITORING_NAMESPACE, "prometheus")],
+            labels,
+            pulumi.ResourceOptions(parent=self, provider=args.provider),
         )
         k8s.networking.v1.NetworkPolicy(
             f"{name}-pushgateway-ingress",

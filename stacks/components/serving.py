@@ -13,6 +13,7 @@ policy is created here rather than in the overlays.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -24,17 +25,19 @@ SERVING_PORT = 3000
 """The container port of the BentoML server (platform/base/serving/deployment.yaml)."""
 
 
-def serving_load_balancer_policy(
+def serving_ingress_policy(
     name: str,
-    load_balancer_cidrs: Sequence[str],
+    source: str,
+    peers: Sequence[dict[str, Any]],
     labels: dict[str, str],
     opts: pulumi.ResourceOptions,
 ) -> k8s.networking.v1.NetworkPolicy:
-    """Admit the serving port from `load_balancer_cidrs` (the public subnets) only."""
+    """Admit the serving port from `peers` only; `source` names the policy
+    (``market-direction-from-<source>``)."""
     return k8s.networking.v1.NetworkPolicy(
-        f"{name}-serving-from-load-balancer",
+        f"{name}-serving-from-{source}",
         metadata={
-            "name": "market-direction-from-load-balancer",
+            "name": f"market-direction-from-{source}",
             "namespace": SERVING_NAMESPACE,
             "labels": labels,
         },
@@ -42,11 +45,19 @@ def serving_load_balancer_policy(
             "podSelector": {"matchLabels": dict(SERVING_POD_LABELS)},
             "policyTypes": ["Ingress"],
             "ingress": [
-                {
-                    "from": [{"ipBlock": {"cidr": cidr}} for cidr in load_balancer_cidrs],
-                    "ports": [{"protocol": "TCP", "port": SERVING_PORT}],
-                }
+                {"from": list(peers), "ports": [{"protocol": "TCP", "port": SERVING_PORT}]}
             ],
         },
         opts=opts,
     )
+
+
+def serving_load_balancer_policy(
+    name: str,
+    load_balancer_cidrs: Sequence[str],
+    labels: dict[str, str],
+    opts: pulumi.ResourceOptions,
+) -> k8s.networking.v1.NetworkPolicy:
+    """Admit the serving port from `load_balancer_cidrs` (the public subnets) only."""
+    peers = [{"ipBlock": {"cidr": cidr}} for cidr in load_balancer_cidrs]
+    return serving_ingress_policy(name, "load-balancer", peers, labels, opts)
