@@ -4,8 +4,8 @@ Joins the champion's inference log with realized outcomes computed from freshly 
 (the label of a logged bar is known `horizon` bars later), judges live quality per window of
 ``monitor_window_hours`` against the champion's recorded evaluation, and reports drift of the
 live features against the champion's training rows (Evidently). It rolls back — ``champion`` ←
-``previous``, the env's GitOps pin with it — only when the latest ``monitor_windows`` judged
-windows are all degraded: one noisy window never triggers it. Every run is a ledger record.
+``previous``, the env's GitOps pin with it — only when the sequential test below finds the
+champion degraded: one noisy window never triggers it. Every run is a ledger record.
 
 Only predictions the monitor can re-derive are judged (`pipelines.decisions.trust`): asked live,
 with features equal to those recomputed from curated klines. The others are counted by reason in
@@ -159,7 +159,8 @@ def _decide(settings: Settings, storage: Storage, run_id: str | None) -> Monitor
         }
     )
     last = windows[-1]["start"] if windows else None
-    identity = ledger.decision_id("monitor", env, name, champion, last, len(windows), degraded)
+    due = bool(verdict and verdict.rollback)  # a due rollback is never a reused hold
+    identity = ledger.decision_id("monitor", env, name, champion, last, len(windows), degraded, due)
     if (done := ledger.find(storage, env, identity)) is not None:
         return _result(done, reused=True)
     judged = sum(1 for w in windows if w["judged"])
