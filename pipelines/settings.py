@@ -214,10 +214,21 @@ class Settings(BaseSettings):
     """Live quality is judged per window of this many hours of predictions."""
 
     monitor_windows: int = Field(default=3, ge=1)
-    """Roll back only after this many consecutive degraded windows (never on one noisy one)."""
+    """Roll back only once this many windows have been judged (never on one noisy one); the
+    rollback itself is the CUSUM below (`pipelines.decisions.degradation`)."""
 
     monitor_max_auc_drop: float = Field(default=0.05, ge=0)
-    """A window is degraded when its live ROC-AUC is this far below the champion's recorded."""
+    """A window is flagged (``degraded`` in the record, for reading) when its live ROC-AUC is
+    this far below the champion's recorded; the rollback does not use it."""
+
+    monitor_log_loss_sd: float = Field(default=0.02, gt=0)
+    """Standard deviation of one window's live log-loss minus the recorded one for a healthy
+    champion: the unit of the CUSUM (0.0206 over 64 windows of 16 backtest champions,
+    docs/decisions.md)."""
+
+    monitor_cusum_threshold: float = Field(default=3.0, gt=0)
+    """Roll back when the one-sided CUSUM of the windows' log-loss excess reaches this (in
+    `monitor_log_loss_sd` units; its false-rollback rate is measured by the backtest)."""
 
     monitor_min_rows: int = Field(default=100, ge=10)
     """Windows with fewer joined predictions are not judged."""

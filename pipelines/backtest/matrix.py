@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel
 from scipy.stats import beta
 
@@ -24,7 +25,7 @@ from pipelines.reports.calibration import METHOD
 from pipelines.settings import Settings
 from pipelines.synthetic.market import Regime
 
-BACKTEST_VERSION = 2
+BACKTEST_VERSION = 3
 """Bump when a trial's meaning changes: part of the settings digest."""
 DECISION_PREFIXES = ("gate_", "monitor_", "drift_")
 WITHIN_WINDOWS = 3
@@ -159,6 +160,10 @@ class ScenarioResult(BaseModel):
     missed_detection: Rate | None = None
     detection_delay_windows: float | None = None
     drift_false_alarm: Rate | None = None
+    excess_sd: float | None = None
+    """Monitor scenarios: s.d. of a window's log-loss excess over the recorded one."""
+    effect: float | None = None
+    """``champion-degrades``: mean rise of a window's log-loss the degradation itself caused."""
 
     def public(self) -> dict[str, Any]:
         """The JSON row of `mlops decisions backtest --json`."""
@@ -206,6 +211,7 @@ def aggregate(scenario: Scenario, outcomes: Sequence[Outcome]) -> ScenarioResult
                 events=sum(bool(o.promoted) for o in worse), trials=len(worse)
             )
     elif scenario.degrades:
+        result.effect = _mean([e for o in outcomes for e in o.extra.get("effect", [])])
         caught = [
             o.rolled_back_at
             for o in outcomes
@@ -216,10 +222,16 @@ def aggregate(scenario: Scenario, outcomes: Sequence[Outcome]) -> ScenarioResult
             sum(k + 1 for k in caught) / len(caught) if caught else None
         )
     else:
+        excess = [e for o in outcomes for e in o.extra.get("excess_log_loss", [])]
+        result.excess_sd = float(np.std(excess, ddof=1)) if len(excess) > 1 else None
         result.false_rollback = Rate(
             events=sum(o.rolled_back_at is not None for o in outcomes), trials=len(outcomes)
         )
     return result
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return float(np.mean(values)) if values else None
 
 
 def _single_threaded() -> None:

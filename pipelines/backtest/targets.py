@@ -12,7 +12,14 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel
 
-from pipelines.backtest.matrix import Rate, ScenarioResult, upper_bound
+from pipelines.backtest.matrix import WITHIN_WINDOWS, Rate, ScenarioResult, upper_bound
+from pipelines.backtest.power import degradation_power, vol_shift_power
+from pipelines.backtest.trials import SYMBOLS
+
+DRIFT_LIMIT = 0.02
+"""The drift false-alarm target."""
+ROLLBACK_LIMIT = 0.02
+"""The false-rollback target."""
 
 
 class Target(BaseModel):
@@ -122,4 +129,31 @@ def markdown(
     lines += ["", "| target | rate | trials | 95% upper bound | status |", "|---|---|---|---|---|"]
     for t in targets(results):
         lines.append(f"| {t.name} | {t.rate:.1%} | {t.trials} | {t.upper:.1%} | {t.status} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + power_lines(results)) + "\n"
+
+
+def power_lines(results: Sequence[ScenarioResult]) -> list[str]:
+    """What any test could reach (`pipelines.backtest.power`), for the scenarios present."""
+    by = {r.name: r for r in results}
+    rows = []
+    if "vol-x2" in by:
+        for p in vol_shift_power(2.0, DRIFT_LIMIT, len(SYMBOLS), WITHIN_WINDOWS):
+            rows.append(
+                f"| volatility x2 within {WITHIN_WINDOWS} windows at {DRIFT_LIMIT:.0%} false "
+                f"alarms, {len(SYMBOLS)} symbols: {p.test} | {p.z:.2f} | {p.power:.1%} "
+                f"| volatility x{p.needed:.2f} |"
+            )
+    healthy, degrades = by.get("healthy-champion"), by.get("champion-degrades")
+    if healthy and degrades and healthy.excess_sd and degrades.effect is not None:
+        effect = degrades.effect / healthy.excess_sd
+        p = degradation_power(effect, ROLLBACK_LIMIT, WITHIN_WINDOWS)
+        rows.append(
+            f"| champion-degrades: a window's log-loss rises by {degrades.effect:+.4f} "
+            f"(healthy excess s.d. {healthy.excess_sd:.4f}, i.e. {effect:+.2f} s.d.), "
+            f"{p.test} at {ROLLBACK_LIMIT:.0%} false rollbacks | {p.z:.2f} | {p.power:.1%} "
+            f"| {p.needed:.2f} s.d. |"
+        )
+    if not rows:
+        return []
+    header = ["", "| best possible test (power upper bound) | z | power | needed for 95% |"]
+    return [*header, "|---|---|---|---|", *rows]

@@ -1,6 +1,7 @@
 """One trial of the backtest: a scenario on one seed of the synthetic market, judged by the
 decisions' own rules (`pipelines.decisions.gate.judge`, `compare_predictions`,
-`pipelines.decisions.monitor.judge_windows`, `trailing_degraded`) and the calibrated drift test
+`pipelines.decisions.monitor.judge_windows`, `pipelines.decisions.degradation.judge`) and the
+calibrated drift test
 (`pipelines.reports.calibration`), without MLflow, storage or a server: the rules are pure
 functions of the evidence, so replaying them is cheap.
 
@@ -19,8 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.decisions import degradation
 from pipelines.decisions.gate import compare_predictions, judge
-from pipelines.decisions.monitor import judge_windows, trailing_degraded
+from pipelines.decisions.monitor import judge_windows
 from pipelines.ml.features import FeatureConfig, feature_names, symbol_rows
 from pipelines.ml.modeling import make_model
 from pipelines.reports.calibration import calibrate, drifted, feature_psi
@@ -30,8 +32,8 @@ from pipelines.synthetic.market import Regime, minute_bars
 
 START = date(2024, 1, 1)
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
-DRIFT_HISTORY_DAYS = 14
-"""Stable history a drift trial calibrates on."""
+DRIFT_HISTORY_DAYS = 60
+"""Stable history a drift trial calibrates on (the envs' `MLOPS_LOOKBACK_DAYS`)."""
 LIVE_WINDOWS = 4
 """Windows replayed after the history (the shift or the degradation starts with the first)."""
 MODEL_HISTORY_DAYS = 8
@@ -224,8 +226,13 @@ def gate_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
 
 
 def monitor_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
-    """A champion trained before its evaluation day (its recorded ROC-AUC), then the monitor's
-    windows over the live days after it, with its serving features broken when it degrades."""
+    """A champion trained before its evaluation day (its recorded ROC-AUC and log-loss), then the
+    monitor's windows over the live days after it, with its serving features broken when it
+    degrades. ``extra`` keeps each window's log-loss excess (the CUSUM's input) and, when it
+    degrades, how much the breakage itself raised each window's log-loss (the same champion on
+    the same rows, served right), the size of the effect to detect."""
+    from sklearn.metrics import log_loss
+
     hours = settings.monitor_window_hours
     live_days = int(np.ceil(LIVE_WINDOWS * hours / 24))
     rows = market_rows(seed, MODEL_HISTORY_DAYS + live_days, None, None)
@@ -234,22 +241,34 @@ def monitor_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
     live_start = eval_start + pd.Timedelta(days=1)
     embargo = pd.Timedelta(minutes=settings.effective_embargo)
     champion = _fit(rows[rows["open_time"] < eval_start - embargo], 0.0, seed)
-    recorded = _auc(
-        champion, rows[(rows["open_time"] >= eval_start) & (rows["open_time"] < live_start)]
-    )
+    evaluation = rows[(rows["open_time"] >= eval_start) & (rows["open_time"] < live_start)]
+    names = feature_names(FeatureConfig())
+    recorded_p = champion.predict_proba(evaluation[names])[:, 1]
+    recorded = _auc(champion, evaluation)
+    recorded_log_loss = float(log_loss(evaluation["label"], recorded_p, labels=[0, 1]))
     live = rows[rows["open_time"] >= live_start]
     served = break_feature(live, scenario.broken) if scenario.degrades else live
-    joined = live.assign(
-        probability_up=champion.predict_proba(served[feature_names(FeatureConfig())])[:, 1]
-    )
+    joined = live.assign(probability_up=champion.predict_proba(served[names])[:, 1])
     windows = judge_windows(
         joined, hours, settings.monitor_min_rows, recorded, settings.monitor_max_auc_drop
     )[:LIVE_WINDOWS]
-    outcome = Outcome(scenario.name, seed, windows=len(windows), extra={"recorded": recorded})
-    for k in range(len(windows)):
-        if trailing_degraded(windows[: k + 1]) >= settings.monitor_windows:
-            outcome.rolled_back_at = k
-            break
+    verdict = degradation.judge(windows, recorded_log_loss, settings)
+    extra: dict[str, Any] = {
+        "recorded": recorded,
+        "excess_log_loss": [w["log_loss"] - recorded_log_loss for w in windows if w["judged"]],
+    }
+    if scenario.degrades:
+        right = live.assign(probability_up=champion.predict_proba(live[names])[:, 1])
+        healthy = judge_windows(
+            right, hours, settings.monitor_min_rows, recorded, settings.monitor_max_auc_drop
+        )[:LIVE_WINDOWS]
+        extra["effect"] = [
+            w["log_loss"] - h["log_loss"] for w, h in zip(windows, healthy, strict=True)
+        ]
+    outcome = Outcome(scenario.name, seed, windows=len(windows), extra=extra)
+    if verdict.first_crossing is not None:
+        judged = [k for k, w in enumerate(windows) if w["judged"]]
+        outcome.rolled_back_at = judged[verdict.first_crossing]
     return outcome
 
 

@@ -4,12 +4,17 @@ Joins the champion's inference log with realized outcomes computed from freshly 
 (the label of a logged bar is known `horizon` bars later), judges live quality per window of
 ``monitor_window_hours`` against the champion's recorded evaluation, and reports drift of the
 live features against the champion's training rows (Evidently). It rolls back — ``champion`` ←
-``previous``, the env's GitOps pin with it — only when the latest ``monitor_windows`` judged
-windows are all degraded: one noisy window never triggers it. Every run is a ledger record.
+``previous``, the env's GitOps pin with it — only when the sequential test below finds the
+champion degraded: one noisy window never triggers it. Every run is a ledger record.
 
 Only predictions the monitor can re-derive are judged (`pipelines.decisions.trust`): asked live,
 with features equal to those recomputed from curated klines. The others are counted by reason in
 the result and the record; they can neither force a rollback nor hold one back.
+
+The rollback rule is a sequential test (`pipelines.decisions.degradation`): a one-sided CUSUM of
+each judged window's log-loss excess over the recorded evaluation's, over the windows since the
+champion was promoted. Each window's ROC-AUC against the recorded one minus
+``monitor_max_auc_drop`` is still flagged in the record (``degraded``), for reading.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from pipelines.decisions import ledger
+from pipelines.decisions.degradation import Verdict, judge
 from pipelines.decisions.inference import read_inference
 from pipelines.decisions.ledger import Decision
 from pipelines.decisions.promotion import current_aliases, rollback
@@ -99,7 +105,9 @@ def _decide(settings: Settings, storage: Storage, run_id: str | None) -> Monitor
     if champion is None:
         return MonitorResult(decision="hold", reasons=[f"{name} has no champion yet"], record=None)
     tags = client.get_model_version(name, str(champion)).tags or {}
-    recorded = json.loads(tags.get("eval_metrics", "{}")).get("roc_auc")
+    recorded_metrics = json.loads(tags.get("eval_metrics", "{}"))
+    recorded = recorded_metrics.get("roc_auc")
+    recorded_log_loss = recorded_metrics.get("log_loss")
     features = tags.get("features", "").split(",")
     log = read_inference(storage, env, str(champion)).to_pandas()
     thresholds = {
@@ -108,6 +116,9 @@ def _decide(settings: Settings, storage: Storage, run_id: str | None) -> Monitor
         "max_auc_drop": settings.monitor_max_auc_drop,
         "min_rows": settings.monitor_min_rows,
         "recorded_roc_auc": recorded,
+        "recorded_log_loss": recorded_log_loss,
+        "log_loss_sd": settings.monitor_log_loss_sd,
+        "cusum_threshold": settings.monitor_cusum_threshold,
         "drift_calibration": tags.get("drift_calibration"),
     }
     keyed = (
@@ -137,18 +148,24 @@ def _decide(settings: Settings, storage: Storage, run_id: str | None) -> Monitor
     metrics["trust"] = trust.model_dump()
     thresholds.update(trust_thresholds())
     degraded = trailing_degraded(windows)
-    metrics.update({"windows": windows, "trailing_degraded": degraded})
+    verdict: Verdict | None = None
+    if windows and recorded_log_loss is not None:
+        verdict = judge(windows, float(recorded_log_loss), settings)
+    metrics.update(
+        {
+            "windows": windows,
+            "trailing_degraded": degraded,
+            "degradation": verdict.model_dump() if verdict else None,
+        }
+    )
     last = windows[-1]["start"] if windows else None
-    identity = ledger.decision_id("monitor", env, name, champion, last, len(windows), degraded)
+    due = bool(verdict and verdict.rollback)  # a due rollback is never a reused hold
+    identity = ledger.decision_id("monitor", env, name, champion, last, len(windows), degraded, due)
     if (done := ledger.find(storage, env, identity)) is not None:
         return _result(done, reused=True)
     judged = sum(1 for w in windows if w["judged"])
-    if degraded >= settings.monitor_windows:
-        reasons = [
-            f"live ROC-AUC below {recorded:.4f} - {settings.monitor_max_auc_drop} in the last "
-            f"{degraded} judged windows (limit {settings.monitor_windows}): roll back",
-            *trust_reasons(trust),
-        ]
+    if verdict is not None and verdict.rollback:
+        reasons = [verdict.reason(float(recorded_log_loss)), *trust_reasons(trust)]
         record = rollback(
             settings,
             storage,
@@ -163,11 +180,13 @@ def _decide(settings: Settings, storage: Storage, run_id: str | None) -> Monitor
         )
         return _result(record)
     reasons = [
-        f"{judged} judged window(s); the latest {degraded} degraded "
-        f"(rollback after {settings.monitor_windows} in a row): hold"
+        f"{judged} judged window(s), rollback once {settings.monitor_windows} are; "
+        + (verdict.reason(float(recorded_log_loss)) if verdict else "hold")
     ]
     if recorded is None:
         reasons = [f"version {champion} has no recorded ROC-AUC to compare with: hold"]
+    elif recorded_log_loss is None:
+        reasons = [f"version {champion} has no recorded log-loss to compare with: hold"]
     elif keyed.empty:
         reasons = ["no logged predictions with symbol and open_time yet: hold"]
     elif not trust.trusted_rows:

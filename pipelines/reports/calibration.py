@@ -5,14 +5,19 @@ A fixed PSI line (0.2) is both too loose and too tight: the market's own day-to-
 clustering moves the volatility features' PSI far more than the others on stable days. So for
 each feature and each window length a decision uses (the gate's evaluation window, the
 monitor's window), the statistic's *null* distribution is estimated from stable history: the
-window is slid over the training rows, each position compared with everything before it (the
-same comparison the decision makes: "this window against the rows the model learned from").
+window is slid over the latest `MAX_HISTORY_DAYS` of the training rows (at most
+`MAX_HISTORY_ROWS`: the cost is bounded whatever the dataset's size) and each position is
+compared with all the other rows (leave-window-out: the same comparison the decision makes,
+"this window against the rows the model learned from", with a reference as large).
 
 A decision drifts when ANY feature exceeds its threshold, so the thresholds share the target
 false-alarm rate ``alpha`` between the ``m`` features (Bonferroni: each at ``alpha / m``, which
 bounds the decision's rate by ``alpha`` whatever the features' correlation). With tens of
 windows an empirical ``1 - alpha/m`` quantile does not exist, so each feature's tail is a
-log-normal fitted to its null samples, never below the largest sample seen.
+log-normal fitted to its null samples. The samples of a market whose volatility regimes persist
+~10 days are far from independent (60 days hold ~6 regimes), so one fit understates how high a
+new day goes: the threshold is the 95th percentile of the fits over block-bootstrap resamples
+(blocks of `BLOCK`), never below the largest sample seen.
 
 "Stable history" is defined in docs/decisions.md: the training rows, in windows whose days are
 complete (a day with fewer than `COMPLETE_DAY_SHARE` of the busiest day's rows — late, missing
@@ -35,12 +40,22 @@ from pipelines.errors import PipelineError
 from pipelines.settings import Settings
 from pipelines.storage import Storage
 
-METHOD = "psi-expanding-null/lognormal-tail/bonferroni/v1"
+METHOD = "psi-leave-window-out/60d-capped/lognormal-tail-block-bootstrap-q95/bonferroni/v2"
 """Names the calibration procedure; part of every calibration and of the settings digest."""
 MIN_WINDOWS = 8
 """Fewer null windows than this and a window length keeps the fixed threshold."""
-MIN_REFERENCE_DAYS = 2.0
-"""A window is compared only with at least this much history before it."""
+MAX_HISTORY_DAYS = 60
+"""Calibration reads at most the latest this many days of stable history (the envs' lookback)."""
+MAX_HISTORY = pd.Timedelta(days=MAX_HISTORY_DAYS)
+MAX_HISTORY_ROWS = 500_000
+"""...and at most this many rows of it (thinned by a regular stride beyond)."""
+BLOCK = pd.Timedelta(days=10)
+"""Block length of the bootstrap: the market's volatility regimes persist ~10 days."""
+BOOTSTRAP_RESAMPLES = 200
+BOOTSTRAP_QUANTILE = 0.95
+"""A threshold is this upper quantile of the resampled fits (the fit's own uncertainty)."""
+MAX_WINDOWS = 240
+"""At most this many null windows per window length."""
 COMPLETE_DAY_SHARE = 0.95
 """A day with fewer rows than this share of the busiest day is not stable history."""
 
@@ -49,13 +64,14 @@ def psi(reference: np.ndarray, current: np.ndarray) -> float:
     """The PSI Evidently's ``psi`` stattest computes for a numeric column with more than 20
     distinct values (Sturges bins over both samples together, empty bins floored), in numpy, so
     a calibrated threshold means the same number as in its reports (tested against it)."""
-    bins = np.histogram_bin_edges(np.concatenate([reference, current]), bins="sturges")
-    ref = np.histogram(reference, bins)[0] / len(reference)
-    cur = np.histogram(current, bins)[0] / len(current)
-    for part in (ref, cur):
-        smallest = part[part > 0].min()
-        part[part == 0] = smallest / 10**6 if smallest <= 0.0001 else 0.0001
-    return float(np.sum((ref - cur) * np.log(ref / cur)))
+    edges = np.histogram_bin_edges(np.concatenate([reference, current]), bins="sturges")
+    return _psi_counts(_counts(reference, edges), _counts(current, edges))
+
+
+def _counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """`np.histogram` counts over Sturges' (equal-width) `edges`, by numpy's equal-width path
+    (the same counts without sorting the values: calibration bins hundreds of windows)."""
+    return np.histogram(values, bins=len(edges) - 1, range=(edges[0], edges[-1]))[0]
 
 
 def feature_psi(
@@ -116,21 +132,63 @@ def stable_days(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return rows[keep], sorted(str(d.date()) for d in short)
 
 
+def capped(rows: pd.DataFrame) -> pd.DataFrame:
+    """The latest `MAX_HISTORY_DAYS` of `rows`, thinned by a regular stride to at most
+    `MAX_HISTORY_ROWS`: calibration's cost is bounded whatever the dataset's size."""
+    rows = rows.sort_values("open_time", kind="stable")
+    if rows.empty:
+        return rows
+    recent = rows[rows["open_time"] >= rows["open_time"].iloc[-1] - MAX_HISTORY]
+    stride = -(-len(recent) // MAX_HISTORY_ROWS)
+    thinned: pd.DataFrame = recent.iloc[::stride] if stride > 1 else recent
+    return thinned
+
+
+def _psi_counts(ref: np.ndarray, cur: np.ndarray) -> float:
+    """`psi` from bin counts over shared edges (the same flooring as Evidently)."""
+    fractions = []
+    for counts in (ref, cur):
+        part = counts / counts.sum()
+        smallest = part[part > 0].min()
+        part[part == 0] = smallest / 10**6 if smallest <= 0.0001 else 0.0001
+        fractions.append(part)
+    return float(np.sum((fractions[0] - fractions[1]) * np.log(fractions[0] / fractions[1])))
+
+
 def null_samples(
     rows: pd.DataFrame, features: Sequence[str], window: pd.Timedelta, step: pd.Timedelta
 ) -> pd.DataFrame:
-    """One row per window position: each feature's PSI between the window and all rows before
-    it (positions start `MIN_REFERENCE_DAYS` in and step by `step`)."""
+    """One row per window position (every `step` from the first row, at most `MAX_WINDOWS`):
+    each feature's PSI between the window and all the other rows (leave-window-out).
+
+    The window and its reference together are always the whole history, so Evidently's bins
+    (Sturges over both samples) are the same at every position: the history is binned once and
+    each position's reference counts are the history's minus the window's."""
     rows = rows.sort_values("open_time", kind="stable")
+    if rows.empty:
+        return pd.DataFrame(columns=list(features))
     times = rows["open_time"]
-    start = times.iloc[0] + pd.Timedelta(days=MIN_REFERENCE_DAYS)
-    last = times.iloc[-1]
-    samples = []
-    while start + window <= last + pd.Timedelta(minutes=1):
-        first, stop = times.searchsorted(start), times.searchsorted(start + window)
-        if stop > first and first > 0:
-            samples.append(feature_psi(rows.iloc[:first], rows.iloc[first:stop], features))
+    first, last = rows["open_time"].iloc[0], rows["open_time"].iloc[-1]
+    bounds: list[tuple[int, int]] = []
+    start = first
+    while start + window <= last + pd.Timedelta(minutes=1) and len(bounds) < MAX_WINDOWS:
+        lo, hi = int(times.searchsorted(start)), int(times.searchsorted(start + window))
+        if hi > lo and (lo > 0 or hi < len(times)):
+            bounds.append((lo, hi))
         start += step
+    samples: dict[str, list[float]] = {name: [] for name in features}
+    for name in features:
+        values = rows[name].to_numpy(dtype=float)
+        present = ~np.isnan(values)
+        edges = np.histogram_bin_edges(values[present], bins="sturges") if present.any() else None
+        total = _counts(values[present], edges) if edges is not None else None
+        for lo, hi in bounds:
+            part = values[lo:hi][present[lo:hi]]
+            if edges is None or total is None or not len(part) or len(part) == present.sum():
+                samples[name].append(float("inf"))
+                continue
+            current = _counts(part, edges)
+            samples[name].append(_psi_counts(total - current, current))
     return pd.DataFrame(samples, columns=list(features))
 
 
@@ -142,6 +200,22 @@ def tail_threshold(samples: np.ndarray, rate: float) -> float:
     return max(fitted, float(np.max(samples)))
 
 
+def bootstrap_threshold(samples: np.ndarray, rate: float, block: int) -> float:
+    """The `BOOTSTRAP_QUANTILE` quantile of `tail_threshold` over `BOOTSTRAP_RESAMPLES` moving
+    block-bootstrap resamples of `samples` (in time order; blocks of `block` consecutive
+    windows, wrapped around), never below their max: the null windows of a persistent market
+    are far from independent, so a fit to one history's windows understates how high a new
+    day's statistic goes. Deterministic (a fixed generator seed)."""
+    n = len(samples)
+    block = max(1, min(block, n))
+    rng = np.random.default_rng(0)
+    starts = rng.integers(0, n, size=(BOOTSTRAP_RESAMPLES, -(-n // block)))
+    index = ((starts[:, :, None] + np.arange(block)) % n).reshape(BOOTSTRAP_RESAMPLES, -1)[:, :n]
+    logs = np.log(np.maximum(samples, 1e-12))[index]
+    fitted = np.exp(logs.mean(axis=1) + norm.ppf(1 - rate) * logs.std(axis=1, ddof=1))
+    return max(float(np.quantile(fitted, BOOTSTRAP_QUANTILE)), float(np.max(samples)))
+
+
 def calibrate(
     rows: pd.DataFrame,
     features: Sequence[str],
@@ -151,7 +225,8 @@ def calibrate(
 ) -> Calibration:
     """Thresholds per feature for each decision's window length (in hours) from `rows`, the
     stable history (a model's training rows)."""
-    stable, excluded = stable_days(rows)
+    used = capped(rows)
+    stable, excluded = stable_days(used)
     rate = false_alarm_rate / max(1, len(features))
     decisions = {}
     for decision, hours in windows.items():
@@ -163,12 +238,14 @@ def calibrate(
             window_hours=hours,
             windows=len(null) if enough else 0,
             thresholds={
-                f: tail_threshold(null[f].to_numpy(), rate) if enough else (fixed_threshold or 0.2)
+                f: bootstrap_threshold(null[f].to_numpy(), rate, max(1, int(BLOCK / step)))
+                if enough
+                else (fixed_threshold or 0.2)
                 for f in features
             },
             null_median={f: float(null[f].median()) if enough else 0.0 for f in features},
         )
-    times = rows["open_time"]
+    times = used["open_time"]
     return Calibration(
         method=METHOD,
         false_alarm_rate=false_alarm_rate,

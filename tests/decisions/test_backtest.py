@@ -76,11 +76,41 @@ def test_small_matrix_from_the_cli(tmp_path) -> None:  # type: ignore[no-untyped
 
 @pytest.mark.integration
 def test_a_planted_broken_setting_is_caught() -> None:
-    # one window a hair below the recorded ROC-AUC rolls a healthy champion back
-    broken = Settings.model_construct(monitor_windows=1, monitor_max_auc_drop=0.0)
+    # a CUSUM whose unit is a tenth of a healthy window's noise and whose line is a hair above
+    # zero rolls a healthy champion back on its first unlucky window
+    broken = Settings.model_construct(
+        monitor_windows=1, monitor_log_loss_sd=0.002, monitor_cusum_threshold=0.01
+    )
     results = run_matrix(broken, ["healthy-champion"], seeds=3)
     (goal,) = targets(results)
     assert goal.name.startswith("false rollback")
     assert goal.status == "not met", goal
     sane = run_matrix(Settings.model_construct(), ["healthy-champion"], seeds=3)
     assert targets(sane)[0].events < goal.events
+
+
+def test_the_power_bounds_use_the_generators_volatility_process() -> None:
+    import numpy as np
+
+    from pipelines.backtest.power import VOL_INNOVATION, VOL_PERSISTENCE
+    from pipelines.synthetic.market import _daily_path
+
+    log_vol = np.log(_daily_path(3, "BTCUSDT", None)[1])
+    slope, intercept = np.polyfit(log_vol[:-1], log_vol[1:], 1)
+    residual = log_vol[1:] - (slope * log_vol[:-1] + intercept)
+    assert slope == pytest.approx(VOL_PERSISTENCE, abs=0.01)
+    assert residual.std() == pytest.approx(VOL_INNOVATION, rel=0.03)
+
+
+def test_vol_x2_is_out_of_reach_against_the_training_rows() -> None:
+    from pipelines.backtest.power import degradation_power, vol_shift_power
+
+    against_training, trailing = vol_shift_power(2.0, 0.02, 2, 3)
+    # even an oracle reading each day's volatility exactly: ~37% against the pooled training
+    # rows (a stable day is routinely x1.8), ~97% against the days just before the window
+    assert against_training.power < 0.5 < 0.95 < trailing.power
+    assert against_training.needed > 4 and trailing.needed < 2
+    # power grows with the effect and reaches 95% exactly at `needed`
+    weak = degradation_power(0.1, 0.02, 3)
+    assert weak.power < 0.1
+    assert degradation_power(weak.needed, 0.02, 3).power == pytest.approx(0.95)
