@@ -7,8 +7,8 @@ import asyncio
 import io
 import json
 import logging
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
 
 import pytest
 
@@ -16,6 +16,7 @@ from bentos.request_log import RequestLog, request_id
 from pipelines import logs
 
 SECRET = "pa55-w0rd-that-must-not-leak"
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -115,6 +116,16 @@ def test_json_is_the_default_without_a_terminal_and_text_keeps_the_console(
     assert root.handlers == before, "text mode leaves the console as it is"
 
 
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """`coroutine` on a loop of its own (``asyncio.run`` would leave this thread without a
+    current loop, which later in-process code — Pulumi's mocks — expects)."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coroutine)
+    finally:
+        loop.close()
+
+
 def test_a_request_gets_a_sane_id_bound_to_its_lines_and_answered(
     captured: io.StringIO,
 ) -> None:
@@ -137,7 +148,7 @@ def test_a_request_gets_a_sane_id_bound_to_its_lines_and_answered(
         await RequestLog(app)(scope, None, send)
         return sent
 
-    sent = asyncio.run(call(b"abc-123"))
+    sent = run(call(b"abc-123"))
     assert seen["headers"][b"x-request-id"] == b"abc-123"
     assert (b"x-request-id", b"abc-123") in sent[0]["headers"]
     endpoint, request = lines(captured)
@@ -145,7 +156,7 @@ def test_a_request_gets_a_sane_id_bound_to_its_lines_and_answered(
     assert (request["event"], request["status"], request["level"]) == ("request", 503, "warning")
     assert request["path"] == "/predict" and request["milliseconds"] >= 0
     # a caller's id that is no sane token is replaced, in the request and the answer alike
-    asyncio.run(call(b"x" * 200 + b"\n{}"))
+    run(call(b"x" * 200 + b"\n{}"))
     replaced = seen["headers"][b"x-request-id"].decode()
     assert len(replaced) == 32 and lines(captured)[-1]["request_id"] == replaced
     assert request_id([]) != request_id([])
