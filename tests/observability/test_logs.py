@@ -160,3 +160,12 @@ def test_a_request_gets_a_sane_id_bound_to_its_lines_and_answered(
     replaced = seen["headers"][b"x-request-id"].decode()
     assert len(replaced) == 32 and lines(captured)[-1]["request_id"] == replaced
     assert request_id([]) != request_id([])
+
+
+def test_run_local_tells_each_pods_progress_as_a_line(captured: io.StringIO) -> None:
+    from pipelines.cli.workflows import _reporter
+
+    _reporter()("fetch(0:BTCUSDT:2024-03-01:2024-03-06)", "succeeded")
+    (line,) = lines(captured)
+    assert (line["event"], line["phase"]) == ("pod", "succeeded")
+    assert line["pod"] == "fetch(0:BTCUSDT:2024-03-01:2024-03-06)"
