@@ -44,6 +44,7 @@ from bentos.contract import (
     rows_matrix,
 )
 from bentos.middleware import BodyLimit, KnownRoutesService
+from bentos.request_log import RequestLog, configure_serving_logs
 from bentos.runtime import (
     SERVICE_ENVS,
     Scorer,
@@ -76,6 +77,7 @@ class ModelRunner:
     model = bentoml.models.BentoModel(MODEL.tag)
 
     def __init__(self) -> None:
+        configure_serving_logs(str(CARD.model_version))
         self.score = Scorer(load_estimator(self.model))
 
     @bentoml.api(
@@ -143,6 +145,7 @@ class MarketDirection:
         from bentos.inference_log import InferenceLog
         from bentos.runtime import serving_metrics
 
+        configure_serving_logs(str(CARD.model_version))
         self.card = CARD
         self.score = Scorer(load_estimator(self.model))
         self.metrics = serving_metrics(CARD.model_name, str(CARD.model_version))
@@ -287,6 +290,7 @@ class MarketDirection:
         return self.card.model_dump()
 
 
+MarketDirection.add_asgi_middleware(RequestLog)  # first: the outermost, it sees every answer
 MarketDirection.add_asgi_middleware(_JSONOnly)
 MarketDirection.add_asgi_middleware(
     BodyLimit,

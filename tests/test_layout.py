@@ -20,6 +20,7 @@ FOUNDATIONS = {
     "errors.py",
     "intervals.py",
     "layout.py",
+    "logs.py",
     "metrics.py",
     "exposition.py",
     "progress.py",

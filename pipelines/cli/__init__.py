@@ -16,6 +16,7 @@ mlops images build                      the images with podman, no daemon (cli/i
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import typer
@@ -58,12 +59,23 @@ app.add_typer(images_app, name="images")
 
 
 def main() -> None:
-    """Console-script entry point: one clear line and exit 1 on a user-facing error."""
+    """Console-script entry point: one clear line and exit 1 on a user-facing error. Log
+    records go out as JSON lines where stderr is no terminal (`pipelines.logs`)."""
+    from pydantic import ValidationError
+
+    from pipelines import logs
+    from pipelines.errors import describe_validation_error
+
+    try:
+        structured = logs.configure()
+    except ValidationError as error:
+        err.print(f"[red]error:[/] {describe_validation_error(error, 'MLOPS_LOG_')}")
+        sys.exit(2)
     try:
         app()
-    except PipelineError as error:
-        err.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
-        sys.exit(1)
-    except ValueError as error:  # e.g. a bad symbol list from split_symbols
-        err.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+    except (PipelineError, ValueError) as error:  # ValueError: e.g. a bad symbol list
+        if structured:
+            logging.getLogger("pipelines.cli").error("error: %s", error, extra={"event": "error"})
+        else:
+            err.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(1 if isinstance(error, PipelineError) else 2)

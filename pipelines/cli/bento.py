@@ -6,12 +6,14 @@ fast.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Annotated
 
 import typer
 
+from pipelines import logs
 from pipelines.cli.common import load_settings
 from pipelines.cli.console import err, out, print_json
 
@@ -128,6 +130,11 @@ def serve(
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
     env["MLOPS_HOME"] = str(settings.home.resolve())
-    err.print(f"serving {tag} on http://{host}:{port}")
+    if logs.json_enabled():
+        logging.getLogger(__name__).info(
+            "serving %s on http://%s:%d", tag, host, port, extra={"event": "serve"}
+        )
+    else:
+        err.print(f"serving {tag} on http://{host}:{port}")
     bentoml = os.path.join(os.path.dirname(sys.executable), "bentoml")
     os.execve(bentoml, [bentoml, "serve", tag, "--host", host, "--port", str(port)], env)

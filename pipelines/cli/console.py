@@ -23,7 +23,14 @@ out = Console()
 
 @contextmanager
 def progress_bars() -> Iterator[Callable[[str, int], Callable[[], None]]]:
-    """A factory of progress bars on stderr; each call adds a bar and returns its advance()."""
+    """A factory of progress bars on stderr; each call adds a bar and returns its advance().
+    Where the process logs JSON lines (no terminal), no bars: the log lines say what happens."""
+    from pipelines import logs
+    from pipelines.progress import no_progress
+
+    if logs.json_enabled():
+        yield no_progress
+        return
     bars = Progress(
         TextColumn("[bold]{task.description:>10}"),
         BarColumn(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from pipelines import logs
 from pipelines.cli.common import IntervalOpt, JsonFlag, PipelineOpt, SymbolsOpt, load_settings
 from pipelines.cli.console import err, out, print_json, progress_bars
 from pipelines.errors import PipelineError
@@ -96,13 +98,15 @@ def execute(ctx: Any, pipeline: str, until: str | None, resume: bool, json_out: 
     from pipelines.orchestration.dag import get_pipeline
     from pipelines.orchestration.runner import run_pipeline
 
+    structured = logs.json_enabled()
+
     def report(step: str, event: str) -> None:
-        err.print(f"[dim]{step}: {event}[/]")
+        if not structured:  # the runner's log lines say it otherwise
+            err.print(f"[dim]{step}: {event}[/]")
 
     steps = get_pipeline(pipeline).steps
     ctx.pipeline = pipeline
-    # Libraries that print go to stderr: stdout carries only our result (one JSON document).
-    with progress_bars() as bars, contextlib.redirect_stdout(sys.stderr):
+    with progress_bars() as bars, library_output():
         ctx.progress = bars
         summary = run_pipeline(ctx, steps, until=until, resume=resume, report=report)
     summary["pipeline"] = pipeline
@@ -114,6 +118,19 @@ def execute(ctx: Any, pipeline: str, until: str | None, resume: bool, json_out: 
     if summary["status"] != "succeeded":
         err.print(f"[red]error:[/] {summary['error']}\n  resume with: {summary['resume']}")
         raise typer.Exit(1)
+
+
+def library_output() -> contextlib.AbstractContextManager[Any]:
+    """Where libraries that print go: never stdout, which carries only our result (one JSON
+    document); to stderr on a terminal, as log lines where the process logs JSON (the log
+    handler keeps the stderr it was given)."""
+    if logs.json_enabled():  # what they print to stderr too (MLflow's registry messages)
+        lines = logs.LineWriter(logging.getLogger("pipelines.output"))
+        both = contextlib.ExitStack()
+        both.enter_context(contextlib.redirect_stdout(lines))
+        both.enter_context(contextlib.redirect_stderr(lines))
+        return both
+    return contextlib.redirect_stdout(sys.stderr)
 
 
 def run(
@@ -218,7 +235,7 @@ def step(
     one = parse_shard(shard, ctx.params) if shard is not None else None
     save_params(ctx)
     ctx.pipeline = pipeline
-    with progress_bars() as bars, contextlib.redirect_stdout(sys.stderr):
+    with progress_bars() as bars, library_output():
         ctx.progress = bars
         if target.fan_out and one is None:
             result = run_fan_out(ctx, target)
@@ -230,7 +247,7 @@ def step(
     if json_out:
         extra = {"shard": shard} if shard else {}
         print_json({"run_id": run_id, "step": name, **extra, **result})
-    else:
+    elif not logs.json_enabled():  # else the step's log lines said it
         out.print(f"{label}: {result['status']} in {result['seconds']}s")
 
 

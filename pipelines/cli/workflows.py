@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -79,6 +81,18 @@ def _parameters(defaults: dict[str, str], given: list[str]) -> dict[str, str]:
     return values
 
 
+def _reporter() -> Callable[[str, str], None]:
+    """How run-local tells a pod's progress: a log line where the process logs JSON."""
+    from pipelines import logs
+
+    if not logs.json_enabled():
+        return lambda node, event: err.print(f"[dim]{node}: {event}[/]", highlight=False)
+    log = logging.getLogger("pipelines.orchestration.argo_local")
+    return lambda node, event: log.info(
+        "pod %s %s", node, event, extra={"event": "pod", "pod": node, "phase": event}
+    )
+
+
 @workflows_app.command("run-local")
 def workflows_run_local(
     stack: Annotated[
@@ -131,7 +145,7 @@ def workflows_run_local(
         root=(settings.home / "run-local" / name).resolve(),
         mlops=Path(found).resolve(),
         endpoints=dict(os.environ),
-        report=lambda node, event: err.print(f"[dim]{node}: {event}[/]", highlight=False),
+        report=_reporter(),
     )
     values = _parameters(spec.parameters, parameter or [])
     result = run_workflow(spec, name, values, pods, parallel)

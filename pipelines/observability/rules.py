@@ -26,6 +26,12 @@ LATENCY_SECONDS = 0.5
 """Serving latency SLO threshold (a bucket bound of BentoML's request histogram)."""
 LATENCY_OBJECTIVE = 0.99
 """Serving latency SLO: 99% of /predict* requests answered within `LATENCY_SECONDS`."""
+ANSWERED = 'http_response_code!~"5.."'
+"""The latency SLI's requests: those not answered 5xx. A 5xx spends the availability budget; a
+slow answer of any other code spends the latency one — each request spends at most one budget,
+and a failure (a fast 503 when BentoML sheds load, or a slow 500) never pages twice. As Google's
+SRE book puts it, the latency of failed requests is tracked apart from that of successful ones
+(docs/slo.md)."""
 PREDICT_ENDPOINTS = "/predict|/predict_batch|/predict_klines"
 """The endpoints the serving SLOs cover: not health checks or metadata, and not the runner's
 ``/predict_proba`` that BentoML counts in the same families (one request would count twice)."""
@@ -94,7 +100,8 @@ def _predict(extra: str = "") -> str:
 
 
 def recording_rules(windows: Windows) -> list[dict[str, Any]]:
-    """The SLIs per window: the share of /predict* requests that failed (5xx) or were slow."""
+    """The SLIs per window: the share of /predict* requests that failed (5xx), and the share
+    of those not failed that were slow."""
     requests, duration = m.REQUESTS.name, m.REQUEST_DURATION
     spans = sorted({windows.rate, *(w for b in windows.burn for w in b[:2])})
     rules = []
@@ -103,10 +110,10 @@ def recording_rules(windows: Windows) -> list[dict[str, Any]]:
         errors = (
             f"sum(rate({requests}{failed}[{span}])) / sum(rate({requests}{_predict()}[{span}]))"
         )
-        fast = duration.series("_bucket") + _predict(f'le="{LATENCY_SECONDS}"')
+        fast = duration.series("_bucket") + _predict(f'{ANSWERED},le="{LATENCY_SECONDS}"')
         slow = (
             f"1 - sum(rate({fast}[{span}]))"
-            f" / sum(rate({duration.series('_count')}{_predict()}[{span}]))"
+            f" / sum(rate({duration.series('_count')}{_predict(ANSWERED)}[{span}]))"
         )
         rules += [
             {"record": _ratio_name("errors", span), "expr": errors},
@@ -149,7 +156,7 @@ def alerts(windows: Windows) -> list[Alert]:
     w = windows
     p99 = (
         f"histogram_quantile(0.99, sum by (le) (rate("
-        f"{m.REQUEST_DURATION.series('_bucket')}{_predict()}[{w.rate}])))"
+        f"{m.REQUEST_DURATION.series('_bucket')}{_predict(ANSWERED)}[{w.rate}])))"
     )
     failed = m.STEP_RESULT.name + '{status=~"Failed|Error"}'
     listed = [

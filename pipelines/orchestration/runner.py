@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import multiprocessing
 import time
 from collections.abc import Callable, Sequence
@@ -26,7 +27,7 @@ from concurrent.futures import (
 from dataclasses import replace
 from typing import Any
 
-from pipelines import layout
+from pipelines import layout, logs
 from pipelines.errors import PipelineError
 from pipelines.orchestration import telemetry
 from pipelines.orchestration.context import StepContext
@@ -45,6 +46,8 @@ Reporter = Callable[[str, str], None]
 """Called with (step name, event): started/succeeded/failed/resumed/retrying."""
 
 VOLATILE = ("seconds", "attempts", "inputs_digest", "resumed", "status")
+
+log = logging.getLogger(__name__)
 
 
 def _silent(step: str, event: str) -> None:
@@ -99,7 +102,27 @@ def run_step(
         else layout.step_result(ctx.run_id, step.name)
     )
     label = f"{step.name} {shard}" if shard else step.name
-    whole = None if shard else step.name  # a shard's result is counted with its step's merge
+    with logs.bound(**_log_fields(ctx, step.name, shard)):
+        log.info("step %s started", label, extra={"event": "step_started"})
+        return _attempts(ctx, step, key, label, None if shard else step.name, report)
+
+
+def _log_fields(ctx: StepContext, step: str, shard: Shard | None) -> dict[str, Any]:
+    """What every log line of a step says it belongs to (the model version once registered)."""
+    registered = (stored_result(ctx, "register") or {}).get("version")
+    return {
+        "run_id": ctx.run_id,
+        "pipeline": ctx.pipeline or None,
+        "step": step,
+        "shard": shard,
+        "model_version": registered,
+    }
+
+
+def _attempts(
+    ctx: StepContext, step: Step, key: str, label: str, whole: str | None, report: Reporter
+) -> dict[str, Any]:
+    """`run_step`'s attempts; `whole` is None for a shard (counted with its step's merge)."""
     started = time.monotonic()
     digest = inputs_digest(ctx, step)
     attempt = 0
@@ -111,19 +134,47 @@ def run_step(
         except PipelineError as error:
             failed = {"status": "failed", "error": str(error)}
             _record(ctx, key, failed, started, attempt, digest, whole)
+            log.error("step %s failed: %s", label, error, extra={"event": "step_failed"})
             raise
         except Exception as error:
             message = f"{type(error).__name__}: {error}"
             if attempt > step.retries:
                 failed = {"status": "failed", "error": message}
                 _record(ctx, key, failed, started, attempt, digest, whole)
+                log.error(
+                    "step %s failed after %d attempt(s)",
+                    label,
+                    attempt,
+                    exc_info=error,
+                    extra={"event": "step_failed", "attempts": attempt},
+                )
                 raise PipelineError(
                     f"step {label} failed after {attempt} attempt(s): {message}"
                 ) from error
+            log.warning(
+                "step %s attempt %d failed, retrying: %s",
+                label,
+                attempt,
+                message,
+                extra={"event": "step_retrying", "attempt": attempt},
+            )
             report(label, "retrying")
             time.sleep(min(ctx.settings.step_retry_backoff * 2 ** (attempt - 1), 60.0))
     body = {"status": "succeeded", **result.model_dump(mode="json")}
-    return _record(ctx, key, body, started, attempt, digest, whole)
+    recorded = _record(ctx, key, body, started, attempt, digest, whole)
+    version = body.get("version") if step.name == "register" else None
+    log.info(
+        "step %s succeeded in %.3f s",
+        label,
+        recorded["seconds"],
+        extra={
+            "event": "step_succeeded",
+            "seconds": recorded["seconds"],
+            "attempts": attempt,
+            "model_version": version,
+        },
+    )
+    return recorded
 
 
 def _record(
@@ -165,6 +216,8 @@ def run_fan_out(
     """
     started = time.monotonic()
     shards = planned(ctx)
+    with logs.bound(**_log_fields(ctx, step.name, None)):
+        log.info("step %s started", step.name, extra={"event": "step_started"})
     todo = [s for s in shards if not (resume and _shard_done(ctx, step, s))]
     advance = ctx.progress(step.name, len(shards))
     for _ in range(len(shards) - len(todo)):
@@ -179,7 +232,9 @@ def run_fan_out(
         # spawn, not fork: the runner has threads; each worker re-opens storage itself
         quiet = replace(ctx, progress=no_progress)
         spawn = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=spawn) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=spawn, initializer=logs.configure
+        ) as pool:
             futures = [pool.submit(run_step, quiet, step, _silent, s) for s in todo]
             for future in as_completed(futures):
                 with contextlib.suppress(PipelineError):
@@ -196,8 +251,19 @@ def run_fan_out(
         inputs_digest(ctx, step),
         step.name,
     )
-    if body["status"] != "succeeded":
-        raise PipelineError(f"step {step.name}: {body['error']}")
+    with logs.bound(**_log_fields(ctx, step.name, None)):
+        if body["status"] != "succeeded":
+            log.error(
+                "step %s failed: %s", step.name, body["error"], extra={"event": "step_failed"}
+            )
+            raise PipelineError(f"step {step.name}: {body['error']}")
+        log.info(
+            "step %s succeeded in %.3f s (%d shards)",
+            step.name,
+            body["seconds"],
+            len(shards),
+            extra={"event": "step_succeeded", "seconds": body["seconds"]},
+        )
     return body
 
 
@@ -215,6 +281,34 @@ def run_pipeline(
     re-run. On failure the summary holds ``status: failed``, the failed step, the error and the
     command that resumes the run; steps that could not start are listed as ``not_run``.
     """
+    with logs.bound(run_id=ctx.run_id, pipeline=ctx.pipeline or None):
+        log.info("run %s started", ctx.run_id, extra={"event": "run_started"})
+        summary = _run_pipeline(ctx, steps, until, resume, report, parallel)
+        level = logging.INFO if summary["status"] == "succeeded" else logging.ERROR
+        log.log(
+            level,
+            "run %s %s in %.3f s",
+            ctx.run_id,
+            summary["status"],
+            summary["seconds"],
+            extra={
+                "event": "run_finished",
+                "status": summary["status"],
+                "seconds": summary["seconds"],
+                **({"failed_step": summary["failed_step"]} if "failed_step" in summary else {}),
+            },
+        )
+    return summary
+
+
+def _run_pipeline(
+    ctx: StepContext,
+    steps: Sequence[Step],
+    until: str | None,
+    resume: bool,
+    report: Reporter,
+    parallel: int,
+) -> dict[str, Any]:
     plan = upstream(steps, until) if until else lint(steps)
     save_params(ctx)
     summary: dict[str, Any] = {
@@ -242,6 +336,11 @@ def run_pipeline(
                     ):
                         summary["steps"][step.name] = {**previous, "resumed": True}
                         done.add(step.name)
+                        log.info(
+                            "step %s kept from an earlier attempt",
+                            step.name,
+                            extra={"event": "step_resumed", "step": step.name},
+                        )
                         report(step.name, "resumed")
                         continue
                     report(step.name, "started")

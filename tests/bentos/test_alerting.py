@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,7 +48,8 @@ SHORT = rules.Windows(
     ),
 )
 """The production rules with windows of seconds."""
-SERVING_ALERTS = {a.name for a in rules.alerts(SHORT) if a.name.startswith("MlopsServing")}
+AVAILABILITY_BURNS = {a.name for a in rules.burn_alerts(SHORT) if "Availability" in a.name}
+"""The availability SLO's burn-rate alerts: a burst of 5xx spends that budget at every rate."""
 SERIES = re.compile(r"\b((?:mlops|bentoml)_[a-z0-9_]+|mlops:[a-z0-9_:]+)")
 
 
@@ -229,31 +231,34 @@ def test_prometheus_fires_the_alert_of_each_injected_fault_and_only_it(
             time.sleep(3)
             assert firing(url) == {"MlopsDriftOverLimit"}
 
-            # fault 2, a burst of 5xx: more concurrent work than the latency budget admits
-            big = {"rows": [dict.fromkeys(features, 0.1)] * 2000}
+            # fault 2, a burst of 5xx and nothing else: a latency budget (10 ms) the model runner
+            # cannot keep for 16 concurrent callers, so BentoML sheds requests with a fast 503.
+            # One row per request: no large body slows the server, and an admitted request
+            # waits at most the budget, so the answered ones stay fast and no latency alert may
+            # join (the latency SLI counts answers that are not 5xx: docs/slo.md).
+            expected = {"MlopsDriftOverLimit", "MlopsServingErrors", *AVAILABILITY_BURNS}
 
             def ask(_: int) -> int:
-                return httpx.post(f"{serving}/predict_batch", json=big, timeout=60).status_code
+                return httpx.post(f"{serving}/predict_batch", json=one_row, timeout=30).status_code
 
-            codes: list[int] = []
-            deadline = time.monotonic() + 90
-            while "MlopsServingErrors" not in firing(url):
-                assert time.monotonic() < deadline, f"no 5xx alert; answers {codes[-64:]}"
+            codes: Counter[int] = Counter()
+            fired: set[str] = set()
+            agreed_since: float | None = None
+            deadline = time.monotonic() + 120
+            while agreed_since is None or time.monotonic() - agreed_since < 8:
+                # the whole expected set, and only it, for 8 s of the burst
+                assert time.monotonic() < deadline, f"fired {sorted(fired)}; answers {codes}"
                 with concurrent.futures.ThreadPoolExecutor(16) as pool:
-                    codes += list(pool.map(ask, range(32)))
-            assert 503 in codes
-            fired = firing(url)
-            assert "MlopsServingErrors" in fired
-            # only serving alerts join the drift one (shedding is overload: latency may burn too)
-            assert fired - {"MlopsDriftOverLimit"} <= SERVING_ALERTS, fired
-            quiet = {
-                "MlopsTrainingStale",
-                "MlopsStepFailing",
-                "MlopsLiveAucBelowFloor",
-                "MlopsInferenceLogDropping",
-                "MlopsChampionChanged",
-            }
-            assert not quiet & fired
+                    codes.update(pool.map(ask, range(64)))
+                fired = firing(url)
+                assert fired <= expected, f"{sorted(fired - expected)} fired too; answers {codes}"
+                if fired != expected:
+                    agreed_since = None
+                elif agreed_since is None:
+                    agreed_since = time.monotonic()
+            # shed (503; now and then a 500 when BentoML cancels a request mid-dispatch)
+            assert codes[503] > 0 and all(c == 200 or c >= 500 for c in codes), codes
+            assert firing(url) == expected
         finally:
             stop_traffic.set()
             steady.join(timeout=30)

@@ -42,17 +42,25 @@ def requests(ok: float, failed: float, minutes: int, client_errors: float = 0) -
     return found
 
 
-def latency(fast: float, slow: float, minutes: int) -> list[Any]:
-    """A latency histogram growing by `fast` answers under 0.25 s and `slow` ones in (0.5, 1]."""
+def latency(fast: float, slow: float, minutes: int, code: str = "200") -> list[Any]:
+    """A latency histogram growing by `fast` answers under 0.25 s and `slow` ones in (0.5, 1],
+    all with status `code`."""
     bucket = m.REQUEST_DURATION.series("_bucket")
     total = fast + slow
+    labels = {"endpoint": "/predict", "http_response_code": code}
     return [
-        series(bucket, f"0+{fast}x{minutes}", endpoint="/predict", le="0.25"),
-        series(bucket, f"0+{fast}x{minutes}", endpoint="/predict", le="0.5"),
-        series(bucket, f"0+{total}x{minutes}", endpoint="/predict", le="1.0"),
-        series(bucket, f"0+{total}x{minutes}", endpoint="/predict", le="+Inf"),
-        series(m.REQUEST_DURATION.series("_count"), f"0+{total}x{minutes}", endpoint="/predict"),
+        series(bucket, f"0+{fast}x{minutes}", le="0.25", **labels),
+        series(bucket, f"0+{fast}x{minutes}", le="0.5", **labels),
+        series(bucket, f"0+{total}x{minutes}", le="1.0", **labels),
+        series(bucket, f"0+{total}x{minutes}", le="+Inf", **labels),
+        series(m.REQUEST_DURATION.series("_count"), f"0+{total}x{minutes}", **labels),
     ]
+
+
+def slow_failures(fast: float, slow: float, minutes: int) -> list[Any]:
+    """Fast 200s, and slow answers that all failed (503): the latency SLI does not count those
+    (the availability SLI does)."""
+    return latency(fast, 0, minutes) + latency(0, slow, minutes, code="503")
 
 
 Case = tuple[list[Any], list[Any], str, dict[str, str], int]
@@ -127,7 +135,7 @@ def cases() -> dict[str, Case]:
         ),
         "MlopsServingLatencyP99": (
             latency(90, 10, 30),
-            latency(100, 0, 30),
+            slow_failures(90, 10, 30),  # as many slow answers, but failed ones
             "25m",
             {"severity": "warning"},
             1,
@@ -158,9 +166,12 @@ def cases() -> dict[str, Case]:
         for title, budget in budgets.items():
             over, under = 1.5 * factor * budget, 0.5 * factor * budget
             grow = requests if title == "Availability" else latency
+            quiet = grow(100 * every * (1 - under), 100 * every * under, span // every)
+            if title == "Latency":  # and slow failures over the factor do not burn it either
+                quiet += latency(0, 100 * every * over, span // every, code="500")
             found[f"MlopsServing{title}BudgetBurn{long.title()}"] = (
                 grow(100 * every * (1 - over), 100 * every * over, span // every),
-                grow(100 * every * (1 - under), 100 * every * under, span // every),
+                quiet,
                 f"{span - every}m",
                 {"severity": severity},
                 every,
