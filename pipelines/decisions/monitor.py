@@ -26,6 +26,8 @@ from pipelines.decisions.inference import read_inference
 from pipelines.decisions.ledger import Decision
 from pipelines.decisions.promotion import current_aliases, rollback
 from pipelines.decisions.publish import publish
+from pipelines.decisions.retrain import RetrainResult
+from pipelines.decisions.retrain import consider as consider_retrain
 from pipelines.decisions.trust import (
     TrustReport,
     feature_config_of,
@@ -87,6 +89,8 @@ def monitor(settings: Settings, storage: Storage, run_id: str | None = None) -> 
     result = _decide(settings, storage, run_id)
     if not result.reused:
         publish(settings, storage, result.record)
+    # asked again when the decision is reused too: a cool-down or a run may have ended since
+    result.retrain = consider_retrain(settings, storage, result.record, run_id)
     return result
 
 
@@ -143,7 +147,7 @@ def _decide(settings: Settings, storage: Storage, run_id: str | None) -> Monitor
     if (done := ledger.find(storage, env, identity)) is not None:
         return _result(done, reused=True)
     judged = sum(1 for w in windows if w["judged"])
-    if degraded >= settings.monitor_windows:
+    if degraded >= settings.monitor_windows and aliases.get("previous") is not None:
         reasons = [
             f"live ROC-AUC below {recorded:.4f} - {settings.monitor_max_auc_drop} in the last "
             f"{degraded} judged windows (limit {settings.monitor_windows}): roll back",
@@ -166,6 +170,10 @@ def _decide(settings: Settings, storage: Storage, run_id: str | None) -> Monitor
         f"{judged} judged window(s); the latest {degraded} degraded "
         f"(rollback after {settings.monitor_windows} in a row): hold"
     ]
+    if degraded >= settings.monitor_windows:
+        reasons = [
+            f"{degraded} degraded judged windows in a row but no 'previous' to roll back to: hold"
+        ]
     if recorded is None:
         reasons = [f"version {champion} has no recorded ROC-AUC to compare with: hold"]
     elif keyed.empty:
@@ -265,6 +273,8 @@ class MonitorResult(BaseModel):
     gitops_commit: str | None = None
     aliases: dict[str, int] = {}
     reused: bool = False
+    retrain: RetrainResult | None = None
+    """A training run triggered (or suppressed) after this decision; None: none was needed."""
     trust: TrustReport | None = None
     """Logged predictions judged (trusted) and left out (untrusted, by reason); None in records
     written before the monitor checked them."""
