@@ -164,7 +164,14 @@ def in_cluster_api() -> Any:
     """A Kubernetes API client with the pod's service account (its mounted token and CA)."""
     from kubernetes import client, config
 
-    config.load_incluster_config()
+    try:
+        config.load_incluster_config()
+    except config.ConfigException as error:
+        raise PipelineError(
+            f"no in-cluster Kubernetes credentials for an argo retrain: {error}",
+            "run the monitor in the cluster (its pod's service account), or set "
+            "MLOPS_RETRAIN_BACKEND=local",
+        ) from None
     return client.ApiClient()
 
 

@@ -235,3 +235,15 @@ def test_the_run_covers_the_last_judged_day() -> None:
     )
     assert last_judged_day(record) == date(2026, 11, 5)
     assert last_judged_day(make_decision(kind="monitor")) is None
+
+
+def test_an_argo_retrain_outside_a_cluster_is_one_clear_error(
+    tmp_path: Path, storage: LocalStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    settings = settings_of(tmp_path, retrain_backend="argo")
+    key = monitor_record(storage, [], degraded=2)
+    with pytest.raises(PipelineError, match="no in-cluster Kubernetes credentials") as caught:
+        consider(settings, storage, key, now=NOW)
+    assert "MLOPS_RETRAIN_BACKEND=local" in str(caught.value)
+    assert [r.decision for r in retrain_records(storage)] == ["failed"]
