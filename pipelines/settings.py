@@ -233,6 +233,27 @@ class Settings(BaseSettings):
     monitor_min_rows: int = Field(default=100, ge=10)
     """Windows with fewer joined predictions are not judged."""
 
+    trains: bool = True
+    """Whether this env trains models: only then does the monitor trigger a training run on
+    sustained drift or degraded quality (docs/decisions.md, drift-triggered retraining)."""
+
+    retrain_cooldown_hours: float = Field(default=24.0, ge=0)
+    """No second drift-triggered training run within this many hours of the last one (read
+    from the ledger), so retraining never loops."""
+
+    retrain_backend: Literal["local", "argo"] = "local"
+    """How a drift-triggered training run starts: ``local``, a detached ``mlops run`` on this
+    machine; ``argo``, a Workflow created through the Kubernetes API from the training
+    CronWorkflow (the rendered monitor CronWorkflow sets it)."""
+
+    retrain_cron_workflow: str = Field(
+        default="mlops-training", pattern=r"^[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?$"
+    )
+    """The training CronWorkflow whose ``workflowSpec`` an ``argo`` retrain submits."""
+
+    retrain_namespace: str = Field(default="mlops", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    """The namespace of that CronWorkflow and of the Workflow created from it."""
+
     @property
     def effective_embargo(self) -> int:
         """Embargo in bars, never shorter than the horizon."""

@@ -21,7 +21,7 @@ from pipelines import layout
 from pipelines.decisions.pin import ServingPin
 from pipelines.storage import Storage
 
-Kind = Literal["gate", "monitor", "rollback"]
+Kind = Literal["gate", "monitor", "rollback", "retrain"]
 
 
 class Decision(BaseModel):
@@ -31,7 +31,8 @@ class Decision(BaseModel):
     env: str
     model_name: str
     decision: str
-    """``promote``, ``reject``, ``rollback``, ``hold`` or ``failed``."""
+    """``promote``, ``reject``, ``rollback``, ``hold`` or ``failed``; a ``retrain`` record:
+    ``triggered``, ``suppressed`` or ``failed``."""
     reasons: list[str]
     decision_id: str
     """Identity of the question decided (kind, env, versions, data): the same question asked

@@ -32,6 +32,8 @@ from pipelines.decisions.inference import read_inference
 from pipelines.decisions.ledger import Decision
 from pipelines.decisions.promotion import current_aliases, rollback
 from pipelines.decisions.publish import publish
+from pipelines.decisions.retrain import RetrainResult
+from pipelines.decisions.retrain import consider as consider_retrain
 from pipelines.decisions.trust import (
     TrustReport,
     feature_config_of,
@@ -93,6 +95,8 @@ def monitor(settings: Settings, storage: Storage, run_id: str | None = None) -> 
     result = _decide(settings, storage, run_id)
     if not result.reused:
         publish(settings, storage, result.record)
+    # asked again when the decision is reused too: a cool-down or a run may have ended since
+    result.retrain = consider_retrain(settings, storage, result.record, run_id)
     return result
 
 
@@ -164,7 +168,7 @@ def _decide(settings: Settings, storage: Storage, run_id: str | None) -> Monitor
     if (done := ledger.find(storage, env, identity)) is not None:
         return _result(done, reused=True)
     judged = sum(1 for w in windows if w["judged"])
-    if verdict is not None and verdict.rollback:
+    if verdict is not None and verdict.rollback and aliases.get("previous") is not None:
         reasons = [verdict.reason(float(recorded_log_loss)), *trust_reasons(trust)]
         record = rollback(
             settings,
@@ -183,6 +187,11 @@ def _decide(settings: Settings, storage: Storage, run_id: str | None) -> Monitor
         f"{judged} judged window(s), rollback once {settings.monitor_windows} are; "
         + (verdict.reason(float(recorded_log_loss)) if verdict else "hold")
     ]
+    if verdict is not None and verdict.rollback:
+        reasons = [
+            f"{verdict.reason(float(recorded_log_loss))}, but there is no 'previous' to roll "
+            "back to: hold"
+        ]
     if recorded is None:
         reasons = [f"version {champion} has no recorded ROC-AUC to compare with: hold"]
     elif recorded_log_loss is None:
@@ -284,6 +293,8 @@ class MonitorResult(BaseModel):
     gitops_commit: str | None = None
     aliases: dict[str, int] = {}
     reused: bool = False
+    retrain: RetrainResult | None = None
+    """A training run triggered (or suppressed) after this decision; None: none was needed."""
     trust: TrustReport | None = None
     """Logged predictions judged (trusted) and left out (untrusted, by reason); None in records
     written before the monitor checked them."""

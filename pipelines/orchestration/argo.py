@@ -73,6 +73,13 @@ def _env(config: WorkflowSettings, pipeline: Pipeline) -> list[Any]:
     from hera.workflows import Env
 
     lookback = config.monitor_lookback_days if pipeline.name == "monitor" else config.lookback_days
+    # the monitor triggers training runs (pipelines.decisions.retrain) from the training
+    # CronWorkflow, through the Kubernetes API (the Role stacks.components.cluster_services makes)
+    retrain = {
+        "MLOPS_RETRAIN_BACKEND": "argo",
+        "MLOPS_RETRAIN_CRON_WORKFLOW": cron_workflow_name("training"),
+        "MLOPS_RETRAIN_NAMESPACE": config.namespace,
+    }
     values = {
         "MLOPS_ENV": config.env,
         "MLOPS_HOME": f"{SCRATCH}/mlops",
@@ -83,6 +90,7 @@ def _env(config: WorkflowSettings, pipeline: Pipeline) -> list[Any]:
         "HOME": SCRATCH,
         "OMP_NUM_THREADS": "1",
         "MLOPS_GITOPS_REPO": f"{SCRATCH}/gitops",
+        **(retrain if pipeline.name == "monitor" else {}),
         **config.settings,
     }
     return [Env(name=k, value=v) for k, v in values.items()]
@@ -222,6 +230,11 @@ def exit_command() -> list[str]:
     ]
 
 
+def cron_workflow_name(pipeline: str) -> str:
+    """The CronWorkflow of `pipeline` (``mlops-training``, ``mlops-monitor``)."""
+    return f"mlops-{pipeline}"
+
+
 def cron_workflow(pipeline: Pipeline, config: WorkflowSettings) -> Any:
     """The Hera CronWorkflow of `pipeline` for one environment."""
     from hera.workflows import DAG, Counter, CronWorkflow, Gauge, Label, Metrics, Parameter
@@ -280,7 +293,7 @@ def cron_workflow(pipeline: Pipeline, config: WorkflowSettings) -> Any:
     if len(set(names)) != len(names):  # Argo resolves templates by name
         raise PipelineError(f"pipeline {pipeline.name!r}: template names collide: {names}")
     return CronWorkflow(
-        name=f"mlops-{pipeline.name}",
+        name=cron_workflow_name(pipeline.name),
         namespace=config.namespace,
         labels=labels,
         annotations={"mlops/description": pipeline.doc},

@@ -20,6 +20,8 @@ from stacks.components.serving import SERVING_NAMESPACE, serving_load_balancer_p
 from stacks.config import PlatformConfig
 
 ARGO_HELM = "https://argoproj.github.io/argo-helm"
+RETRAIN_ROLE = "mlops-pipeline-retrain"
+"""The Role that lets the monitor start a training run (`pipelines.decisions.retrain`)."""
 NAMESPACES = ("argocd", "argo", "mlflow", "mlops", "serving")
 
 
@@ -131,6 +133,39 @@ def argo_workflows_values(
     }
 
 
+def retrain_target(cron_workflows: Sequence[dict[str, Any]]) -> tuple[str, str] | None:
+    """(namespace, training CronWorkflow) a rendered monitor CronWorkflow starts runs from
+    through the Kubernetes API (``MLOPS_RETRAIN_BACKEND=argo`` in its containers' env), or None
+    when none does or its env does not train (``MLOPS_TRAINS`` false): no grant then."""
+    from pydantic import TypeAdapter
+
+    for manifest in cron_workflows:
+        for template in manifest["spec"]["workflowSpec"].get("templates", []):
+            container = template.get("container") or {}
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            if env.get("MLOPS_RETRAIN_BACKEND") != "argo":
+                continue
+            if not TypeAdapter(bool).validate_python(env.get("MLOPS_TRAINS", "true")):
+                return None
+            return env["MLOPS_RETRAIN_NAMESPACE"], env["MLOPS_RETRAIN_CRON_WORKFLOW"]
+    return None
+
+
+def retrain_role_rules(cron_workflow: str) -> list[dict[str, Any]]:
+    """What the monitor needs to start a training run (`pipelines.decisions.retrain_backends`,
+    ``ArgoBackend``), and nothing more: ``get`` on the one training CronWorkflow (by name),
+    ``create`` on workflows (a create cannot be limited by name: the server generates it)."""
+    return [
+        {
+            "apiGroups": ["argoproj.io"],
+            "resources": ["cronworkflows"],
+            "resourceNames": [cron_workflow],
+            "verbs": ["get"],
+        },
+        {"apiGroups": ["argoproj.io"], "resources": ["workflows"], "verbs": ["create"]},
+    ]
+
+
 def root_application_spec(config: PlatformConfig, env: str) -> dict[str, Any]:
     """Spec of the ArgoCD root Application: the env's overlay, synced into ``serving``.
 
@@ -194,6 +229,30 @@ class ClusterServices(pulumi.ComponentResource):
                     "annotations": {"eks.amazonaws.com/role-arn": args.role_arns[key]},
                 },
                 opts=in_ns(account.namespace),
+            )
+
+        target = retrain_target(args.cron_workflows)
+        if target is not None:
+            namespace, training = target
+            pipeline = args.service_accounts["pipeline"]
+            retrain_role = k8s.rbac.v1.Role(
+                f"{name}-retrain-role",
+                metadata={"name": RETRAIN_ROLE, "namespace": namespace, "labels": labels},
+                rules=retrain_role_rules(training),
+                opts=in_ns(namespace),
+            )
+            k8s.rbac.v1.RoleBinding(
+                f"{name}-retrain-binding",
+                metadata={"name": RETRAIN_ROLE, "namespace": namespace, "labels": labels},
+                role_ref={
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "Role",
+                    "name": RETRAIN_ROLE,
+                },
+                subjects=[
+                    {"kind": "ServiceAccount", "name": pipeline.name, "namespace": namespace}
+                ],
+                opts=in_ns(namespace, retrain_role),
             )
 
         # Secret argocd-redis replaces the chart's redis-secret-init hook Job (see argocd_values)
