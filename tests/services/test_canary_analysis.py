@@ -23,7 +23,7 @@ from tests.services.cluster import Services, mlops_run, pipeline_env, shared_ser
 pytestmark = pytest.mark.integration
 
 START = MIRROR_START.isoformat()
-END = (MIRROR_START + timedelta(days=4)).isoformat()
+END = (MIRROR_START + timedelta(days=2)).isoformat()
 
 
 @pytest.fixture(scope="module")
