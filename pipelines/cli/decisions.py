@@ -66,7 +66,7 @@ def analyze(
     json_out: JsonFlag = False,
 ) -> None:
     """Judge a canary model VERSION on its own trusted predictions and realized outcomes (the
-    serving Rollout's analysis Job). Exit 0: pass; 3: degraded; 2: too little evidence
+    serving Rollout's analysis Job). Exit 0: pass; 3: degraded; 4: too little evidence
     (inconclusive); 1: an error. Decides and writes nothing."""
     from pipelines.decisions.canary import analyze as run_analyze
 

@@ -29,12 +29,14 @@ from pydantic import BaseModel
 from pipelines.decisions.inference import read_inference
 from pipelines.decisions.monitor import judge_windows, trailing_degraded
 from pipelines.decisions.trust import TrustReport, feature_config_of, verify
+from pipelines.errors import PipelineError
 from pipelines.ml.tracking import client as mlflow_client
 from pipelines.settings import Settings
 from pipelines.storage import Storage
 
-EXIT_CODES = {"pass": 0, "inconclusive": 2, "degraded": 3}
-"""The command's exit code per verdict (1 stays the CLI's code for an error)."""
+EXIT_CODES = {"pass": 0, "degraded": 3, "inconclusive": 4}
+"""The command's exit code per verdict (1 and 2 stay the CLI's codes for an error and for a
+usage error)."""
 
 
 class CanaryVerdict(BaseModel):
@@ -58,9 +60,26 @@ class CanaryVerdict(BaseModel):
 
 
 def analyze(settings: Settings, storage: Storage, version: str) -> CanaryVerdict:
-    """Judge model `version` of ``settings.model_name`` on its own logged predictions."""
+    """Judge model `version` of ``settings.model_name`` on its own logged predictions.
+
+    Raises:
+        PipelineError: `version` is not a version number, or the registry has no such version.
+    """
+    if not version.isdecimal() or int(version) < 1:
+        raise PipelineError(
+            f"--version {version!r}: a model version is a positive integer (the pinned "
+            "MLOPS_MODEL_VERSION; 'unreleased' means the env has no model pinned yet)"
+        )
+    from mlflow.exceptions import MlflowException
+
     client = mlflow_client(settings)
-    tags = client.get_model_version(settings.model_name, version).tags or {}
+    try:
+        tags = client.get_model_version(settings.model_name, version).tags or {}
+    except MlflowException as error:
+        raise PipelineError(
+            f"{settings.model_name} version {version} cannot be read from the registry "
+            f"({error.error_code}): check the version and MLFLOW_TRACKING_URI"
+        ) from None
     recorded = json.loads(tags.get("eval_metrics", "{}")).get("roc_auc")
     thresholds = {
         "window_hours": settings.monitor_window_hours,

@@ -2,7 +2,7 @@
 the real services: a model trained and registered on them (S3 storage, the MLflow server's
 registry), its canary predictions logged to S3 by the serving runtime's writer, judged on the
 realized outcomes of the curated bars. A good canary passes (exit 0), a degraded one fails
-(exit 3), too few rows are inconclusive (exit 2). Each case logs under its own env name (an env
+(exit 3), too few rows are inconclusive (exit 4). Each case logs under its own env name (an env
 is a value: ``inference/{env}/{version}/``), so the three share one training run."""
 
 from __future__ import annotations
@@ -124,12 +124,12 @@ def test_too_few_rows_are_inconclusive(
 ) -> None:
     logged = log_canary(registered, registered.storage(monkeypatch), "prod", 20, good=False)
     code, verdict = registered.analyze("prod")
-    assert (code, verdict["verdict"]) == (2, "inconclusive"), verdict
+    assert (code, verdict["verdict"]) == (4, "inconclusive"), verdict
     assert 0 < verdict["joined_rows"] <= logged < 100
     assert "too little evidence" in verdict["reasons"][0]
 
 
 def test_a_version_with_no_logged_prediction_is_inconclusive(registered: Registered) -> None:
     code, verdict = registered.analyze("nowhere")
-    assert (code, verdict["verdict"]) == (2, "inconclusive"), verdict
+    assert (code, verdict["verdict"]) == (4, "inconclusive"), verdict
     assert "no logged prediction" in verdict["reasons"][0]
