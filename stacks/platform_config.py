@@ -27,6 +27,8 @@ class PlatformConfig(_Model):
     """prometheus-community/kube-prometheus-stack (Prometheus 3.x, Alertmanager, Grafana)."""
     pushgateway_chart_version: str = "3.8.0"
     """prometheus-community/prometheus-pushgateway (where pipeline pods push their metrics)."""
+    argo_rollouts_chart_version: str = "2.41.0"
+    """argoproj/argo-helm argo-rollouts (Argo Rollouts v1.9.0: the serving canary)."""
     mlflow_image: str | None = None
     """Override of the MLflow server image. Default: this stack's ``mlops-<env>-mlflow``
     repository tagged with the client's MLflow version (images/mlflow builds it)."""

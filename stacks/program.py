@@ -20,6 +20,7 @@ from stacks.components.ecr import Registry, RegistryArgs
 from stacks.components.identity import Identity, IdentityArgs, service_accounts
 from stacks.components.monitoring import Monitoring, MonitoringArgs
 from stacks.components.network import Network, NetworkArgs
+from stacks.components.rollouts import Rollouts, RolloutsArgs
 from stacks.config import StackConfig, mlflow_client_version, parse_stack_config
 
 
@@ -140,6 +141,17 @@ def build(config: StackConfig) -> dict[str, Any]:
             {"app.kubernetes.io/part-of": "mlops-platform", "mlops/env": config.env},
         ),
         pulumi.ResourceOptions(depends_on=[services]),
+    )
+    Rollouts(
+        "rollouts",
+        RolloutsArgs(
+            config.platform,
+            cluster.provider,
+            {"app.kubernetes.io/part-of": "mlops-platform", "mlops/env": config.env},
+            config.workflows.namespace,
+            crons,
+        ),
+        pulumi.ResourceOptions(depends_on=[services]),  # the pipeline namespace
     )
     return {
         "vpc_id": network.vpc_id,

@@ -60,6 +60,28 @@ def monitor(json_out: JsonFlag = False) -> None:
     _show_decision(result, json_out)
 
 
+@decisions_app.command("analyze")
+def analyze(
+    version: Annotated[str, typer.Option("--version", help="The canary's model version.")],
+    json_out: JsonFlag = False,
+) -> None:
+    """Judge a canary model VERSION on its own trusted predictions and realized outcomes (the
+    serving Rollout's analysis Job). Exit 0: pass; 3: degraded; 4: too little evidence
+    (inconclusive); 1: an error. Decides and writes nothing."""
+    from pipelines.decisions.canary import analyze as run_analyze
+
+    settings = load_settings()
+    with err.status(f"judging version {version} on live evidence …"):
+        verdict = run_analyze(settings, open_settings_storage(settings), version)
+    if json_out:
+        print_json(verdict.model_dump(mode="json"))
+    else:
+        out.print(f"[bold]{verdict.verdict}[/] (version {version})")
+        for reason in verdict.reasons:
+            out.print(f"  - {reason}", highlight=False)
+    raise typer.Exit(verdict.exit_code)
+
+
 @decisions_app.command("backtest")
 def backtest(
     scenarios: Annotated[

@@ -35,6 +35,10 @@ GENERATED = Path(__file__).resolve().parents[2] / "platform" / "monitoring"
 PUSHGATEWAY_URL = f"http://prometheus-pushgateway.{MONITORING_NAMESPACE}.svc:9091"
 """Where the pipeline pods push (``MLOPS_METRICS_PUSHGATEWAY`` in each env's settings)."""
 PIPELINE_NAMESPACE = "mlops"
+PROMETHEUS_URL = f"http://kube-prometheus-stack-prometheus.{MONITORING_NAMESPACE}.svc:9090"
+"""The Prometheus the chart installs (Service ``<release>-prometheus``, port
+``prometheus.service.port``): what the serving canary's analysis queries
+(platform/base/serving/analysistemplate.yaml)."""
 RESTRICTED_CONTAINER = {
     "runAsNonRoot": True,
     "allowPrivilegeEscalation": False,

@@ -16,6 +16,7 @@ import yaml
 from stacks.components.ecr import repository_name
 from stacks.config import ClusterConfig, load_stack_config
 from tests.conftest import REPO
+from tests.support.crd import validate_custom_resource
 from tests.support.tools import checkov, kustomize_build
 
 ENVS = ("local", "dev", "staging", "prod")
@@ -39,7 +40,15 @@ KINDS = {
     "HorizontalPodAutoscaler",
     "PodDisruptionBudget",
     "NetworkPolicy",
+    "Rollout",
+    "AnalysisTemplate",
 }
+ROLLOUTS_CRDS = REPO / "tests" / "schemas" / "argo-rollouts-v1.9.1"
+CUSTOM_KINDS = {
+    "Rollout": ROLLOUTS_CRDS / "rollout-crd.yaml",
+    "AnalysisTemplate": ROLLOUTS_CRDS / "analysis-template-crd.yaml",
+}
+"""Argo Rollouts' kinds, validated against the upstream CRDs (tests/schemas/README.md)."""
 
 
 @functools.cache
@@ -68,7 +77,11 @@ def test_each_overlay_renders_and_validates_strictly(env: str) -> None:
     assert {d["kind"] for d in documents} == KINDS
     assert len(documents) == len(KINDS) + 1  # two ConfigMaps: settings and the model pin
     for document in documents:
-        kubernetes_validate.validate(document, kubernetes_version(env), strict=True)
+        if document["kind"] in CUSTOM_KINDS:
+            crd = str(CUSTOM_KINDS[document["kind"]])
+            assert validate_custom_resource(document, crd) == [], document["kind"]
+        else:
+            kubernetes_validate.validate(document, kubernetes_version(env), strict=True)
         assert document["metadata"]["namespace"] == "serving"
 
 
@@ -130,8 +143,12 @@ def test_the_pods_read_the_model_pin_of_their_overlay(env: str) -> None:
 
 @pytest.mark.integration
 def test_envs_differ_only_where_they_should() -> None:
-    replicas = {env: by_kind(env, "Deployment")["spec"]["replicas"] for env in ENVS}
+    replicas = {env: by_kind(env, "Rollout")["spec"]["replicas"] for env in ENVS}
     assert replicas == {"local": 1, "dev": 1, "staging": 2, "prod": 3}
+    # the Rollout runs the pods; its template Deployment stays empty (rollout.yaml)
+    assert {env: by_kind(env, "Deployment")["spec"]["replicas"] for env in ENVS} == dict.fromkeys(
+        ENVS, 0
+    )
     for env in ENVS:
         hpa = by_kind(env, "HorizontalPodAutoscaler")["spec"]
         assert hpa["minReplicas"] == replicas[env] < hpa["maxReplicas"]

@@ -57,8 +57,9 @@ def test_built_in_kinds_validate_strictly(plans: StackPlans, env: str) -> None:
     # repository), MLflow's service, deployment and schema-upgrade job, 3 network policies
     # (MLflow's default deny and its pipeline-only admission, serving's load-balancer admission);
     # monitoring: its namespace, 3 dashboard ConfigMaps, 2 network policies (Prometheus to
-    # serving, the pipelines and Prometheus to the Pushgateway)
-    assert checked == 23
+    # serving, the pipelines and Prometheus to the Pushgateway); rollouts: its namespace and the
+    # canary analysis Job's settings ConfigMap
+    assert checked == 25
 
 
 def test_strict_validation_rejects_a_typo_and_an_unknown_kind(plans: StackPlans) -> None:

@@ -53,6 +53,7 @@ def test_inventory(plans: StackPlans, env: str, preview: bool) -> None:
     }
     assert sorted(r.inputs["chart"] for r in of_type(plan, "kubernetes:helm.sh/v4:Chart")) == [
         "argo-cd",
+        "argo-rollouts",
         "argo-workflows",
         "kube-prometheus-stack",
         "prometheus-pushgateway",
@@ -76,6 +77,7 @@ def test_inventory(plans: StackPlans, env: str, preview: bool) -> None:
         "identity",
         "cluster-services",
         "monitoring",
+        "rollouts",
         "backup",
         "ci",
     }
@@ -305,6 +307,7 @@ def test_the_plan_lists_the_resolved_versions_and_images(plans: StackPlans, env:
             "argo-workflows": config.platform.argo_workflows_chart_version,
             "kube-prometheus-stack": config.platform.kube_prometheus_stack_chart_version,
             "prometheus-pushgateway": config.platform.pushgateway_chart_version,
+            "argo-rollouts": config.platform.argo_rollouts_chart_version,
         },
     }
     images = document["images"]
