@@ -29,6 +29,7 @@ FOUNDATIONS = {
 }
 CONCERNS = {
     "backtest",
+    "candidates",
     "cli",
     "data",
     "decisions",

@@ -21,7 +21,7 @@ from pipelines import layout
 from pipelines.decisions.pin import ServingPin
 from pipelines.storage import Storage
 
-Kind = Literal["gate", "monitor", "rollback"]
+Kind = Literal["gate", "monitor", "rollback", "candidate"]
 
 
 class Decision(BaseModel):
@@ -31,7 +31,8 @@ class Decision(BaseModel):
     env: str
     model_name: str
     decision: str
-    """``promote``, ``reject``, ``rollback``, ``hold`` or ``failed``."""
+    """``promote``, ``reject``, ``rollback``, ``hold`` or ``failed``; a candidate's record
+    (`pipelines.candidates`) also ``create`` or ``approve``."""
     reasons: list[str]
     decision_id: str
     """Identity of the question decided (kind, env, versions, data): the same question asked
@@ -132,7 +133,8 @@ def find(storage: Storage, env: str, identity: str) -> Decision | None:
 
 
 def alias_history(storage: Storage, env: str) -> list[dict[str, Any]]:
-    """Alias moves over time, from the ledger: one row per record that changed an alias."""
+    """Alias moves over time, from the ledger: one row per record that changed an alias, and
+    every candidate record (created, moved, approved, rejected)."""
     rows = []
     for record in read_all(storage, env):
         moved = {
@@ -140,7 +142,7 @@ def alias_history(storage: Storage, env: str) -> list[dict[str, Any]]:
             for alias in sorted(set(record.aliases_before) | set(record.aliases_after))
             if record.aliases_before.get(alias) != record.aliases_after.get(alias)
         }
-        if moved or record.decision in ("promote", "rollback"):
+        if moved or record.decision in ("promote", "rollback") or record.kind == "candidate":
             rows.append(
                 {
                     "when": record.decided_at,
@@ -150,6 +152,7 @@ def alias_history(storage: Storage, env: str) -> list[dict[str, Any]]:
                     "gitops_commit": record.gitops_commit,
                     "record": record.key,
                     "reasons": record.reasons,
+                    "candidate": record.inputs.get("candidate"),
                 }
             )
     return rows

@@ -34,6 +34,7 @@ from pipelines.decisions.trust import (
     verify,
 )
 from pipelines.ml.dataset import read_dataset
+from pipelines.ml.registry import serving_version
 from pipelines.ml.tracking import client as mlflow_client
 from pipelines.settings import Settings
 from pipelines.storage import Storage
@@ -101,7 +102,7 @@ def _decide(settings: Settings, storage: Storage, run_id: str | None) -> Monitor
     tags = client.get_model_version(name, str(champion)).tags or {}
     recorded = json.loads(tags.get("eval_metrics", "{}")).get("roc_auc")
     features = tags.get("features", "").split(",")
-    log = read_inference(storage, env, str(champion)).to_pandas()
+    log = read_inference(storage, env, str(serving_version(tags, champion))).to_pandas()
     thresholds = {
         "window_hours": settings.monitor_window_hours,
         "windows": settings.monitor_windows,
