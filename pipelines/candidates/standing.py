@@ -2,9 +2,10 @@
 
 The stages are `Settings.candidate_stages` (env → storage URL, in promotion order). Each env's
 ledger says, for a candidate: when it entered (the gate's promotion in the origin env, a
-candidate move elsewhere), when it stopped serving (the first later record leaving another
-version champion), its approvals, rejections and rollbacks (a rollback record names the
-candidate it rolled back away from: `pipelines.decisions.promotion.rollback`).
+candidate move elsewhere), the hours it served as champion since (records leaving another
+version champion stop the count, a rollback to it resumes it), its approvals, rejections and
+rollbacks (a rollback record names the candidate it rolled back away from:
+`pipelines.decisions.promotion.rollback`).
 """
 
 from __future__ import annotations
@@ -73,8 +74,9 @@ class Standing(BaseModel):
     """Its registry version in that env."""
     entered: str | None = None
     left: str | None = None
-    """When another version became champion there after it."""
+    """When another version last replaced it as champion there (None while it serves)."""
     served_hours: float | None = None
+    """Hours it has been champion there, in total (a rollback to it resumes the count)."""
     approvals: list[Event] = Field(default_factory=list)
     rejections: list[Event] = Field(default_factory=list)
     """Rejections and rollbacks: either stops the candidate for good."""
@@ -109,14 +111,21 @@ def standing(stage: Stage, candidate: Candidate, now: datetime | None = None) ->
         elif event.action in ("reject", "rollback"):
             result.rejections.append(event)
     if entered_at is not None and result.entered is not None:
+        since: str | None = result.entered
+        served = 0.0
         for record in records[entered_at + 1 :]:
             champion = record.aliases_after.get("champion")
-            if champion is not None and champion != result.version:
-                result.left = record.decided_at
-                break
-        end = datetime.fromisoformat(result.left) if result.left else now
-        result.served_hours = round(_hours(result.entered, end), 4)
-        result.state = "served" if result.left else "serving"
+            if champion is None:
+                continue
+            if since is not None and champion != result.version:
+                served += _hours(since, datetime.fromisoformat(record.decided_at))
+                since, result.left = None, record.decided_at
+            elif since is None and champion == result.version:  # rolled back to it
+                since, result.left = record.decided_at, None
+        if since is not None:
+            served += _hours(since, now)
+        result.served_hours = round(served, 4)
+        result.state = "serving" if since is not None else "served"
     if result.rejections:
         kinds = {e.action for e in result.rejections}
         result.state = "rolled back" if "rollback" in kinds else "rejected"
