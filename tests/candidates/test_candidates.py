@@ -293,3 +293,28 @@ def test_a_move_killed_between_its_steps_is_completed_by_the_same_command(
     repo = promotion.repo_of(world.settings("staging"))
     assert repo.pinned("staging") == candidate.pin
     assert world.promote(candidate.id, "staging").reused
+
+
+def test_the_monitor_of_a_target_env_reads_the_log_under_the_archives_version(
+    world: World,
+) -> None:
+    """dev v2 becomes staging v1: its pods log (and pin) version 2, the archive's; staging's
+    monitor must judge that log, not an empty ``inference/staging/1/``."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.decisions.monitor import monitor
+
+    gate_promotes(world, 1, b"model archive v1")
+    second = gate_promotes(world, 2, b"model archive v2")
+    moved = world.promote(second.id, "staging")
+    assert moved.version == 1  # staging's registry numbers it its own way
+    staging = world.storage("staging")
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"probability_up": [0.4, 0.6, 0.7]}), buffer)
+    staging.create("inference/staging/2/2024-03-01/batch-0.parquet", buffer.getvalue())
+    result = monitor(world.settings("staging"), staging)
+    record = Decision.model_validate_json(staging.read_bytes(str(result.record)))
+    assert record.inputs["champion"] == 1 and record.metrics["logged_rows"] == 3
