@@ -283,7 +283,7 @@ def cron_workflow(pipeline: Pipeline, config: WorkflowSettings) -> Any:
         name=f"mlops-{pipeline.name}",
         # an env that serves candidates instead of training (MLOPS_TRAINS=false, from the stack's
         # platform.trains) keeps the manifest, validated like any other, but never runs it
-        suspend=pipeline.trains and not trains(config),
+        cron_suspend=pipeline.trains and not trains(config),
         namespace=config.namespace,
         labels=labels,
         annotations={"mlops/description": pipeline.doc},

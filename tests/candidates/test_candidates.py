@@ -311,6 +311,8 @@ def test_the_monitor_of_a_target_env_reads_the_log_under_the_archives_version(
     second = gate_promotes(world, 2, b"model archive v2")
     moved = world.promote(second.id, "staging")
     assert moved.version == 1  # staging's registry numbers it its own way
+    # … and pins (rollback, reconciliation) the archive's version, the one pods check
+    assert promotion.pin_of(world.client("staging"), NAME, 1) == second.pin
     staging = world.storage("staging")
     buffer = io.BytesIO()
     pq.write_table(pa.table({"probability_up": [0.4, 0.6, 0.7]}), buffer)
