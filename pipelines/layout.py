@@ -15,6 +15,7 @@ against the prefixes named here (``PREFIXES``).
     reports/{env}/{kind}/{timestamp}/report.{html,json}, summary.json        Evidently
     decisions/{env}/{timestamp}[-{n}]-{kind}.json                            the ledger
     decisions/{env}/intents/pending.json                                     decision in flight
+    decisions/{env}/candidates/{candidate}.json                              candidates here
 
 Write-once (created with `Storage.create`, never overwritten or deleted; on S3 the stack's
 bucket policy enforces it): the ledger records and everything under ``bentos/``.
@@ -164,3 +165,14 @@ def decision(env: str, stamp: str, kind: str, n: int = 1) -> str:
     """Key of one ledger record; ``n`` > 1 disambiguates records of the same instant."""
     suffix = f"-{n}" if n > 1 else ""
     return f"{decisions_prefix(env)}{stamp}{suffix}-{kind}.json"
+
+
+def candidates_prefix(env: str) -> str:
+    """Prefix of the candidate records `env` holds (the ones created or moved there)."""
+    return f"{decisions_prefix(env)}candidates/"
+
+
+def candidate(env: str, candidate_id: str) -> str:
+    """One candidate's immutable record, as `env` holds it (write-once like the ledger, byte for
+    byte the same in every env it reached; not a ledger record)."""
+    return f"{candidates_prefix(env)}{candidate_id}.json"

@@ -148,6 +148,12 @@ TRAINING_LAST_SUCCESS = Metric(
     "gauge",
     "When the latest training run reached its gate decision (Unix seconds)",
 )
+SERVING_MODEL_CREATED = Metric(
+    "mlops_serving_model_created_timestamp_seconds",
+    "gauge",
+    "When the model the env serves (its champion) became a candidate: the gate's promotion in "
+    "the env that trained it (Unix seconds)",
+)
 # ── serving ─────────────────────────────────────────────────────────────────────────────────
 PREDICTED_ROWS = Metric(
     "mlops_predicted_rows_total",
@@ -216,6 +222,7 @@ CATALOGUE: tuple[Metric, ...] = (
     LIVE_ROC_AUC_FLOOR,
     CHAMPION_VERSION,
     TRAINING_LAST_SUCCESS,
+    SERVING_MODEL_CREATED,
     PREDICTED_ROWS,
     INFERENCE_LOG_FAILURES,
     INFERENCE_LOG_DROPPED,

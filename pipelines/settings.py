@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -33,6 +34,18 @@ def known_interval(value: str) -> str:
     return value
 
 
+def stage_map(value: object) -> object:
+    """A JSON object (the environment's text) or a mapping of env → storage URL."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value) if value.strip() else {}
+        except json.JSONDecodeError as error:
+            raise ValueError(f"not a JSON object of env → storage URL: {error}") from None
+    return value
+
+
+Stages = Annotated[dict[str, str], BeforeValidator(stage_map)]
+"""The promotion chain, env → storage URL in order (JSON text in the environment)."""
 Interval = Annotated[str, AfterValidator(known_interval)]
 """A kline interval the archive publishes (``1m`` … ``1d``)."""
 Symbols = Annotated[list[str], BeforeValidator(split_symbols)]
@@ -234,8 +247,26 @@ class Settings(BaseSettings):
     """Windows with fewer joined predictions are not judged."""
 
     trains: bool = True
-    """Whether this env trains models: only then does the monitor trigger a training run on
-    sustained drift or degraded quality (docs/decisions.md, drift-triggered retraining)."""
+    """Whether this env trains its own models: its training CronWorkflow runs and its gate
+    creates candidates. ``false`` (staging and prod: stack config ``platform.trains``): the env
+    serves candidates promoted from the stage before it (`pipelines.candidates`), its training
+    CronWorkflow is suspended and its freshness alert watches the serving model's age. Only an env that trains has its monitor
+    trigger a training run on sustained drift or degraded quality (docs/decisions.md,
+    drift-triggered retraining)."""
+
+    candidate_stages: Annotated[Stages, NoDecode] = Field(default_factory=dict)
+    """The promotion chain, in order: env → its storage URL (JSON in ``MLOPS_CANDIDATE_STAGES``,
+    e.g. ``{"dev": "s3://…-dev-curated/v1", "staging": …, "prod": …}``). A move into an env
+    reads the envs before it there (read only: candidate records, artifacts, ledgers) and writes
+    only its own storage, MLflow and GitOps overlay."""
+
+    candidate_soak_hours: float = Field(default=24.0, ge=0)
+    """A candidate moves into this env only after serving this many hours in the stage before
+    it, with no rollback (``MLOPS_CANDIDATE_SOAK_HOURS``, per env in the stack config)."""
+
+    candidate_requires_approval: bool = False
+    """A move into this env also needs an approval in its ledger (``mlops candidates approve``;
+    prod)."""
 
     retrain_cooldown_hours: float = Field(default=24.0, ge=0)
     """No second drift-triggered training run within this many hours of the last one (read

@@ -260,6 +260,24 @@ class StackConfig(_Model):
     ci: CiConfig
     """GitHub Actions' OIDC roles for this environment (`stacks.components.ci`)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _trains_is_a_setting(cls, data: Any) -> Any:
+        # platform.trains is the one value; the pipelines read it as MLOPS_TRAINS
+        if not isinstance(data, dict) or not isinstance(data.get("workflows"), dict):
+            return data
+        platform = data.get("platform")
+        trains = platform.get("trains", True) if isinstance(platform, dict) else True
+        value = str(trains).lower() if isinstance(trains, bool) else str(trains)
+        workflows = dict(data["workflows"])
+        given = dict(workflows.get("settings") or {})
+        if "MLOPS_TRAINS" in given and given["MLOPS_TRAINS"] != value:
+            raise ValueError(
+                "workflows.settings.MLOPS_TRAINS: set from platform.trains; remove it there"
+            )
+        workflows["settings"] = {**given, "MLOPS_TRAINS": value}
+        return {**data, "workflows": workflows}
+
     @model_validator(mode="after")
     def _storage_urls_are_the_stacks_buckets(self) -> StackConfig:
         # The pipelines write where these URLs point; the stack's IAM grants and lifecycle rules

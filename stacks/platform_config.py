@@ -32,6 +32,10 @@ class PlatformConfig(_Model):
     mlflow_image: str | None = None
     """Override of the MLflow server image. Default: this stack's ``mlops-<env>-mlflow``
     repository tagged with the client's MLflow version (images/mlflow builds it)."""
+    trains: bool = True
+    """Whether this env trains its own models (dev). ``false`` (staging, prod): it serves the
+    candidates promoted from the stage before it (`pipelines.candidates`); its training
+    CronWorkflow is rendered suspended and every step reads ``MLOPS_TRAINS=false``."""
     gitops_repo_url: str
     gitops_revision: str = "main"
     gitops_repo_auth: Literal["token", "ssh-key", "none"] = "token"

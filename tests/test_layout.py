@@ -30,6 +30,7 @@ FOUNDATIONS = {
 }
 CONCERNS = {
     "backtest",
+    "candidates",
     "cli",
     "data",
     "decisions",

@@ -3,7 +3,8 @@
 mlops quickstart | run | step           the DAG, in-process (cli/run.py)
 mlops backfill                          history in bounded chunks of runs (cli/backfill.py)
 mlops data mirror                       the synthetic archive (cli/data.py)
-mlops models list | history             the registry and alias moves (cli/models.py)
+mlops models list | history | lineage   the registry, alias moves, a version's chain (cli/models.py)
+mlops candidates list | show | promote | approve | reject   dev → staging → prod (cli/candidates.py)
 mlops decisions gate | monitor | rollback | backtest   decisions (cli/decisions.py)
 mlops drift report | list               Evidently reports (cli/decisions.py)
 mlops bento build | requirements, mlops serve   packaging and serving (cli/bento.py)
@@ -23,6 +24,7 @@ import typer
 
 from pipelines.cli.backfill import backfill
 from pipelines.cli.bento import bento_app, serve
+from pipelines.cli.candidates import candidates_app
 from pipelines.cli.console import err
 from pipelines.cli.data import data_app
 from pipelines.cli.decisions import decisions_app, drift_app
@@ -48,6 +50,7 @@ app.command("backfill")(backfill)
 app.command("serve")(serve)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+app.add_typer(candidates_app, name="candidates")
 app.add_typer(decisions_app, name="decisions")
 app.add_typer(drift_app, name="drift")
 app.add_typer(bento_app, name="bento")

@@ -1,6 +1,9 @@
-"""``mlops models …``: the registry's versions and the history of alias moves."""
+"""``mlops models …``: the registry's versions, the history of alias moves, a version's
+lineage across the envs."""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import typer
 
@@ -64,11 +67,42 @@ def models_history(json_out: JsonFlag = False) -> None:
         table.add_column(column)
     for row in rows:
         moves = ", ".join(f"{a}: {m['from']}→{m['to']}" for a, m in row["moves"].items())
+        candidate = f"candidate {row['candidate']}" if row.get("candidate") else ""
         table.add_row(
             row["when"][:19],
             f"{row['kind']}: {row['decision']}",
-            moves or "—",
+            moves or candidate or "—",
             (row["gitops_commit"] or "")[:10],
             row["record"],
         )
     out.print(table)
+
+
+@models_app.command("lineage")
+def models_lineage(
+    version: Annotated[int, typer.Argument(help="A registry version of this env.")],
+    json_out: JsonFlag = False,
+) -> None:
+    """The whole chain of a version, env by env: the candidate it is, where it was created
+    (run, dataset, commit, gate record) and each env it moved to."""
+    from pipelines.candidates.views import lineage
+
+    settings = load_settings()
+    document = lineage(settings, open_settings_storage(settings), version)
+    if json_out:
+        print_json(document)
+        return
+    out.print(
+        f"{settings.model_name} v{version} in {settings.env} is candidate {document['id']} "
+        f"(model sha256 {document['model_sha256'][:12]}…, image {document['serving_image']})"
+    )
+    out.print(
+        f"  trained: run {document['mlflow_run_id']}, dataset {document['dataset_hash']}, "
+        f"commit {document['git_commit']}"
+    )
+    for link in document["chain"]:
+        approved = f", approved by {', '.join(link['approved_by'])}" if link["approved_by"] else ""
+        out.print(
+            f"  → {link['env']}: v{link['version']} since {link['entered'][:19]} "
+            f"({link['state']}{approved}; {link['record']})"
+        )

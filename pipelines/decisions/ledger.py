@@ -21,7 +21,7 @@ from pipelines import layout
 from pipelines.decisions.pin import ServingPin
 from pipelines.storage import Storage
 
-Kind = Literal["gate", "monitor", "rollback", "retrain"]
+Kind = Literal["gate", "monitor", "rollback", "retrain", "candidate"]
 
 
 class Decision(BaseModel):
@@ -32,7 +32,8 @@ class Decision(BaseModel):
     model_name: str
     decision: str
     """``promote``, ``reject``, ``rollback``, ``hold`` or ``failed``; a ``retrain`` record:
-    ``triggered``, ``suppressed`` or ``failed``."""
+    ``triggered``, ``suppressed`` or ``failed``; a candidate's record (`pipelines.candidates`)
+    also ``create`` or ``approve``."""
     reasons: list[str]
     decision_id: str
     """Identity of the question decided (kind, env, versions, data): the same question asked
@@ -133,7 +134,8 @@ def find(storage: Storage, env: str, identity: str) -> Decision | None:
 
 
 def alias_history(storage: Storage, env: str) -> list[dict[str, Any]]:
-    """Alias moves over time, from the ledger: one row per record that changed an alias."""
+    """Alias moves over time, from the ledger: one row per record that changed an alias, and
+    every candidate record (created, moved, approved, rejected)."""
     rows = []
     for record in read_all(storage, env):
         moved = {
@@ -141,7 +143,7 @@ def alias_history(storage: Storage, env: str) -> list[dict[str, Any]]:
             for alias in sorted(set(record.aliases_before) | set(record.aliases_after))
             if record.aliases_before.get(alias) != record.aliases_after.get(alias)
         }
-        if moved or record.decision in ("promote", "rollback"):
+        if moved or record.decision in ("promote", "rollback") or record.kind == "candidate":
             rows.append(
                 {
                     "when": record.decided_at,
@@ -151,6 +153,7 @@ def alias_history(storage: Storage, env: str) -> list[dict[str, Any]]:
                     "gitops_commit": record.gitops_commit,
                     "record": record.key,
                     "reasons": record.reasons,
+                    "candidate": record.inputs.get("candidate"),
                 }
             )
     return rows

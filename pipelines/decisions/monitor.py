@@ -42,6 +42,7 @@ from pipelines.decisions.trust import (
     verify,
 )
 from pipelines.ml.dataset import read_dataset
+from pipelines.ml.registry import serving_version
 from pipelines.ml.tracking import client as mlflow_client
 from pipelines.settings import Settings
 from pipelines.storage import Storage
@@ -113,7 +114,7 @@ def _decide(settings: Settings, storage: Storage, run_id: str | None) -> Monitor
     recorded = recorded_metrics.get("roc_auc")
     recorded_log_loss = recorded_metrics.get("log_loss")
     features = tags.get("features", "").split(",")
-    log = read_inference(storage, env, str(champion)).to_pandas()
+    log = read_inference(storage, env, str(serving_version(tags, champion))).to_pandas()
     thresholds = {
         "window_hours": settings.monitor_window_hours,
         "windows": settings.monitor_windows,

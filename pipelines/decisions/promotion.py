@@ -23,7 +23,12 @@ from pipelines.decisions.intent import (
 from pipelines.decisions.ledger import Decision
 from pipelines.decisions.pin import ServingPin
 from pipelines.errors import PipelineError
-from pipelines.ml.registry import MODEL_DIGEST_TAG, SERVING_IMAGE_TAG
+from pipelines.ml.registry import (
+    CANDIDATE_TAG,
+    MODEL_DIGEST_TAG,
+    SERVING_IMAGE_TAG,
+    serving_version,
+)
 from pipelines.ml.tracking import client as mlflow_client
 from pipelines.settings import Settings
 from pipelines.storage import Storage
@@ -83,7 +88,7 @@ def pin_of(client: Any, name: str, version: int) -> ServingPin:
     try:
         return ServingPin(
             image_tag=tags[SERVING_IMAGE_TAG],
-            model_version=version,
+            model_version=serving_version(tags, version),
             model_sha256=tags[MODEL_DIGEST_TAG],
         )
     except ValueError:
@@ -92,6 +97,13 @@ def pin_of(client: Any, name: str, version: int) -> ServingPin:
             "do not form a valid pin",
             "re-run its package step",
         ) from None
+
+
+def _candidate_of(client: Any, name: str, version: int | None) -> str | None:
+    """The candidate registry version `version` is (its `CANDIDATE_TAG`), if any."""
+    if version is None:
+        return None
+    return (client.get_model_version(name, str(version)).tags or {}).get(CANDIDATE_TAG)
 
 
 def prepare(settings: Settings, storage: Storage, repo: GitOpsRepo) -> None:
@@ -222,7 +234,12 @@ def rollback(
             decision_id=ledger.decision_id(
                 kind, settings.env, name, aliases.get("champion"), target
             ),
-            inputs={"from": aliases.get("champion"), "to": target},
+            inputs={
+                "from": aliases.get("champion"),
+                "to": target,
+                # the candidate rolled back away from: rejected for good (pipelines.candidates)
+                "candidate": _candidate_of(client, name, aliases.get("champion")),
+            },
             started_at=ledger.now_iso(),
             **(extra or {}),
         )

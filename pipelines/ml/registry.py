@@ -22,6 +22,18 @@ SERVING_IMAGE_TAG = "serving_image"
 MODEL_DIGEST_TAG = "model_sha256"
 """Registry version tag: the sha256 of the version's exported model archive."""
 
+CANDIDATE_TAG = "mlops.candidate"
+"""Registry version tag: the candidate (`pipelines.candidates`) the version is, in any env; a
+rollback away from the version names it in its ledger record, which rejects the candidate."""
+SERVING_VERSION_TAG = "mlops.serving_version"
+"""Registry version tag of a version registered by a candidate move: the version the serving
+pods know it as (its model archive's, given where it was trained). Absent: the version itself."""
+
+
+def serving_version(tags: dict[str, str], version: int | str) -> int:
+    """The version serving pods pin and log for the registry version `version` with `tags`."""
+    return int(tags.get(SERVING_VERSION_TAG) or version)
+
 
 class Alias(StrEnum):
     """The registry's aliases: what serves, the newest candidate, the rollback target."""

@@ -39,6 +39,9 @@ ERROR_RATIO_LIMIT = 0.01
 """The 5xx ratio the plain error alert fires over."""
 TRAINING_MAX_AGE_HOURS = 26
 """A training run a day, plus two hours of grace."""
+SERVING_MODEL_MAX_AGE_HOURS = 8 * 24
+"""In an env that does not train, the serving model's age (since it became a candidate) that
+alerts: a week of candidates held back by soak, approval or rejections, plus a day."""
 STEP_FAILURES = 3
 """Failed attempts of one step, inside `Windows.step_failures`, that alert."""
 
@@ -167,6 +170,17 @@ def alerts(windows: Windows) -> list[Alert]:
             "warning",
             f"No training run has reached its gate in {TRAINING_MAX_AGE_HOURS} h",
             "mlopstrainingstale",
+        ),
+        Alert(
+            "MlopsServingModelStale",
+            # only where no training is recorded (an env that serves candidates: MLOPS_TRAINS)
+            f"time() - max({m.SERVING_MODEL_CREATED.name}) > {SERVING_MODEL_MAX_AGE_HOURS * 3600}"
+            f" unless on() max({m.TRAINING_LAST_SUCCESS.name})",
+            w.stale_for,
+            "warning",
+            f"The serving model became a candidate over {SERVING_MODEL_MAX_AGE_HOURS} h ago and "
+            "this env does not train",
+            "mlopsservingmodelstale",
         ),
         Alert(
             "MlopsStepFailing",

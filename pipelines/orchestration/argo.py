@@ -294,6 +294,9 @@ def cron_workflow(pipeline: Pipeline, config: WorkflowSettings) -> Any:
         raise PipelineError(f"pipeline {pipeline.name!r}: template names collide: {names}")
     return CronWorkflow(
         name=cron_workflow_name(pipeline.name),
+        # an env that serves candidates instead of training (MLOPS_TRAINS=false, from the stack's
+        # platform.trains) keeps the manifest, validated like any other, but never runs it
+        cron_suspend=pipeline.trains and not trains(config),
         namespace=config.namespace,
         labels=labels,
         annotations={"mlops/description": pipeline.doc},
@@ -326,6 +329,13 @@ def cron_workflow(pipeline: Pipeline, config: WorkflowSettings) -> Any:
         metrics=Metrics(metrics=workflow_metrics),
         templates=[dag, *containers.values(), exit_handler],
     )
+
+
+def trains(config: WorkflowSettings) -> bool:
+    """Whether the env trains (its ``MLOPS_TRAINS`` setting, default true)."""
+    from pipelines.settings import Settings
+
+    return Settings.model_validate({"trains": config.settings.get("MLOPS_TRAINS", "true")}).trains
 
 
 def _runs_in_its_own_container(ctx: object) -> BaseModel:

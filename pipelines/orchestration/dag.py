@@ -68,6 +68,8 @@ class Pipeline:
     name: str
     steps: tuple[Step, ...]
     doc: str = ""
+    trains: bool = False
+    """It trains models: an env that does not (``MLOPS_TRAINS=false``) gets it suspended."""
 
 
 def step_command(
@@ -181,6 +183,7 @@ def training_pipeline() -> Pipeline:
             ),
         ),
         doc="daily: from the archive to a registered challenger",
+        trains=True,
     )
 
 

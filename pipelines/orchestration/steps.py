@@ -104,13 +104,14 @@ def package_step(ctx: StepContext) -> PackageResult:
 
 
 def gate_step(ctx: StepContext) -> GateResult:
-    """Challenger vs champion on the same window, drift check; promote or reject, recorded."""
+    """Challenger vs champion on the same window, drift check; promote or reject, recorded; a
+    promotion also creates the candidate the next envs are promoted from."""
     from pipelines.decisions.gate import gate
     from pipelines.ml.packaging import PackageResult
     from pipelines.ml.registry import RegisterResult
     from pipelines.ml.train import EvaluateResult
 
-    return gate(
+    result = gate(
         ctx.settings,
         ctx.storage,
         _dataset(ctx),
@@ -119,6 +120,13 @@ def gate_step(ctx: StepContext) -> GateResult:
         ctx.result("package", PackageResult),
         ctx.run_id,
     )
+    if result.decision == "promote" and result.record:
+        from pipelines.candidates.record import create
+
+        # what the gate promoted becomes a candidate for the next envs (idempotent: a retry
+        # of the step completes a creation a kill interrupted)
+        create(ctx.settings, ctx.storage, result.record)
+    return result
 
 
 def monitor_step(ctx: StepContext) -> MonitorResult:

@@ -111,11 +111,25 @@ def decisions_update(records: list[Any]) -> Update:
             champion = [({"model": record.model_name}, float(version))]
             break
     update.replace(m.CHAMPION_VERSION, champion)
+    created = champion_created(records, int(champion[0][1])) if champion else None
+    update.replace(m.SERVING_MODEL_CREATED, [({}, created)] if created is not None else [])
     reached = [r for r in gates if r.decision in ("promote", "reject")]
     last = reached[-1] if reached else None
     stamp = _timestamp(last.decided_at or last.started_at) if last else None
     update.replace(m.TRAINING_LAST_SUCCESS, [({}, stamp)] if stamp is not None else [])
     return update
+
+
+def champion_created(records: list[Any], version: int) -> float | None:
+    """When registry version `version` became a candidate (Unix seconds): the creation time a
+    candidate move into this env recorded, or the gate's promotion of it here."""
+    for record in reversed(records):
+        inputs, promoted = record.inputs, record.decision == "promote"
+        if promoted and record.kind == "candidate" and inputs.get("version") == version:
+            return _timestamp(str(inputs["created_at"]))
+        if promoted and record.kind == "gate" and inputs.get("challenger") == version:
+            return _timestamp(record.decided_at or record.started_at)
+    return None
 
 
 def _push(settings: Settings, job: str, grouping: dict[str, str], update: Update) -> None:

@@ -79,6 +79,17 @@ def cases() -> dict[str, Case]:
             {"severity": "warning"},
             15,
         ),
+        "MlopsServingModelStale": (
+            # an env that does not train, serving a model that became a candidate at t=0
+            [series(m.SERVING_MODEL_CREATED.name, "0x2400")],
+            [  # the same age where training is recorded: MlopsTrainingStale's business
+                series(m.SERVING_MODEL_CREATED.name, "0x2400"),
+                series(m.TRAINING_LAST_SUCCESS.name, "0x2400"),
+            ],
+            f"{rules.SERVING_MODEL_MAX_AGE_HOURS + 1}h",
+            {"severity": "warning"},
+            5,
+        ),
         "MlopsStepFailing": (
             [series(m.STEP_RESULT.name, "0+1x30", status="Failed", **step)],
             [

@@ -101,6 +101,27 @@ def test_the_decisions_summary_is_recomputed_from_the_ledger() -> None:
     assert got["mlops_training_last_success_timestamp_seconds"] == {(): decided.timestamp()}
 
 
+def test_the_serving_models_age_comes_from_its_candidate_or_its_gate_promotion() -> None:
+    created = datetime(2026, 11, 20, 2, 40, tzinfo=UTC)
+    promoted = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    moved_in = make_decision(
+        kind="candidate",
+        decision="promote",
+        inputs={"candidate": "c1", "version": 3, "created_at": created.isoformat()},
+        aliases_after={"champion": 3},
+    )
+    gated = make_decision(
+        inputs={"challenger": 4}, decided_at=promoted.isoformat(), aliases_after={"champion": 4}
+    )
+    age, trained = metrics.SERVING_MODEL_CREATED.name, metrics.TRAINING_LAST_SUCCESS.name
+    # an env that does not train: its candidate's creation (not when it moved in), no training
+    serving = telemetry.decisions_update([moved_in]).replaced
+    assert serving[age][1] == [({}, created.timestamp())] and serving[trained][1] == []
+    # an env that trains: the gate's promotion of its champion
+    training = telemetry.decisions_update([gated]).replaced
+    assert training[age][1] == [({}, promoted.timestamp())]
+
+
 class Rows(BaseModel):
     rows_valid: int = 90
     rows_quarantined: int = 10

@@ -223,3 +223,29 @@ def _python_pins() -> set[str]:
     found = {m for text in texts for m in re.findall(r"\bpython:(3\.\d+)[.\d]*-", text)}
     assert found
     return found
+
+
+def test_platform_trains_is_the_one_value_behind_mlops_trains_and_the_suspended_training() -> None:
+    from pipelines.orchestration.argo import render
+    from pipelines.orchestration.dag import get_pipeline
+
+    suspended = {}
+    for env in ("dev", "staging", "prod"):
+        config = load_stack_config(env)
+        assert config.workflows.settings["MLOPS_TRAINS"] == str(config.platform.trains).lower()
+        for name in ("training", "monitor"):
+            spec = render(get_pipeline(name), config.workflows)["spec"]
+            suspended[(env, name)] = spec["suspend"]
+            assert "suspend" not in spec["workflowSpec"]  # a run suspended at start: not it
+    assert suspended == {
+        ("dev", "training"): False,
+        ("dev", "monitor"): False,
+        ("staging", "training"): True,  # staging and prod serve candidates
+        ("staging", "monitor"): False,
+        ("prod", "training"): True,
+        ("prod", "monitor"): False,
+    }
+    document = yaml.safe_load((REPO / "stacks" / "Pulumi.staging.yaml").read_text())
+    document["config"]["mlops-platform:workflows"]["settings"]["MLOPS_TRAINS"] = "true"
+    with pytest.raises(PipelineError, match=r"MLOPS_TRAINS: set from platform\.trains"):
+        parse_stack_config(document, "Pulumi.staging.yaml")
