@@ -250,9 +250,9 @@ class Settings(BaseSettings):
     """Whether this env trains its own models: its training CronWorkflow runs and its gate
     creates candidates. ``false`` (staging and prod: stack config ``platform.trains``): the env
     serves candidates promoted from the stage before it (`pipelines.candidates`), its training
-    CronWorkflow is suspended and its freshness alert watches the serving model's age. Only an env that trains has its monitor
-    trigger a training run on sustained drift or degraded quality (docs/decisions.md,
-    drift-triggered retraining)."""
+    CronWorkflow is suspended and its freshness alert watches the serving model's age. Only an
+    env that trains has its monitor trigger a training run on sustained drift or degraded
+    quality (docs/decisions.md, drift-triggered retraining)."""
 
     candidate_stages: Annotated[Stages, NoDecode] = Field(default_factory=dict)
     """The promotion chain, in order: env → its storage URL (JSON in ``MLOPS_CANDIDATE_STAGES``,

@@ -83,7 +83,15 @@ def needed(
     n = settings.monitor_windows
     windows = drift_windows(records, monitor.inputs.get("champion"), storage)[-n:]
     degraded = int(monitor.metrics.get("trailing_degraded", 0))
-    evidence: dict[str, Any] = {"drift_windows": windows, "trailing_degraded": degraded}
+    # the monitor's rollback rule (a CUSUM, `pipelines.decisions.degradation`) said "roll back"
+    # but held for want of a target; records written before it count degraded windows in a row
+    verdict = monitor.metrics.get("degradation")
+    due = bool(verdict["rollback"]) if verdict else degraded >= n
+    evidence: dict[str, Any] = {
+        "drift_windows": windows,
+        "trailing_degraded": degraded,
+        "degradation": verdict,
+    }
     if monitor.decision != "hold":
         return [], evidence  # rolled back (or failed): the champion changed, or nothing was judged
     reasons = []
@@ -93,10 +101,15 @@ def needed(
             f"live drift over the gate's limit in the latest {n} judged window(s) "
             f"(drift shares {shares})"
         )
-    if degraded >= n:
+    if due:
         reasons.append(
-            f"live quality degraded in the latest {degraded} judged windows (limit {n}) and "
-            "no rollback target"
+            "live quality degraded ("
+            + (
+                f"CUSUM {verdict['statistic']:.2f} over {verdict['judged']} judged windows"
+                if verdict
+                else f"the latest {degraded} judged windows"
+            )
+            + ") and no rollback target"
         )
     return reasons, evidence
 

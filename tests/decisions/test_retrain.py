@@ -74,6 +74,7 @@ def monitor_record(
     decision: str = "hold",
     degraded: int = 0,
     champion: int = 1,
+    degradation: dict[str, object] | None = None,
 ) -> str:
     """A monitor record in the ledger whose latest judged window ends on 2026-11-06."""
     windows = [{"start": "2026-11-05 00:00:00+00:00", "end": "2026-11-06 00:00:00+00:00"}]
@@ -81,9 +82,13 @@ def monitor_record(
         kind="monitor",
         model_name="m",
         decision=decision,
-        decision_id=f"mon-{len(reports)}-{decision}-{degraded}",
+        decision_id=f"mon-{len(reports)}-{decision}-{degraded}-{degradation is not None}",
         inputs={"champion": champion},
-        metrics={"trailing_degraded": degraded, "windows": [{**windows[0], "judged": True}]},
+        metrics={
+            "trailing_degraded": degraded,
+            "windows": [{**windows[0], "judged": True}],
+            "degradation": degradation,
+        },
         reports=reports,
     )
     return ledger.write(storage, record).key
@@ -151,6 +156,23 @@ def test_degraded_quality_without_a_rollback_triggers_and_a_rollback_does_not(
     one = monitor_record(storage, [], decision="hold", degraded=1)
     later = NOW + timedelta(days=2)
     assert consider(settings, storage, one, backend=FakeBackend(), now=later) is None
+
+
+def test_the_monitors_cusum_verdict_decides_degraded_not_windows_in_a_row(
+    tmp_path: Path, storage: LocalStorage
+) -> None:
+    """The monitor rolls back on its CUSUM (pipelines.decisions.degradation): degraded windows in
+    a row without a due rollback are no reason to retrain; a due rollback held for want of a
+    target is."""
+    settings = settings_of(tmp_path)
+    verdict = {"judged": 3, "statistic": 1.2, "threshold": 3.0, "rollback": False}
+    calm = monitor_record(storage, [], degraded=3, degradation={**verdict, "first_crossing": None})
+    assert consider(settings, storage, calm, backend=FakeBackend(), now=NOW) is None
+    due = {**verdict, "statistic": 3.4, "rollback": True, "first_crossing": 2}
+    key = monitor_record(storage, [], degraded=0, degradation=due)
+    result = consider(settings, storage, key, backend=FakeBackend(), now=NOW)
+    assert result is not None and result.decision == "triggered"
+    assert "CUSUM 3.40 over 3 judged windows" in result.reasons[0]
 
 
 def test_drift_of_another_champion_does_not_count(tmp_path: Path, storage: LocalStorage) -> None:
