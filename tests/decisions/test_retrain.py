@@ -74,7 +74,7 @@ def monitor_record(
     decision: str = "hold",
     degraded: int = 0,
     champion: int = 1,
-    degradation: dict[str, object] | None = None,
+    degradation: dict[str, Any] | None = None,
 ) -> str:
     """A monitor record in the ledger whose latest judged window ends on 2026-11-06."""
     windows = [{"start": "2026-11-05 00:00:00+00:00", "end": "2026-11-06 00:00:00+00:00"}]
