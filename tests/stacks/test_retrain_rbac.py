@@ -6,15 +6,18 @@ catches a planted wider rule, a rule in another namespace and a name that does n
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from stacks.components.cluster_services import RETRAIN_ROLE, retrain_role_rules, retrain_target
 from tests.conftest import StackPlans
 from tests.support.charts import concrete
 
 ENVS = ("dev", "staging", "prod")
+STACKS = Path(__file__).resolve().parents[2] / "stacks"
 ROLE = "kubernetes:rbac.authorization.k8s.io/v1:Role"
 BINDING = "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding"
 CRON = "kubernetes:argoproj.io/v1alpha1:CronWorkflow"
@@ -80,10 +83,19 @@ def retrain_rbac_problems(objects: Objects) -> list[str]:
     return problems
 
 
+def trains(env: str) -> bool:
+    """The stack config's ``platform.trains`` (default true)."""
+    config = yaml.safe_load((STACKS / f"Pulumi.{env}.yaml").read_text())["config"]
+    return bool(config.get("mlops-platform:platform", {}).get("trains", True))
+
+
 @pytest.mark.parametrize("env", ENVS)
 def test_the_monitor_may_start_exactly_a_training_workflow(plans: StackPlans, env: str) -> None:
     objects = objects_of(plans[env])
     assert retrain_rbac_problems(objects) == []
+    if not trains(env):  # serves candidates (staging, prod): no grant at all
+        assert [o for o in objects if o["kind"] in ("Role", "RoleBinding")] == []
+        return
     (role,) = [o for o in objects if o["kind"] == "Role"]
     assert role["metadata"] == {**role["metadata"], "name": RETRAIN_ROLE, "namespace": "mlops"}
     assert role["rules"] == [
