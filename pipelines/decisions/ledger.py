@@ -21,7 +21,7 @@ from pipelines import layout
 from pipelines.decisions.pin import ServingPin
 from pipelines.storage import Storage
 
-Kind = Literal["gate", "monitor", "rollback"]
+Kind = Literal["gate", "monitor", "rollback", "shadow"]
 
 
 class Decision(BaseModel):

@@ -26,6 +26,8 @@ from pipelines.decisions.inference import read_inference
 from pipelines.decisions.ledger import Decision
 from pipelines.decisions.promotion import current_aliases, rollback
 from pipelines.decisions.publish import publish
+from pipelines.decisions.shadow import ShadowResult
+from pipelines.decisions.shadow import shadow as judge_shadow
 from pipelines.decisions.trust import (
     TrustReport,
     feature_config_of,
@@ -87,6 +89,8 @@ def monitor(settings: Settings, storage: Storage, run_id: str | None = None) -> 
     result = _decide(settings, storage, run_id)
     if not result.reused:
         publish(settings, storage, result.record)
+    if result.decision != "rollback":  # a challenger in shadow is judged on the same run
+        result.shadow = judge_shadow(settings, storage, run_id)
     return result
 
 
@@ -268,6 +272,8 @@ class MonitorResult(BaseModel):
     trust: TrustReport | None = None
     """Logged predictions judged (trusted) and left out (untrusted, by reason); None in records
     written before the monitor checked them."""
+    shadow: ShadowResult | None = None
+    """The challenger-in-shadow decision of the same run (`pipelines.decisions.shadow`)."""
 
 
 def _result(record: Decision, reused: bool = False) -> MonitorResult:
