@@ -33,9 +33,7 @@ def test_under_the_null_the_sequence_ever_excludes_0_at_most_alpha_of_the_time(d
     checked this way crosses far more often (shown below), so this test fails for an interval
     that is not anytime-valid."""
     rng = np.random.default_rng(7)
-    crossed = sum(
-        first_crossing(draw(rng, ROWS), ALPHA, 1.0) is not None for _ in range(SEQUENCES)
-    )
+    crossed = sum(first_crossing(draw(rng, ROWS), ALPHA, 1.0) is not None for _ in range(SEQUENCES))
     assert crossed / SEQUENCES <= ALPHA
 
 
