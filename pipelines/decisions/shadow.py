@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
@@ -34,6 +35,7 @@ from pipelines.decisions.promotion import apply, current_aliases, pin_of, prepar
 from pipelines.decisions.publish import publish
 from pipelines.decisions.sequential import Interval, difference_interval, log_loss_rows
 from pipelines.decisions.trust import TrustReport, feature_config_of, trust_reasons, verify
+from pipelines.intervals import interval_ms
 from pipelines.ml.tracking import client as mlflow_client
 from pipelines.settings import Settings
 from pipelines.storage import Storage
@@ -86,13 +88,41 @@ def pair_rows(served: pd.DataFrame, shadow: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def evidence(joined: pd.DataFrame, alpha: float, bound: float) -> Interval:
-    """The confidence sequence of the mean per-row log-loss difference on `joined`."""
+def block_differences(
+    open_time: pd.Series, diff: np.ndarray, block: pd.Timedelta, complete_only: bool = True
+) -> np.ndarray:
+    """Mean of `diff` per block of bar time (`block` wide: the label horizon), in time order.
+
+    Rows whose labels share future bars are strongly dependent (a horizon of 12 bars: 11 of
+    them shared by neighbours), which breaks the confidence sequence's assumption that each
+    observation's conditional mean is the same. Block means over a horizon are nearly
+    independent of each other, so the sequence runs on them. The newest block is left out while
+    it may still grow (`complete_only`): the sequence only ever extends.
+    """
+    if len(diff) == 0:
+        return np.zeros(0)
+    epoch = pd.Timestamp(0, tz="UTC")
+    index = ((open_time - epoch) // block).to_numpy()
+    frame = pd.DataFrame({"block": index, "diff": np.asarray(diff, dtype=float)})
+    means = frame.groupby("block", sort=True)["diff"].mean()
+    if complete_only:
+        means = means.iloc[:-1]
+    return np.asarray(means.to_numpy(dtype=float))
+
+
+def row_differences(joined: pd.DataFrame) -> np.ndarray:
+    """Per-row log-loss of the challenger minus the champion's."""
     y = joined["label"].to_numpy(dtype=float)
-    diff = log_loss_rows(y, joined["p_challenger"].to_numpy()) - log_loss_rows(
-        y, joined["p_champion"].to_numpy()
+    return np.asarray(
+        log_loss_rows(y, joined["p_challenger"].to_numpy())
+        - log_loss_rows(y, joined["p_champion"].to_numpy())
     )
-    return difference_interval(diff, alpha, bound)
+
+
+def evidence(joined: pd.DataFrame, block: pd.Timedelta, alpha: float, bound: float) -> Interval:
+    """The confidence sequence of the mean log-loss difference on `joined`, over block means."""
+    blocks = block_differences(joined["open_time"], row_differences(joined), block)
+    return difference_interval(blocks, alpha, bound)
 
 
 def shadow(settings: Settings, storage: Storage, run_id: str | None = None) -> ShadowResult:
@@ -128,11 +158,17 @@ def _decide(settings: Settings, storage: Storage, run_id: str | None) -> ShadowR
         if not trusted_served.empty and not trusted_shadow.empty
         else pd.DataFrame(columns=[*JOIN, "label", "p_champion", "p_challenger"])
     )
-    interval = evidence(joined, settings.shadow_alpha, settings.shadow_loss_bound)
+    config = feature_config_of(storage, tags[champion])
+    block = pd.Timedelta(
+        milliseconds=interval_ms(config.interval if config else settings.interval)
+        * (config.horizon if config else settings.horizon)
+    )
+    interval = evidence(joined, block, settings.shadow_alpha, settings.shadow_loss_bound)
     verdict = interval.verdict()
     metrics: dict[str, Any] = {
         "shadow_rows": len(shadow_rows),
         "joined_rows": len(joined),
+        "blocks": interval.rows,
         "mean_log_loss_delta": interval.mean,
         "log_loss_delta_interval": [interval.low, interval.high],
         "trust": {"champion": trust_served.model_dump(), "challenger": trust_shadow.model_dump()},
@@ -140,12 +176,14 @@ def _decide(settings: Settings, storage: Storage, run_id: str | None) -> ShadowR
     thresholds = {
         "alpha": settings.shadow_alpha,
         "loss_bound": settings.shadow_loss_bound,
+        "block": str(block),
         "method": "predictable plug-in empirical-Bernstein confidence sequence "
         "(Waudby-Smith & Ramdas 2024)",
     }
     reasons = [
         f"challenger v{challenger} vs champion v{champion} on {len(joined)} trusted realized "
-        f"rows: mean log-loss difference {interval.mean:+.4f}, "
+        f"rows ({interval.rows} complete blocks of {block}): mean log-loss difference "
+        f"{interval.mean:+.4f}, "
         f"{1 - settings.shadow_alpha:.0%} anytime-valid interval "
         f"[{interval.low:+.4f}, {interval.high:+.4f}] — "
         + {
