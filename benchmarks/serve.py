@@ -213,7 +213,7 @@ def shadow_overhead(home: Path, work: Path, args: argparse.Namespace) -> None:
         ratios = [b["p99_ms"] / a["p99_ms"] for a in off for b in on if a["repeat"] == b["repeat"]]
 
         def med(runs: list[dict[str, Any]], key: str) -> float:
-            return statistics.median(r[key] for r in runs)
+            return float(statistics.median(r[key] for r in runs))
 
         print(
             f"| {rate:g} | {len(off)} | {med(off, 'p50_ms'):.2f} / {med(on, 'p50_ms'):.2f} | "
