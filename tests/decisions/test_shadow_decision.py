@@ -6,6 +6,7 @@ one is rejected and stays rejected; untrusted shadow rows are not judged."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -55,13 +56,9 @@ class Env:
         return json.loads(done.stdout)
 
     def storage(self) -> Any:
-        import os
-
+        """The env's storage, opened in this process (the fixture set its S3 variables)."""
         from pipelines.storage import open_storage
 
-        for name in ("AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            os.environ[name] = self.env[name]
-        os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
         return open_storage(self.env["MLOPS_STORAGE_URL"], self.env["MLOPS_RAW_STORAGE_URL"])
 
     def aliases(self) -> dict[str, int]:
@@ -69,11 +66,10 @@ class Env:
         return {a: int(v) for a, v in model.aliases.items()}
 
     def train_challenger(self, end_day: int, **extra: str) -> int:
-        """One more run whose gate cannot promote (min delta 1): its version stays the
-        challenger, for the shadow to judge."""
+        """One more run up to its package step (no gate): registered with the ``challenger``
+        alias and packaged (what a promotion pins), for the shadow to judge."""
         end = (MIRROR_START + timedelta(days=end_day)).isoformat()
-        summary = mlops_run({**self.env, "MLOPS_GATE_MIN_AUC_DELTA": "1"}, self.mirror, START, end)
-        assert summary["steps"]["gate"]["decision"] == "reject"
+        summary = mlops_run({**self.env, **extra}, self.mirror, START, end, until="package")
         self.runs.append(summary)
         return int(summary["steps"]["register"]["version"])
 
@@ -147,7 +143,7 @@ def log_live(
 @pytest.fixture(scope="module")
 def bootstrapped(
     services: Services, mirror_root: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Env:
+) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("shadow-decision")
     remote = gitops_remote(root)
     env = pipeline_env(services, root / "home", MLOPS_GITOPS_REMOTE=str(remote))
@@ -155,9 +151,14 @@ def bootstrapped(
     assert first["steps"]["gate"]["decision"] == "promote"  # bootstrap: v1 serves
     e = Env(root, remote, env, [first])
     e.mirror = mirror_root
-    return e
+    with pytest.MonkeyPatch.context() as patch:  # this process opens the env's S3 storage
+        for name in ("AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            patch.setenv(name, env[name])
+        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        yield e
 
 
+@pytest.mark.timeout(1800)  # three training runs: ~12 min at a load of 19 on 2 cores
 def test_a_better_challenger_in_shadow_is_promoted_then_a_worse_one_rejected(
     bootstrapped: Env,
 ) -> None:
@@ -181,8 +182,11 @@ def test_a_better_challenger_in_shadow_is_promoted_then_a_worse_one_rejected(
     storage = e.storage()
     records = [r for r in ledger.read_all(storage, "dev") if r.kind == "shadow"]
     assert [r.decision for r in records] == ["continue", "promote"]
-    assert records[-1].metrics["trust"]["challenger"]["untrusted"] == {}
-    assert records[0].metrics["trust"]["challenger"]["untrusted"]["features_differ"] > 0
+    # the tampered rows stay in the log, untrusted, on every run; the honest ones are judged
+    for record in records:
+        assert record.metrics["trust"]["challenger"]["untrusted"] == {"features_differ": 1200}
+    assert records[0].metrics["trust"]["challenger"]["trusted_rows"] == 0
+    assert records[-1].metrics["trust"]["challenger"]["trusted_rows"] == 1200
     assert len(records[-1].reports) == 2
     assert all(storage.exists(f"{p}/summary.json") for p in records[-1].reports)
     # a worse challenger next: rejected, nothing moves, and the verdict stands
