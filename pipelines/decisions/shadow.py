@@ -146,9 +146,14 @@ def _decide(settings: Settings, storage: Storage, run_id: str | None) -> ShadowR
     if (done := ledger.find(storage, env, final)) is not None:
         return _result(done, reused=True)
     log = read_inference(storage, env, str(champion), role=None).to_pandas()
-    if "role" not in log.columns:
-        log = log.assign(role="served")
+    if "role" not in log.columns:  # nothing logged yet, or only before shadowing existed
+        log = log.assign(role="served", model_version=str(champion))
     shadow_rows = log[(log["role"] == SHADOW) & (log["model_version"] == str(challenger))]
+    if shadow_rows.empty:  # serving is not shadowing this challenger: nothing to record
+        return ShadowResult(
+            decision="hold",
+            reasons=[f"no answer of challenger v{challenger} logged in shadow yet"],
+        )
     served = log[log["role"].fillna("served") != SHADOW]
     tags = {v: client.get_model_version(name, str(v)).tags or {} for v in (champion, challenger)}
     trusted_served, trust_served = _trusted(settings, storage, served, tags[champion])

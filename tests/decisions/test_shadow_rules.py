@@ -3,6 +3,8 @@ dependent rows are reduced to block means, and the sequence decides on those."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -86,3 +88,34 @@ def test_evidence_promotes_a_challenger_with_the_lower_loss() -> None:
     assert evidence(joined.head(12), pd.Timedelta(minutes=12), 0.05, 1.0).verdict() == "continue"
     with pytest.raises(ValueError, match="alpha"):
         evidence(joined, pd.Timedelta(minutes=12), 1.5, 1.0)
+
+
+def test_no_shadow_rows_is_a_hold_without_a_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A champion with nothing logged, or only served rows, and a challenger alias: the
+    shadow decision holds and writes no ledger record (serving is not shadowing it)."""
+    from types import SimpleNamespace
+
+    from bentos.inference_log import Chunk, InferenceLog
+    from pipelines.decisions import ledger, shadow
+    from pipelines.settings import Settings
+    from pipelines.storage import LocalStorage
+
+    root = tmp_path
+    storage = LocalStorage(root)
+    registry = SimpleNamespace(
+        get_registered_model=lambda name: SimpleNamespace(
+            aliases={"champion": "1", "challenger": "2"}
+        )
+    )
+    monkeypatch.setattr(shadow, "mlflow_client", lambda settings: registry)
+    settings = Settings(home=root)
+    for _ in range(2):  # nothing logged; then served rows only
+        result = shadow._decide(settings, storage, None)
+        assert result.decision == "hold" and result.record is None
+        assert "no answer of challenger v2 logged in shadow yet" in result.reasons[0]
+        logger = InferenceLog(storage, "local", "1", ["a"])
+        logger.append(Chunk("r", "predict", 0, np.zeros((1, 1)), np.zeros(1), ["X"], [0]))
+        logger.close()
+    assert ledger.read_all(storage, "local") == []
