@@ -19,6 +19,10 @@ main | tar -x -C DIR`), for before/after figures in the same run.
 
     uv run python benchmarks/serve.py [--home DIR] [--duration 10] [--repeats 3]
         [--rates 50,100,200,300,500,700,1000] [--baseline DIR] [--json FILE]
+    uv run python benchmarks/serve.py --shadow --rates 50,200 --repeats 5 [--home DIR]
+
+`--shadow` measures only the cost of a challenger in shadow: the champion served twice (shadow
+off, shadow on), open loop at each rate, repeats interleaved.
 
 Without --home it trains a model first (`mlops quickstart`).
 """
@@ -132,6 +136,97 @@ def bento_server(home: Path, tag: str, work: Path, name: str) -> tuple[Any, int]
     return process, port
 
 
+def service_server(
+    home: Path, model: str, work: Path, name: str, challenger: str = ""
+) -> tuple[Any, int]:
+    """`bentoml serve bentos.service:MarketDirection` of `model` from the store (as
+    `bentos.start` runs it in a pod), with `challenger` scored in shadow if given."""
+    port = free_port()
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    shadow = ["--arg", f"challenger={challenger}"] if challenger else []
+    where = ["--host", "127.0.0.1", "--port", str(port)]
+    process = start(
+        [
+            bentoml,
+            "serve",
+            "bentos.service:MarketDirection",
+            *where,
+            "--arg",
+            f"model={model}",
+            *shadow,
+        ],
+        {
+            "OMP_NUM_THREADS": "1",
+            "MLOPS_HOME": str(home.resolve()),
+            "BENTOML_HOME": str(home.resolve() / "bentoml"),
+        },
+        work / f"{name}.log",
+        f"http://127.0.0.1:{port}/readyz",
+    )
+    return process, port
+
+
+def shadow_overhead(home: Path, work: Path, args: argparse.Namespace) -> None:
+    """Open loop, shadow off vs on, in one run: the same champion served twice, one of them
+    scoring a challenger in shadow (the champion's own model again under the ``challenger``
+    argument: the same size of forest as a retrained challenger). Rates and repeats
+    interleaved (off, on, on, off, …); per rate the p99s and the median of the per-repeat
+    on/off p99 ratios."""
+    listed = json.loads(mlops(home, "models", "list", "--json"))["versions"]
+    champion = next(v for v in listed if "champion" in v["aliases"])
+    model = f"market-direction:v{champion['version']}"
+    mlops(home, "bento", "build", "--alias", "champion")  # imports the model into the store
+    features, matrix = sample_rows(home, 1)
+    body = json.dumps({"rows": [dict(zip(features, matrix[0].tolist(), strict=True))]}).encode()
+    processes: list[Any] = []
+    urls: dict[str, str] = {}
+    try:
+        for name, challenger in (("shadow-off", ""), ("shadow-on", model)):
+            process, port = service_server(home, model, work, name, challenger)
+            processes.append(process)
+            urls[name] = f"http://127.0.0.1:{port}/predict"
+        meta = httpx.get(urls["shadow-on"].replace("/predict", "/metadata")).json()
+        assert meta["shadow"]["state"] == "on", meta["shadow"]
+        rows: list[dict[str, Any]] = []
+        rates = [float(r) for r in args.rates.split(",")]
+        for repeat in range(args.repeats):
+            for rate in rates:
+                order = list(urls) if (repeat + len(rows)) % 2 == 0 else list(urls)[::-1]
+                for server in order:
+                    print(f"open {rate:g} req/s #{repeat + 1}: {server} …", file=sys.stderr)
+                    result = load(
+                        "open", urls[server], body, work, rate=rate, duration=args.open_duration
+                    )
+                    rows.append({"server": server, "repeat": repeat, **result})
+                    time.sleep(1)
+    finally:
+        for process in processes:
+            stop(process)
+    print(
+        "\n| rate req/s | repeats | p50 off / on ms | p99 off ms (median) | p99 on ms (median) "
+        "| p99 on/off (median of repeats, min to max) | errors off / on | load avg |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for rate in sorted({r["rate"] for r in rows}):
+        off = [r for r in rows if r["rate"] == rate and r["server"] == "shadow-off"]
+        on = [r for r in rows if r["rate"] == rate and r["server"] == "shadow-on"]
+        ratios = [b["p99_ms"] / a["p99_ms"] for a in off for b in on if a["repeat"] == b["repeat"]]
+
+        def med(runs: list[dict[str, Any]], key: str) -> float:
+            return float(statistics.median(r[key] for r in runs))
+
+        print(
+            f"| {rate:g} | {len(off)} | {med(off, 'p50_ms'):.2f} / {med(on, 'p50_ms'):.2f} | "
+            f"{med(off, 'p99_ms'):.2f} | {med(on, 'p99_ms'):.2f} | "
+            f"**{statistics.median(ratios):.3f}** ({min(ratios):.2f} to {max(ratios):.2f}) | "
+            f"{sum(r['errors'] + r['non_2xx'] for r in off)} / "
+            f"{sum(r['errors'] + r['non_2xx'] for r in on)} | "
+            f"{med(off + on, 'load_average'):.1f} |"
+        )
+    if args.json is not None:
+        args.json.write_text(json.dumps({"shadow": rows}))
+
+
 def mlflow_server(home: Path, work: Path) -> tuple[Any, int]:
     """`mlflow models serve` of the champion, one worker, no env manager."""
     port = free_port()
@@ -186,12 +281,20 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="a checkout whose Bento is served too")
     parser.add_argument("--only", choices=["closed", "open"], help="run one of the two parts")
     parser.add_argument("--json", type=Path, help="also write every result here")
+    parser.add_argument(
+        "--shadow",
+        action="store_true",
+        help="only the shadow overhead: open loop at --rates, shadow off vs on, --repeats times",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     home = (args.home or work / "home").resolve()
     if args.home is None:
         print("training a model (mlops quickstart) …", file=sys.stderr)
         mlops(home, "quickstart")
+    if args.shadow:
+        shadow_overhead(home, work, args)
+        return
     tags = {"bento": mlops(home, "bento", "build", "--alias", "champion").strip()}
     if args.baseline is not None:
         base = args.baseline.resolve()

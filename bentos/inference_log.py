@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bentos.log_spill import Backoff, Spill
+from bentos.shadow import SERVED, Shadow
 from pipelines import layout
 from pipelines.storage import Storage
 
@@ -95,6 +96,10 @@ class InferenceLog:
         on_drop: called with the number of rows dropped (e.g. a Prometheus counter's ``inc``).
         on_lag: called by the writer thread, after each flush attempt or idle wait, with the
             age in seconds of the oldest row not yet written (0: none), e.g. a gauge's ``set``.
+        shadow: a challenger to score every logged row with, off the request path (None: no
+            shadow). Its rows go into the same object, role ``shadow``.
+        on_shadow_failure: called when scoring a flush in shadow fails (its served rows are
+            still written; the shadow rows of that flush are not).
     """
 
     def __init__(
@@ -111,6 +116,8 @@ class InferenceLog:
         on_failure: Callable[[], object] | None = None,
         on_drop: Callable[[int], object] | None = None,
         on_lag: Callable[[float], object] | None = None,
+        shadow: Shadow | None = None,
+        on_shadow_failure: Callable[[], object] | None = None,
     ) -> None:
         self.storage = storage
         self.env = env
@@ -124,6 +131,8 @@ class InferenceLog:
         self.on_failure = on_failure
         self.on_drop = on_drop
         self.on_lag = on_lag
+        self.shadow = shadow
+        self.on_shadow_failure = on_shadow_failure
         self.stats = LogStats()
         self.failures = 0
         """Consecutive failed write attempts (0 while the storage works)."""
@@ -266,7 +275,8 @@ class InferenceLog:
         sink = io.BytesIO()
         pq.write_table(table, sink, compression="zstd")
         key = layout.inference(self.env, self.model_version, day, name)
-        return key, sink.getvalue(), int(table.num_rows)
+        served = pc.sum(pc.equal(table["role"], SERVED)).as_py() or 0
+        return key, sink.getvalue(), int(served)
 
     def to_table(self, chunks: list[Chunk]) -> pa.Table:
         """One row per prediction: who asked, when, what went in, what came out.
@@ -311,7 +321,18 @@ class InferenceLog:
         up = pa.array(probability, pa.float64())
         columns["probability_up"] = up
         columns["direction"] = pc.if_else(pc.greater_equal(up, 0.5), "up", "down")
-        return pa.table(columns)
+        columns["role"] = pa.repeat(pa.scalar(SERVED, pa.string()), rows)
+        table = pa.table(columns)
+        if self.shadow is None:
+            return table
+        try:
+            answers = self.shadow.answers(np.concatenate([c.features for c in chunks]))
+        except Exception as error:  # the served rows are written regardless
+            log.warning("shadow scoring by version %s failed: %s", self.shadow.model_version, error)
+            if self.on_shadow_failure is not None:
+                self.on_shadow_failure()
+            return table
+        return pa.concat_tables([table, self.shadow.rows(table, answers)])
 
     def close(self, attempts: int = 5, backoff: float = 0.2) -> None:
         """Stop the writer and write what is left. If the storage is failing (or the last try

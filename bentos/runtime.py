@@ -37,6 +37,8 @@ class ServiceArgs(BaseModel):
 
     model: str = "market-direction:latest"
     """BentoML model tag to serve."""
+    challenger: str = ""
+    """BentoML model tag scored in shadow (`bentos.shadow`); empty: no shadow."""
 
 
 class ServingSettings(BaseSettings):

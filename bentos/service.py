@@ -7,7 +7,8 @@ Two services, one Bento:
   the training feature module), ``/metadata`` (GET), and BentoML's ``/livez``, ``/readyz``
   (ready once the model is loaded) and ``/metrics``. Every request is validated here, against
   strict models of the contract, before any batching. Every prediction goes to the inference
-  log.
+  log; with ``--arg challenger=TAG`` a challenger scores each one in shadow there
+  (`bentos.shadow`), off the request path, never answering.
 - ``ModelRunner``: the same model behind one batchable method; BentoML merges concurrent
   ``/predict_batch`` calls into one ``predict_proba``.
 
@@ -144,11 +145,13 @@ class MarketDirection:
     def __init__(self) -> None:
         from bentos.inference_log import InferenceLog
         from bentos.runtime import serving_metrics
+        from bentos.shadow import load_shadow
 
         configure_serving_logs(str(CARD.model_version))
         self.card = CARD
         self.score = Scorer(load_estimator(self.model))
         self.metrics = serving_metrics(CARD.model_name, str(CARD.model_version))
+        shadow, self.shadow_status = load_shadow(ARGS.challenger, FEATURES)
         self.log = InferenceLog(
             SETTINGS.open_storage(),
             SETTINGS.env,
@@ -160,12 +163,17 @@ class MarketDirection:
             on_failure=self.metrics.log_failures.inc,
             on_drop=self.metrics.log_dropped.inc,
             on_lag=self.metrics.log_lag.set,
+            shadow=shadow,
+            on_shadow_failure=self._shadow_failed,
         )
         self.log.start()
         # Everything loaded so far (model, libraries) lives as long as the worker: keep it out
         # of the collector's full passes, which otherwise stall a request now and then.
         gc.collect()
         gc.freeze()
+
+    def _shadow_failed(self) -> None:
+        self.shadow_status["failures"] = self.shadow_status.get("failures", 0) + 1
 
     def __is_ready__(self) -> bool:
         return self.score is not None
@@ -286,8 +294,9 @@ class MarketDirection:
     @info.get("/metadata")
     def metadata(self) -> dict[str, Any]:
         """The served model: name, version, aliases, features and types, interval, horizon,
-        training window, dataset hash, evaluation metrics."""
-        return self.card.model_dump()
+        training window, dataset hash, evaluation metrics; and the challenger in shadow
+        (``shadow``: state, version, why it is off)."""
+        return {**self.card.model_dump(), "shadow": self.shadow_status}
 
 
 MarketDirection.add_asgi_middleware(RequestLog)  # first: the outermost, it sees every answer

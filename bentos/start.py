@@ -7,6 +7,10 @@ sha256 is the pinned one, imports it into the BentoML store (``$BENTOML_HOME``) 
 becomes ``bentoml serve bentos.service:MarketDirection`` for that model. A pod therefore never
 serves bytes other than the ones its commit names; a refusal exits non-zero with one line
 saying what differs and how to fix it (the pod shows it in its log and does not become ready).
+
+A challenger pinned by ``MLOPS_CHALLENGER_VERSION`` and ``MLOPS_CHALLENGER_SHA256`` is fetched
+and checked the same way and scored in shadow (`bentos.shadow`); if it cannot be, the champion
+is served without shadow and a ``warning:`` line says why.
 """
 
 from __future__ import annotations
@@ -41,6 +45,58 @@ class ModelPin(BaseSettings):
     model_name: str = Field(default="market-direction", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     model_version: int = Field(ge=1)
     model_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class ChallengerPin(BaseSettings):
+    """The challenger to score in shadow, if any: ``MLOPS_CHALLENGER_VERSION`` and
+    ``MLOPS_CHALLENGER_SHA256`` (both or neither), same model name as the champion's."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_CHALLENGER_", extra="ignore")
+
+    version: int | None = Field(default=None, ge=1)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
+def fetch_challenger(settings: ServingSettings, champion: ModelPin) -> str:
+    """The challenger's BentoML tag, fetched and checked like the champion's; empty when none
+    is pinned or it cannot be fetched — then one ``warning:`` line on stderr says why, and the
+    champion is served without shadow (a challenger never stops serving)."""
+    try:
+        pin = ChallengerPin()
+        if pin.version is None and pin.sha256 is None:
+            return ""
+        if pin.version is None or pin.sha256 is None:
+            raise PipelineError(
+                "MLOPS_CHALLENGER_VERSION and MLOPS_CHALLENGER_SHA256 come together; one is "
+                "missing",
+                "pin both, or neither for no shadow",
+            )
+        if pin.version == champion.model_version:
+            return ""
+        return fetch_model(
+            settings,
+            ModelPin(
+                model_name=champion.model_name,
+                model_version=pin.version,
+                model_sha256=pin.sha256,
+            ),
+        )
+    except (PipelineError, ValidationError) as error:
+        shown = (
+            "; ".join(
+                f"MLOPS_CHALLENGER_{str(e['loc'][0]).upper()} malformed" for e in error.errors()
+            )
+            if isinstance(error, ValidationError)
+            else str(error)
+        )
+        print(f"warning: challenger not loaded, shadow is off: {shown}", file=sys.stderr)
+        return ""
+    except Exception as error:  # an unreadable archive, a failed import: serve without shadow
+        print(
+            f"warning: challenger not loaded, shadow is off: {type(error).__name__}: {error}",
+            file=sys.stderr,
+        )
+        return ""
 
 
 def read_pin() -> ModelPin:
@@ -113,11 +169,12 @@ def fetch_model(settings: ServingSettings, pin: ModelPin) -> str:
     return tag
 
 
-def serve_argv(tag: str, host: str, port: int) -> list[str]:
+def serve_argv(tag: str, host: str, port: int, challenger: str = "") -> list[str]:
     """The ``bentoml serve`` command this process becomes."""
     bentoml = str(Path(sys.executable).with_name("bentoml"))
     where = ["--host", host, "--port", str(port), "--working-dir", str(REPO)]
-    return [bentoml, "serve", SERVICE, *where, "--arg", f"model={tag}"]
+    shadow = ["--arg", f"challenger={challenger}"] if challenger else []
+    return [bentoml, "serve", SERVICE, *where, "--arg", f"model={tag}", *shadow]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,18 +182,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bentos.start",
         description="Serve the model the GitOps pin names (MLOPS_MODEL_VERSION, "
-        "MLOPS_MODEL_SHA256), fetched from MLOPS_STORAGE_URL and checked.",
+        "MLOPS_MODEL_SHA256), fetched from MLOPS_STORAGE_URL and checked; a challenger pinned "
+        "by MLOPS_CHALLENGER_VERSION and MLOPS_CHALLENGER_SHA256 is scored in shadow.",
     )
     parser.add_argument("--host", default="0.0.0.0", help="interface to bind (default: all)")
     parser.add_argument("--port", type=int, default=3000, help="port (default: 3000)")
     args = parser.parse_args(argv)
+    settings = ServingSettings()
     try:
-        tag = fetch_model(ServingSettings(), read_pin())
+        pin = read_pin()
+        tag = fetch_model(settings, pin)
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"serving {tag} (sha256 checked) on {args.host}:{args.port}", file=sys.stderr)
-    command = serve_argv(tag, args.host, args.port)
+    challenger = fetch_challenger(settings, pin)
+    shadow = f", {challenger} in shadow" if challenger else ""
+    print(f"serving {tag} (sha256 checked){shadow} on {args.host}:{args.port}", file=sys.stderr)
+    command = serve_argv(tag, args.host, args.port, challenger)
     os.execv(command[0], command)
     return 0  # pragma: no cover (execv does not return)
 

@@ -285,6 +285,15 @@ class Settings(BaseSettings):
     retrain_namespace: str = Field(default="mlops", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
     """The namespace of that CronWorkflow and of the Workflow created from it."""
 
+    shadow_alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    """The shadow decision's error rate (two-sided), valid at whatever time it stops: the
+    chance a no-better challenger is ever promoted, or a no-worse one ever rejected, is at
+    most half of it each (`pipelines.decisions.sequential`)."""
+
+    shadow_loss_bound: float = Field(default=1.0, gt=0)
+    """Per-row log-loss differences (challenger - champion) are clipped to ± this before the
+    confidence sequence (its range must be bounded)."""
+
     @property
     def effective_embargo(self) -> int:
         """Embargo in bars, never shorter than the horizon."""

@@ -33,6 +33,9 @@ def _show_decision(decided: BaseModel | dict[str, Any], json_out: bool) -> None:
         out.print(f"record: {result['record']}", highlight=False)
     if result.get("gitops_commit"):
         out.print(f"GitOps commit: {result['gitops_commit']}", highlight=False)
+    if result.get("shadow"):
+        out.print("shadow:", highlight=False)
+        _show_decision(result["shadow"], json_out)
 
 
 @decisions_app.command("gate")

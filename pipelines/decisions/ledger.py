@@ -21,7 +21,7 @@ from pipelines import layout
 from pipelines.decisions.pin import ServingPin
 from pipelines.storage import Storage
 
-Kind = Literal["gate", "monitor", "rollback", "retrain", "candidate"]
+Kind = Literal["gate", "monitor", "rollback", "retrain", "candidate", "shadow"]
 
 
 class Decision(BaseModel):

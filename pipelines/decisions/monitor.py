@@ -34,6 +34,8 @@ from pipelines.decisions.promotion import current_aliases, rollback
 from pipelines.decisions.publish import publish
 from pipelines.decisions.retrain import RetrainResult
 from pipelines.decisions.retrain import consider as consider_retrain
+from pipelines.decisions.shadow import ShadowResult
+from pipelines.decisions.shadow import shadow as judge_shadow
 from pipelines.decisions.trust import (
     TrustReport,
     feature_config_of,
@@ -96,6 +98,8 @@ def monitor(settings: Settings, storage: Storage, run_id: str | None = None) -> 
     result = _decide(settings, storage, run_id)
     if not result.reused:
         publish(settings, storage, result.record)
+    if result.decision != "rollback":  # a challenger in shadow is judged on the same run
+        result.shadow = judge_shadow(settings, storage, run_id)
     # asked again when the decision is reused too: a cool-down or a run may have ended since
     result.retrain = consider_retrain(settings, storage, result.record, run_id)
     return result
@@ -299,6 +303,8 @@ class MonitorResult(BaseModel):
     trust: TrustReport | None = None
     """Logged predictions judged (trusted) and left out (untrusted, by reason); None in records
     written before the monitor checked them."""
+    shadow: ShadowResult | None = None
+    """The challenger-in-shadow decision of the same run (`pipelines.decisions.shadow`)."""
 
 
 def _result(record: Decision, reused: bool = False) -> MonitorResult:

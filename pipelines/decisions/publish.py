@@ -22,7 +22,7 @@ from pipelines.storage import Storage
 def models_compared(record: Decision) -> str:
     """Which model versions the decision weighed, in words."""
     inputs = record.inputs
-    if record.kind == "gate":
+    if record.kind in ("gate", "shadow"):
         return f"challenger v{inputs.get('challenger')} vs champion v{inputs.get('champion')}"
     if "to" in inputs:
         return f"champion v{inputs.get('from')} -> v{inputs.get('to')}"
