@@ -93,15 +93,17 @@ def trailing_degraded(windows: list[dict[str, Any]]) -> int:
 
 
 def monitor(settings: Settings, storage: Storage, run_id: str | None = None) -> MonitorResult:
-    """Judge the serving champion on live evidence; roll back after N degraded windows. The
-    decision is then published to the env's Evidently project."""
+    """Judge the serving champion on live evidence and roll back when its live log-loss has
+    degraded (`pipelines.decisions.degradation`); the decision is published to the env's
+    Evidently project. Then a challenger in shadow is judged, and a retrain considered."""
     result = _decide(settings, storage, run_id)
     if not result.reused:
         publish(settings, storage, result.record)
     if result.decision != "rollback":  # a challenger in shadow is judged on the same run
         result.shadow = judge_shadow(settings, storage, run_id)
-    # asked again when the decision is reused too: a cool-down or a run may have ended since
-    result.retrain = consider_retrain(settings, storage, result.record, run_id)
+    if result.shadow is None or result.shadow.decision != "promote":  # else a new champion
+        # asked again when the decision is reused too: a cool-down or a run may have ended since
+        result.retrain = consider_retrain(settings, storage, result.record, run_id)
     return result
 
 

@@ -269,3 +269,24 @@ def test_an_argo_retrain_outside_a_cluster_is_one_clear_error(
         consider(settings, storage, key, now=NOW)
     assert "MLOPS_RETRAIN_BACKEND=local" in str(caught.value)
     assert [r.decision for r in retrain_records(storage)] == ["failed"]
+
+
+@pytest.mark.parametrize(("shadow", "considered"), [("promote", False), ("continue", True)])
+def test_no_retrain_is_considered_when_the_shadow_challenger_was_just_promoted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shadow: str, considered: bool
+) -> None:
+    from pipelines.decisions import monitor as monitor_module
+    from pipelines.decisions.shadow import ShadowResult
+
+    held = monitor_module.MonitorResult(decision="hold", reasons=[], record="r", reused=True)
+    asked: list[str | None] = []
+    monkeypatch.setattr(monitor_module, "_decide", lambda *_: held)
+    monkeypatch.setattr(
+        monitor_module, "judge_shadow", lambda *_: ShadowResult(decision=shadow, reasons=[])
+    )
+    monkeypatch.setattr(
+        monitor_module, "consider_retrain", lambda _s, _st, record, _r: asked.append(record)
+    )
+    result = monitor_module.monitor(settings_of(tmp_path), LocalStorage(tmp_path / "data"))
+    assert result.shadow is not None and result.shadow.decision == shadow
+    assert asked == (["r"] if considered else [])
