@@ -238,7 +238,7 @@ def gate_rows(
     start, end = pd.Timestamp(evaluated.eval_start), pd.Timestamp(evaluated.eval_end)
     window = selection.between(["open_time", "symbol", "label", *info.features], start, end)
     reference, _ = selection.sample_before(
-        drift_features(info.features), start, settings.reference_rows
+        drift_features(info.features), start, settings.reference_rows, last=True
     )
     return window, reference
 
@@ -296,6 +296,7 @@ def calibrated_drift(
         ["open_time", *drift_features(info.features)],
         pd.Timestamp(evaluated.eval_start),
         settings.reference_rows,
+        last=True,
     )
     calibration = calibrate(
         training,

@@ -100,9 +100,16 @@ class Selection:
         """How many rows are before `moment` (they are the first ones)."""
         return int(np.searchsorted(self.times, _naive(moment), side="left"))
 
-    def rows(self, columns: Sequence[str], positions: np.ndarray) -> pd.DataFrame:
-        """The rows at `positions` (sorted), as pandas."""
-        frame: pd.DataFrame = _select(self.file, columns, positions).to_pandas()
+    def rows(
+        self, columns: Sequence[str], positions: np.ndarray, *, last: bool = False
+    ) -> pd.DataFrame:
+        """The rows at `positions` (sorted), as pandas. With `last`, this selection's last read:
+        the file's bytes are let go before the conversion, and the Arrow buffers are freed as
+        they are converted, so the rows are never in memory twice."""
+        table = _select(self.file, columns, positions)
+        if last:
+            del self.file
+        frame: pd.DataFrame = table.to_pandas(self_destruct=True, split_blocks=True)
         return frame
 
     def between(
@@ -114,19 +121,26 @@ class Selection:
         return self.rows(columns, np.arange(first, max(first, stop)))
 
     def sample_before(
-        self, columns: Sequence[str], moment: pd.Timestamp, allowed: int, seed: int = 0
+        self,
+        columns: Sequence[str],
+        moment: pd.Timestamp,
+        allowed: int,
+        seed: int = 0,
+        *,
+        last: bool = False,
     ) -> tuple[pd.DataFrame, int]:
         """The rows before `moment`, a seeded random sample of `allowed` of them (time order)
         when there are more; and how many there were."""
         count = self.before(moment)
         picked = sample_positions(count, allowed, seed)
-        return self.rows(columns, np.arange(count) if picked is None else picked), count
+        positions = np.arange(count) if picked is None else picked
+        return self.rows(columns, positions, last=last), count
 
     def latest_days_before(
-        self, columns: Sequence[str], moment: pd.Timestamp, allowed: int
+        self, columns: Sequence[str], moment: pd.Timestamp, allowed: int, *, last: bool = False
     ) -> tuple[pd.DataFrame, int]:
         """The rows of the latest whole days before `moment` that fit in `allowed` rows; and
         how many rows were before `moment`."""
         count = self.before(moment)
         first = latest_whole_days(self.times[:count], allowed)
-        return self.rows(columns, np.arange(first, count)), count
+        return self.rows(columns, np.arange(first, count), last=last), count

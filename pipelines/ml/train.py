@@ -57,9 +57,17 @@ def training_rows(
     picked = sample_positions(candidates, allowed)
     columns = ["open_time", "symbol", *info.features, "label", "future_return"]
     if picked is None:
-        return selection.rows(columns, np.arange(len(selection.times))), None
+        return selection.rows(columns, np.arange(len(selection.times)), last=True), None
     keep = np.concatenate([picked, np.arange(candidates, len(selection.times))])
-    return selection.rows(columns, keep), candidates
+    return selection.rows(columns, keep, last=True), candidates
+
+
+def _rows_at(frame: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
+    """``frame.iloc[positions]``: a slice (no copy) when the positions are a contiguous run, as
+    walk-forward folds in time order are."""
+    if len(positions) and positions[-1] - positions[0] + 1 == len(positions):
+        return frame.iloc[positions[0] : positions[-1] + 1]
+    return frame.iloc[positions]
 
 
 class TrainResult(BaseModel):
@@ -89,14 +97,13 @@ def train(settings: Settings, storage: Storage, info: DatasetInfo, run_id: str) 
     embargo = pd.Timedelta(interval_delta(info.interval)) * settings.effective_embargo
     rows, sampled_from = training_rows(storage, info, settings, embargo)
     window = split_eval_window(rows, settings.eval_days, embargo, settings.min_train_rows)
-    del rows  # the split holds copies of its parts
     features = info.features
     params = model_params(settings.model_type, settings.model_params)
 
     folds: list[dict[str, float]] = []
     for train_idx, test_idx in walk_forward(window.train["open_time"], settings.cv_folds, embargo):
         model = make_model(settings.model_type, settings.model_params)
-        fit_rows, test_rows = window.train.iloc[train_idx], window.train.iloc[test_idx]
+        fit_rows, test_rows = _rows_at(window.train, train_idx), _rows_at(window.train, test_idx)
         model.fit(fit_rows[features], fit_rows["label"])
         probability = model.predict_proba(test_rows[features])[:, 1]
         folds.append(classification_metrics(test_rows, probability, info.horizon, settings.fee_bps))
@@ -202,6 +209,7 @@ def evaluate(
         ["open_time", "symbol", *info.features, "label", "future_return"],
         pd.Timestamp(trained.eval_start),
         pd.Timestamp(trained.eval_end),
+        last=True,
     )
     model = load_model_safely(settings, trained.model_uri)
     probability = model.predict_proba(window[info.features])[:, 1]
