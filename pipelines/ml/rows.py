@@ -113,12 +113,12 @@ class Selection:
         return frame
 
     def between(
-        self, columns: Sequence[str], start: pd.Timestamp, end: pd.Timestamp
+        self, columns: Sequence[str], start: pd.Timestamp, end: pd.Timestamp, *, last: bool = False
     ) -> pd.DataFrame:
         """The rows with ``start <= open_time <= end``."""
         first = self.before(start)
         stop = int(np.searchsorted(self.times, _naive(end), side="right"))
-        return self.rows(columns, np.arange(first, max(first, stop)))
+        return self.rows(columns, np.arange(first, max(first, stop)), last=last)
 
     def sample_before(
         self,
