@@ -4,7 +4,11 @@ Builds (once, cached under benchmarks/.work/scale) a synthetic mirror of the lar
 size then runs `mlops run --json` on a subset of it in a fresh process with a fresh
 ``MLOPS_HOME`` (local sqlite MLflow, local storage). The child's wall time, CPU seconds (user +
 system) and peak RSS come from `os.wait4` (the child and the processes it waited for), so one
-size's figures never carry another's.
+size's figures never carry another's. While it runs, the child's RSS and CPU are sampled every
+0.1 s from /proc and attributed to the step(s) running (the runner's ``<step>: started`` lines):
+``step_peak_rss_mib`` and ``step_cpu_s`` in the JSON (a step's peak is the process's while it
+ran, so it includes what earlier steps left allocated; the fan-out's worker processes count in
+CPU, not in RSS).
 
 Sizes (1m bars): 1x = 2 symbols x 60 days (the defaults), 4x = 4 x 120, 16x = 8 x 240.
 
@@ -20,9 +24,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import date, timedelta
 from pathlib import Path
+from typing import IO
 
 WORK = Path(__file__).resolve().parent / ".work" / "scale"
 REPO = Path(__file__).resolve().parent.parent
@@ -49,6 +55,64 @@ def mirror() -> Path:
     return root
 
 
+def _rss_and_cpu(pid: int) -> tuple[int, float]:
+    """The process's resident set (bytes) and CPU seconds so far (user + system, its own and
+    its waited-for children's: the fan-out's worker processes), from /proc."""
+    rss = 0
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) * 1024
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return rss, sum(int(value) for value in fields[11:15]) / ticks
+
+
+def _exited(pid: int) -> bool:
+    """Whether the child exited, without reaping it (`os.wait4` collects its usage after)."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def watch(child: subprocess.Popen[bytes], log: IO[bytes]) -> dict[str, dict[str, float]]:
+    """Copy the child's stderr to `log` while sampling its RSS every 0.1 s; the peak RSS and
+    CPU seconds of each step, attributed by the runner's ``<step>: started`` lines (the peak of
+    a step is the process's, so it includes what earlier steps left allocated)."""
+    running: list[str] = []
+    current = ["(start-up)"]
+    figures: dict[str, dict[str, float]] = {}
+
+    def copy() -> None:
+        assert child.stderr is not None
+        for line in child.stderr:
+            log.write(line)
+            name, _, event = line.decode(errors="replace").strip().rpartition(": ")
+            if event == "started" and name:
+                running.append(name)
+            elif event in ("succeeded", "failed", "resumed") and name in running:
+                running.remove(name)
+            current[0] = "+".join(running) or current[0]
+
+    reader = threading.Thread(target=copy, daemon=True)
+    reader.start()
+    cpu_before, step = 0.0, current[0]
+    while not _exited(child.pid):
+        try:
+            rss, cpu = _rss_and_cpu(child.pid)
+        except (OSError, IndexError, ValueError):
+            break
+        if current[0] != step:
+            figures.setdefault(step, {"rss": 0, "cpu": 0.0})["cpu"] += cpu - cpu_before
+            cpu_before, step = cpu, current[0]
+        entry = figures.setdefault(step, {"rss": 0, "cpu": 0.0})
+        entry["rss"] = max(entry["rss"], rss)
+        time.sleep(0.1)
+    reader.join(timeout=10)
+    figures.setdefault(step, {"rss": 0, "cpu": 0.0})["cpu"] -= cpu_before  # + the rest: caller
+    figures[step]["last"] = 1
+    return figures
+
+
 def run_size(factor: int, source: Path, extra_env: dict[str, str]) -> dict[str, object]:
     """One `mlops run` of the size `factor` in a fresh process and home; its figures."""
     n_symbols, days = SIZES[factor]
@@ -63,7 +127,8 @@ def run_size(factor: int, source: Path, extra_env: dict[str, str]) -> dict[str, 
     ]  # fmt: skip
     started = time.perf_counter()
     with open(home / "stdout.json", "wb") as out, open(home / "stderr.log", "wb") as errors:
-        child = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=errors)
+        child = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.PIPE)
+        by_step = watch(child, errors)
         _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - started
     child.returncode = os.waitstatus_to_exitcode(status)
@@ -74,6 +139,8 @@ def run_size(factor: int, source: Path, extra_env: dict[str, str]) -> dict[str, 
     rows = n_symbols * days * 1440
     peak = usage.ru_maxrss * 1024  # KiB on Linux
     cpu = usage.ru_utime + usage.ru_stime
+    for figure in by_step.values():
+        figure["cpu"] += cpu if figure.pop("last", 0) else 0
     steps = summary["steps"]
     shutil.rmtree(home, ignore_errors=True)
     return {
@@ -90,6 +157,8 @@ def run_size(factor: int, source: Path, extra_env: dict[str, str]) -> dict[str, 
         "train_sampled": steps["train"].get("sampled_from"),
         "roc_auc": round(steps["evaluate"]["metrics"]["roc_auc"], 4),
         "step_seconds": {name: step.get("seconds") for name, step in steps.items()},
+        "step_peak_rss_mib": {name: round(v["rss"] / 2**20) for name, v in by_step.items()},
+        "step_cpu_s": {name: round(v["cpu"], 1) for name, v in by_step.items()},
     }
 
 
@@ -128,6 +197,14 @@ def main() -> None:
             f"| {r['factor']}x | {r['symbols']} x {r['days']} | {r['rows_1m']:,} | {r['wall_s']} s "
             f"| {r['cpu_s']} s | {r['peak_rss_mib']} MiB | {r['cpu_us_per_row']} µs "
             f"| {r['peak_rss_b_per_row']} B | {r['train_rows']:,} | {r['roc_auc']} |"
+        )
+    for r in results:
+        steps = r["step_peak_rss_mib"]
+        cpu = r["step_cpu_s"]
+        assert isinstance(steps, dict) and isinstance(cpu, dict)
+        print(
+            f"\n{r['factor']}x by step (peak RSS MiB / CPU s): "
+            + ", ".join(f"{name} {steps[name]} / {cpu[name]}" for name in steps)
         )
     print(f"\nload average at the end (1, 5, 15 min): {load}")
 

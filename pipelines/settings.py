@@ -158,6 +158,12 @@ class Settings(BaseSettings):
     sample of as many as fit, spread evenly over the window (the train step's ``sampled_from``
     then says how many there were; the evaluation window is never sampled)."""
 
+    reference_rows: int = Field(default=500_000, ge=1000)
+    """Most training rows the gate holds for each of its two uses of the history (what is
+    before the evaluation window): the drift reference is a random sample of this many (seed
+    0, in time order), the drift calibration the latest whole days that fit in this many.
+    Below it, all rows are used (benchmarks/README.md, scale: the cost of the bound)."""
+
     fee_bps: float = Field(default=4.0, ge=0)
     """Cost of one round-trip trade of the naive strategy, in basis points."""
 

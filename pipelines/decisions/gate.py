@@ -25,9 +25,10 @@ from pipelines.decisions.pin import ServingPin
 from pipelines.decisions.promotion import apply, current_aliases, prepare, repo_of
 from pipelines.decisions.publish import publish
 from pipelines.errors import PipelineError
-from pipelines.ml.dataset import DatasetInfo, read_dataset
+from pipelines.ml.dataset import DatasetInfo
 from pipelines.ml.packaging import PackageResult
 from pipelines.ml.registry import RegisterResult
+from pipelines.ml.rows import Selection
 from pipelines.ml.tracking import client as mlflow_client
 from pipelines.ml.tracking import load_model_safely
 from pipelines.ml.train import EvaluateResult
@@ -197,10 +198,7 @@ def _decide(
             )
             message = f"gate: serve {name} v{challenger} in {env} (bootstrap; decision {{record}})"
             return _result(apply(settings, storage, record, {}, pin, message))
-        rows = read_dataset(storage, info.prefix)
-        start, end = pd.Timestamp(evaluated.eval_start), pd.Timestamp(evaluated.eval_end)
-        window = rows[(rows["open_time"] >= start) & (rows["open_time"] <= end)]
-        reference = rows[rows["open_time"] < start]
+        window, reference = gate_rows(settings, storage, info, evaluated)
         evidence = compare(settings, window, info.features, champion, challenger, info.horizon)
         key = record.thresholds.get("drift_calibration")
         drift = _drift(settings, storage, reference, window, info, challenger, key)
@@ -226,6 +224,23 @@ def _decide(
         )
         moves: dict[str, int | None] = {"previous": champion, "champion": challenger}
         return _result(apply(settings, storage, record, moves, pin, message))
+
+
+def gate_rows(
+    settings: Settings, storage: Storage, info: DatasetInfo, evaluated: EvaluateResult
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The evaluation window (the columns the models and the bootstrap need) and the drift
+    reference: the rows before the window, a seeded random sample of at most
+    ``MLOPS_REFERENCE_ROWS`` in time order, with only the drift-tested features."""
+    from pipelines.reports.drift import drift_features
+
+    selection = Selection(storage, info.prefix)
+    start, end = pd.Timestamp(evaluated.eval_start), pd.Timestamp(evaluated.eval_end)
+    window = selection.between(["open_time", "symbol", "label", *info.features], start, end)
+    reference, _ = selection.sample_before(
+        drift_features(info.features), start, settings.reference_rows, last=True
+    )
+    return window, reference
 
 
 def _drift(
@@ -268,15 +283,21 @@ def calibrated_drift(
     challenger: int,
 ) -> dict[str, Any]:
     """Calibrate the challenger's drift thresholds on its training rows (the rows before the
-    evaluation window), store them beside the dataset, tag the version with their key; the
-    record's thresholds name it. Empty with ``MLOPS_DRIFT_CALIBRATION=fixed`` or non-PSI."""
+    evaluation window: the latest whole days of them that fit in ``MLOPS_REFERENCE_ROWS``),
+    store them beside the dataset, tag the version with their key; the record's thresholds name
+    it (and how many rows it was calibrated on, of how many). The fixed threshold only with
+    ``MLOPS_DRIFT_CALIBRATION=fixed`` or non-PSI."""
     from pipelines.reports.calibration import calibrate, decision_windows, store
     from pipelines.reports.drift import drift_features
 
     if settings.drift_calibration != "null" or (settings.drift_method or "") != "psi":
         return {"drift_threshold": settings.drift_threshold, "drift_method": settings.drift_method}
-    rows = read_dataset(storage, info.prefix)
-    training = rows[rows["open_time"] < pd.Timestamp(evaluated.eval_start)]
+    training, before = Selection(storage, info.prefix).latest_days_before(
+        ["open_time", *drift_features(info.features)],
+        pd.Timestamp(evaluated.eval_start),
+        settings.reference_rows,
+        last=True,
+    )
     calibration = calibrate(
         training,
         drift_features(info.features),
@@ -290,6 +311,7 @@ def calibrated_drift(
         "drift_calibration": key,
         "drift_calibration_method": calibration.method,
         "drift_false_alarm_rate": calibration.false_alarm_rate,
+        "drift_calibration_rows": [len(training), before],
     }
 
 

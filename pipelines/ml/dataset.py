@@ -84,10 +84,49 @@ def dataset_hash(
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _parquet(table: pa.Table) -> bytes:
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    return buffer.getvalue()
+ROW_GROUP_ROWS = 131_072
+"""Rows per Parquet row group of a dataset: a reader decodes one row group at a time
+(`pipelines.ml.rows`), so this bounds what a bounded read holds besides its selection."""
+
+
+def _write_sorted(table: pa.Table) -> tuple[tuple[bytes, int], tuple[bytes, int], Any]:
+    """`table`'s rows sorted by (open_time, symbol) as two Parquet files — the labelled rows
+    (label as int64) and the unlabelled ones (without label and return) — with their row
+    counts, and the labelled rows' first and last time (None without any).
+
+    The sorted rows are taken and written one row group at a time: only the sort order, one
+    group and the files' bytes are held beside `table`, never a sorted copy of it."""
+    order = pc.sort_indices(
+        table.select(["open_time", "symbol"]),
+        [("open_time", "ascending"), ("symbol", "ascending")],
+    )
+    label = table.schema.get_field_index("label")
+    known_schema = table.schema.set(label, pa.field("label", pa.int64()))
+    unknown_schema = table.schema.remove(label).remove(
+        table.schema.remove(label).get_field_index("future_return")
+    )
+    buffers, counts, span = (io.BytesIO(), io.BytesIO()), [0, 0], [None, None]
+    with (
+        pq.ParquetWriter(buffers[0], known_schema) as known_out,
+        pq.ParquetWriter(buffers[1], unknown_schema) as unknown_out,
+    ):
+        for first in range(0, table.num_rows, ROW_GROUP_ROWS):
+            group = table.take(order[first : first + ROW_GROUP_ROWS])
+            known = pc.is_valid(group["label"])
+            rows = group.filter(known)
+            rows = rows.set_column(label, "label", rows["label"].cast(pa.int64()))
+            rest = group.filter(pc.invert(known)).drop_columns(["label", "future_return"])
+            for out, part, i in ((known_out, rows, 0), (unknown_out, rest, 1)):
+                if part.num_rows:
+                    out.write_table(part, row_group_size=ROW_GROUP_ROWS)
+                    counts[i] += part.num_rows
+            if rows.num_rows:
+                span = [span[0] or rows["open_time"][0].as_py(), rows["open_time"][-1].as_py()]
+    return (
+        (buffers[0].getvalue(), counts[0]),
+        (buffers[1].getvalue(), counts[1]),
+        None if span[0] is None else (span[0], span[1]),
+    )
 
 
 def compact(rows: pd.DataFrame, features: Sequence[str]) -> pa.Table:
@@ -128,24 +167,16 @@ def build_dataset(
         )
         parts.append(compact(symbol_rows(bars, symbol, config), feature_names(config)))
         del bars
-    table = pa.concat_tables(parts)
+    table = pa.concat_tables(parts)  # zero-copy: the symbols' tables are its chunks
     del parts
-    order = pc.sort_indices(table, [("open_time", "ascending"), ("symbol", "ascending")])
-    table = table.take(order)
-    known = pc.is_valid(table["label"])
-    labelled = table.filter(known)
-    unlabelled = table.filter(pc.invert(known)).drop_columns(["label", "future_return"])
+    labelled, unlabelled, span = _write_sorted(table)
     del table
-    labelled = labelled.set_column(
-        labelled.schema.get_field_index("label"), "label", labelled["label"].cast(pa.int64())
-    )
-    if labelled.num_rows == 0:
+    if span is None:
         raise PipelineError(
-            f"no labelled rows: {unlabelled.num_rows} rows after a {config.warmup_bars}-bar "
+            f"no labelled rows: {unlabelled[1]} rows after a {config.warmup_bars}-bar "
             f"warm-up and a {config.horizon}-bar horizon at {config.interval}",
             "widen --start/--end, or lower MLOPS_HORIZON / MLOPS_MODEL_INTERVAL",
         )
-    times = labelled["open_time"]
     info = DatasetInfo(
         dataset_hash=digest,
         prefix=prefix,
@@ -156,14 +187,14 @@ def build_dataset(
         start=start,
         end=end,
         features=feature_names(config),
-        rows=labelled.num_rows,
-        rows_unlabelled=unlabelled.num_rows,
-        first_time=str(pd.Timestamp(pc.min(times).as_py())),
-        last_time=str(pd.Timestamp(pc.max(times).as_py())),
+        rows=labelled[1],
+        rows_unlabelled=unlabelled[1],
+        first_time=str(pd.Timestamp(span[0])),
+        last_time=str(pd.Timestamp(span[1])),
         config=config.model_dump(mode="json"),
     )
-    storage.write_bytes(f"{prefix}/labelled.parquet", _parquet(labelled))
-    storage.write_bytes(f"{prefix}/scoring.parquet", _parquet(unlabelled))
+    storage.write_bytes(f"{prefix}/labelled.parquet", labelled[0])
+    storage.write_bytes(f"{prefix}/scoring.parquet", unlabelled[0])
     storage.write_bytes(f"{prefix}/manifest.json", info.model_dump_json(indent=2).encode())
     return info
 

@@ -31,10 +31,15 @@ def split_eval_window(
     Raises:
         PipelineError: if too few rows are left on either side.
     """
-    last = rows["open_time"].max()
+    times = rows["open_time"]
+    last = times.max()
     eval_start = last - pd.Timedelta(days=eval_days)
-    evaluation = rows[rows["open_time"] > eval_start]
-    train = rows[rows["open_time"] <= eval_start - embargo]
+    if times.is_monotonic_increasing:  # the parts are slices, not copies
+        train = rows.iloc[: times.searchsorted(eval_start - embargo, side="right")]
+        evaluation = rows.iloc[times.searchsorted(eval_start, side="right") :]
+    else:
+        evaluation = rows[times > eval_start]
+        train = rows[times <= eval_start - embargo]
     if len(train) < min_train_rows or evaluation.empty:
         raise PipelineError(
             f"too few labelled rows: {len(train)} to train (need {min_train_rows}) and "

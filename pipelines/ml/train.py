@@ -6,14 +6,13 @@ import json
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import BaseModel
 
 from pipelines.intervals import interval_delta
-from pipelines.ml.dataset import DatasetInfo, read_dataset, read_table
+from pipelines.ml.dataset import DatasetInfo
 from pipelines.ml.evaluation import classification_metrics, split_eval_window, walk_forward
 from pipelines.ml.modeling import SKOPS_TRUSTED_TYPES, make_model, model_params
+from pipelines.ml.rows import Selection, sample_positions
 from pipelines.ml.tracking import (
     attempt_tags,
     configure,
@@ -47,21 +46,28 @@ def training_rows(
     what `Settings.train_memory_mb` allows; the number of such rows when they were sampled.
 
     The sample is random (seed 0: the same dataset gives the same sample), kept in time order,
-    so every fold and month keeps its share of rows.
+    so every fold and month keeps its share of rows. Only the columns training and its metrics
+    use are read, batch by batch (`pipelines.ml.rows`): the whole dataset is never in memory.
     """
-    table = read_table(storage, info.prefix)
-    times = table["open_time"]
-    last = pd.Timestamp(pc.max(times).as_py())
+    selection = Selection(storage, info.prefix)
+    last = pd.Timestamp(selection.times[-1])
     cutoff = last - pd.Timedelta(days=settings.eval_days) - embargo
-    candidates = table.num_rows - pc.sum(pc.greater(times, cutoff.to_pydatetime())).as_py()
+    candidates = int(np.searchsorted(selection.times, cutoff.to_datetime64(), side="right"))
     allowed = settings.train_memory_mb * 2**20 // TRAIN_BYTES_PER_ROW
-    if candidates <= allowed:
-        return table.to_pandas(), None
-    rng = np.random.default_rng(0)
-    sample = np.sort(rng.choice(candidates, size=allowed, replace=False))
-    keep = np.concatenate([sample, np.arange(candidates, table.num_rows)])
-    rows: pd.DataFrame = table.take(pa.array(keep)).to_pandas()
-    return rows, int(candidates)
+    picked = sample_positions(candidates, allowed)
+    columns = ["open_time", "symbol", *info.features, "label", "future_return"]
+    if picked is None:
+        return selection.rows(columns, np.arange(len(selection.times)), last=True), None
+    keep = np.concatenate([picked, np.arange(candidates, len(selection.times))])
+    return selection.rows(columns, keep, last=True), candidates
+
+
+def _rows_at(frame: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
+    """``frame.iloc[positions]``: a slice (no copy) when the positions are a contiguous run, as
+    walk-forward folds in time order are."""
+    if len(positions) and positions[-1] - positions[0] + 1 == len(positions):
+        return frame.iloc[positions[0] : positions[-1] + 1]
+    return frame.iloc[positions]
 
 
 class TrainResult(BaseModel):
@@ -97,7 +103,7 @@ def train(settings: Settings, storage: Storage, info: DatasetInfo, run_id: str) 
     folds: list[dict[str, float]] = []
     for train_idx, test_idx in walk_forward(window.train["open_time"], settings.cv_folds, embargo):
         model = make_model(settings.model_type, settings.model_params)
-        fit_rows, test_rows = window.train.iloc[train_idx], window.train.iloc[test_idx]
+        fit_rows, test_rows = _rows_at(window.train, train_idx), _rows_at(window.train, test_idx)
         model.fit(fit_rows[features], fit_rows["label"])
         probability = model.predict_proba(test_rows[features])[:, 1]
         folds.append(classification_metrics(test_rows, probability, info.horizon, settings.fee_bps))
@@ -199,11 +205,12 @@ def evaluate(
     configure(settings)
     import mlflow
 
-    rows = read_dataset(storage, info.prefix, since=pd.Timestamp(trained.eval_start))
-    window = rows[
-        (rows["open_time"] >= pd.Timestamp(trained.eval_start))
-        & (rows["open_time"] <= pd.Timestamp(trained.eval_end))
-    ]
+    window = Selection(storage, info.prefix).between(
+        ["open_time", "symbol", *info.features, "label", "future_return"],
+        pd.Timestamp(trained.eval_start),
+        pd.Timestamp(trained.eval_end),
+        last=True,
+    )
     model = load_model_safely(settings, trained.model_uri)
     probability = model.predict_proba(window[info.features])[:, 1]
     metrics = classification_metrics(window, probability, info.horizon, settings.fee_bps)

@@ -125,3 +125,43 @@ def test_the_gates_fast_auc_is_sklearns() -> None:
         y = rng.integers(0, 2, 300)
         p = np.round(rng.random(300), 2)  # ties, as rounded probabilities have
         assert fast_auc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+
+
+def test_the_gate_calibrates_on_the_latest_whole_days_within_its_row_bound(
+    tmp_path: Path,
+) -> None:
+    # 10 training days of 288 rows; a bound of 1,000 rows holds 3 whole days (864 rows)
+    settings, storage, info, evaluated = _setup(tmp_path, reference_rows=1000)
+    named = calibrated_drift(settings, storage, FakeRegistry(), info, evaluated, 7)
+    calibration = load(storage, named["drift_calibration"])
+    assert calibration.history[0] == str(pd.Timestamp("2024-03-08", tz="UTC"))
+    assert calibration.history[1] < evaluated.eval_start
+    assert named["drift_calibration_rows"] == [3 * 288, 10 * 288]
+    # without a binding bound every training row is the history, as before
+    settings, storage, info, evaluated = _setup(tmp_path / "all")
+    named = calibrated_drift(settings, storage, FakeRegistry(), info, evaluated, 7)
+    assert named["drift_calibration_rows"] == [10 * 288, 10 * 288]
+    assert load(storage, named["drift_calibration"]).history[0] == info.first_time
+
+
+def test_the_gates_drift_reference_is_a_bounded_seeded_sample_and_the_window_whole(
+    tmp_path: Path,
+) -> None:
+    from pipelines.decisions.gate import gate_rows
+
+    settings, storage, info, evaluated = _setup(tmp_path, reference_rows=1000)
+    info = info.model_copy(update={"features": ["realized_vol_12", "taker_buy_ratio"]})
+    window, reference = gate_rows(settings, storage, info, evaluated)
+    rows = _rows(12)
+    start = pd.Timestamp(evaluated.eval_start)
+    expected = rows[rows["open_time"] >= start].reset_index(drop=True)
+    pd.testing.assert_frame_equal(window, expected[window.columns], check_like=True)
+    assert list(reference.columns) == ["realized_vol_12", "taker_buy_ratio"]
+    assert len(reference) == 1000
+    before = rows[rows["open_time"] < start]
+    # a sample of the training rows (not the latest ones), in time order, the same every time
+    picked = before[before["realized_vol_12"].isin(reference["realized_vol_12"])]
+    assert picked["open_time"].dt.date.nunique() == 10
+    assert picked["realized_vol_12"].tolist() == reference["realized_vol_12"].tolist()
+    again = gate_rows(settings, storage, info, evaluated)[1]
+    pd.testing.assert_frame_equal(reference, again)
