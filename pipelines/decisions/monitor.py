@@ -43,8 +43,8 @@ from pipelines.decisions.trust import (
     trust_thresholds,
     verify,
 )
-from pipelines.ml.dataset import read_dataset
 from pipelines.ml.registry import serving_version
+from pipelines.ml.rows import Selection
 from pipelines.ml.tracking import client as mlflow_client
 from pipelines.settings import Settings
 from pipelines.storage import Storage
@@ -268,11 +268,12 @@ def _reports(
     out = [quality.prefix]
     prefix = tags.get("dataset_prefix")
     if prefix and storage.exists(f"{prefix}/labelled.parquet"):
-        rows = read_dataset(storage, prefix)
-        reference = rows[
-            rows["open_time"] < pd.Timestamp(tags.get("eval_start", rows["open_time"].max()))
-        ]
+        # the champion's training rows (before its evaluation window), a seeded sample of at
+        # most MLOPS_REFERENCE_ROWS with only the drift-tested features, as the gate's reference
         names = [f for f in drift_features(features) if f in latest.columns]
+        selection = Selection(storage, prefix)
+        until = pd.Timestamp(tags.get("eval_start") or pd.Timestamp(selection.times[-1], tz="UTC"))
+        reference, _ = selection.sample_before(names, until, settings.reference_rows, last=True)
         if names and len(reference) and np.all([latest[f].notna().any() for f in names]):
             drift = data_drift(
                 reference,
