@@ -199,6 +199,38 @@ def rollback(
     )
 
 
+@decisions_app.command("shadow")
+def shadow(
+    version: Annotated[
+        int | None,
+        typer.Option("--version", help="Registry version to score in shadow beside the champion."),
+    ] = None,
+    stop: Annotated[bool, typer.Option("--stop", help="Stop shadowing.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Start (--version) or stop (--stop) shadowing a challenger: the env's serving overlay pins
+    it beside the champion and the 'challenger' alias names it, in one GitOps commit, recorded
+    in the ledger; each monitor run then judges it (docs/decisions.md)."""
+    from pipelines.decisions.shadow_pin import pin_challenger
+    from pipelines.errors import PipelineError
+
+    if (version is None) == (not stop):
+        raise PipelineError("give exactly one of --version N and --stop", "see --help")
+    settings = load_settings()
+    storage = open_settings_storage(settings)
+    record = pin_challenger(settings, storage, version)
+    _show_decision(
+        {
+            "decision": record.decision,
+            "reasons": record.reasons,
+            "record": record.key,
+            "gitops_commit": record.gitops_commit,
+            "aliases": record.aliases_after,
+        },
+        json_out,
+    )
+
+
 @drift_app.command("list")
 def drift_list(json_out: JsonFlag = False) -> None:
     """Reports of the env, newest first: when, kind, model version, drift share, decision, path."""

@@ -4,7 +4,10 @@
   (``images[0].newTag`` of ``platform/envs/<env>/kustomization.yaml``);
 - the **model**: its registry version and the sha256 of its exported BentoML model archive
   (``platform/envs/<env>/model.env``, which kustomize turns into the ``serving-model``
-  ConfigMap the pods read; a new pin renames the ConfigMap, so the pods roll).
+  ConfigMap the pods read; a new pin renames the ConfigMap, so the pods roll) — and, while a
+  challenger is shadowed, the challenger's version and archive digest beside it
+  (``MLOPS_CHALLENGER_*``: `bentos.start` fetches and checks it the same way; it is scored in
+  shadow, never served).
 
 At start a pod fetches the archive, checks its digest against the pin and refuses to serve
 anything else (`bentos.start`). Promotion and rollback change both parts in one commit.
@@ -15,7 +18,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipelines.errors import PipelineError
 
@@ -26,6 +29,8 @@ UNRELEASED = "unreleased"
 """What a fresh overlay pins until the first promotion (its pods wait, refusing to start)."""
 VERSION_KEY = "MLOPS_MODEL_VERSION"
 DIGEST_KEY = "MLOPS_MODEL_SHA256"
+CHALLENGER_VERSION_KEY = "MLOPS_CHALLENGER_VERSION"
+CHALLENGER_DIGEST_KEY = "MLOPS_CHALLENGER_SHA256"
 _MODEL_LINE = re.compile(r"^(?P<key>[A-Z0-9_]+)=(?P<value>.*)$")
 _HEADER = (
     "# The model this env serves, with the sha256 of its archive: set by promotion and rollback\n"
@@ -42,14 +47,47 @@ class ServingPin(BaseModel):
     """The serving code's digest (`bentos.build.code_digest`): the serving image's tag."""
     model_version: int = Field(ge=1)
     model_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    challenger_version: int | None = Field(default=None, ge=1)
+    """The version scored in shadow beside the model (`pipelines.decisions.shadow_pin`)."""
+    challenger_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _challenger_whole(self) -> ServingPin:
+        if (self.challenger_version is None) != (self.challenger_sha256 is None):
+            raise ValueError(f"{CHALLENGER_VERSION_KEY} and {CHALLENGER_DIGEST_KEY} come together")
+        if self.challenger_version == self.model_version:
+            raise ValueError("the challenger is the served model")
+        return self
 
     def describe(self) -> str:
-        """One line for messages and the ledger: ``v3 (sha256 1a2b…) on image 0123abcd4567``."""
-        return f"v{self.model_version} (sha256 {self.model_sha256[:12]}…) on image {self.image_tag}"
+        """One line for messages and the ledger: ``v3 (sha256 1a2b…) on image 0123abcd4567``,
+        with ``, v4 (sha256 …) in shadow`` while a challenger is shadowed."""
+        line = f"v{self.model_version} (sha256 {self.model_sha256[:12]}…) on image {self.image_tag}"
+        if self.challenger_sha256 is not None:
+            line += (
+                f", v{self.challenger_version} (sha256 {self.challenger_sha256[:12]}…) in shadow"
+            )
+        return line
 
     def model_env(self) -> str:
         """The text of ``model.env``."""
-        return f"{_HEADER}{VERSION_KEY}={self.model_version}\n{DIGEST_KEY}={self.model_sha256}\n"
+        text = f"{_HEADER}{VERSION_KEY}={self.model_version}\n{DIGEST_KEY}={self.model_sha256}\n"
+        if self.challenger_version is not None:
+            text += (
+                f"{CHALLENGER_VERSION_KEY}={self.challenger_version}\n"
+                f"{CHALLENGER_DIGEST_KEY}={self.challenger_sha256}\n"
+            )
+        return text
+
+    def with_challenger(self, challenger: ServingPin | None) -> ServingPin:
+        """This pin with `challenger`'s model in shadow beside it (None: no shadow)."""
+        return ServingPin.model_validate(  # validated: not half a challenger, not the model
+            {
+                **self.model_dump(),
+                "challenger_version": challenger.model_version if challenger else None,
+                "challenger_sha256": challenger.model_sha256 if challenger else None,
+            }
+        )
 
 
 def read_pin(overlay: Path) -> ServingPin | None:
@@ -75,12 +113,23 @@ def read_pin(overlay: Path) -> ServingPin | None:
     version, digest = values.get(VERSION_KEY), values.get(DIGEST_KEY)
     if UNRELEASED in (tags[0][1], version, digest):
         return None
+    shadow = {
+        "challenger_version": values.get(CHALLENGER_VERSION_KEY),
+        "challenger_sha256": values.get(CHALLENGER_DIGEST_KEY),
+    }
     try:
-        return ServingPin(image_tag=tags[0][1], model_version=version, model_sha256=digest)  # type: ignore[arg-type]
+        return ServingPin(
+            image_tag=tags[0][1],
+            model_version=version,  # type: ignore[arg-type]
+            model_sha256=digest,  # type: ignore[arg-type]
+            **shadow,  # type: ignore[arg-type]
+        )
     except ValueError as error:
         raise PipelineError(
             f"{overlay.parent}: the pin is not valid ({error.__class__.__name__}): image tag "
-            f"{tags[0][1]!r}, {VERSION_KEY}={version!r}, {DIGEST_KEY}={digest!r}",
+            f"{tags[0][1]!r}, {VERSION_KEY}={version!r}, {DIGEST_KEY}={digest!r}, "
+            f"{CHALLENGER_VERSION_KEY}={shadow['challenger_version']!r}, "
+            f"{CHALLENGER_DIGEST_KEY}={shadow['challenger_sha256']!r}",
             "fix it by hand, or pin a version: mlops decisions rollback --to VERSION",
         ) from None
 

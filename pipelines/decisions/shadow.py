@@ -216,18 +216,21 @@ def _decide(settings: Settings, storage: Storage, run_id: str | None) -> ShadowR
         run_id=run_id,
         started_at=ledger.now_iso(),
     )
-    if verdict != "promote":
-        if verdict == "continue" and (done := ledger.find(storage, env, identity)) is not None:
+    if verdict == "continue":
+        if (done := ledger.find(storage, env, identity)) is not None:
             return _result(done, reused=True)
         return _result(ledger.write(storage, record))
-    return _result(_promote(settings, storage, record, champion, challenger))
+    return _result(_settle(settings, storage, record, champion, challenger))
 
 
-def _promote(
+def _settle(
     settings: Settings, storage: Storage, record: Decision, champion: int, challenger: int
 ) -> Decision:
-    """The gate's promotion (`promotion.apply`), under the decision lock; if the aliases moved
-    meanwhile, the evidence is for another pair: hold."""
+    """Carry out a promote or reject under the decision lock; if the aliases moved meanwhile,
+    the evidence is for another pair: hold. A promotion is the gate's (`promotion.apply`:
+    ``champion`` ← challenger, its pin with no challenger beside it); a rejection ends the
+    shadow when the overlay pins this challenger (`pipelines.decisions.shadow_pin`), else it
+    is only recorded."""
     client = mlflow_client(settings)
     name = settings.model_name
     repo = repo_of(settings)
@@ -245,6 +248,15 @@ def _promote(
                 }
             )
             return ledger.write(storage, held)
+        if record.decision == "reject":
+            served = repo.pinned(settings.env)
+            if served is None or served.challenger_version != challenger:
+                return ledger.write(storage, record)
+            message = (
+                f"shadow: reject {name} v{challenger}, serve v{champion} alone in "
+                f"{settings.env} (decision {{record}})"
+            )
+            return apply(settings, storage, record, {}, served.with_challenger(None), message)
         message = (
             f"shadow: promote {name} v{challenger} over v{champion} in {settings.env} "
             "(decision {record})"

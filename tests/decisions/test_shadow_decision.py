@@ -76,6 +76,20 @@ class Env:
     mirror: Path = Path()
 
 
+def remote_model_env(remote: Path) -> dict[str, str]:
+    """What the remote's ``main`` pins for dev in ``model.env`` (the serving-model ConfigMap)."""
+    import subprocess
+
+    done = subprocess.run(
+        ["git", "--git-dir", str(remote), "show", "main:platform/envs/dev/model.env"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = [line.split("=", 1) for line in done.stdout.splitlines() if "=" in line]
+    return {key: value for key, value in lines if not key.startswith("#")}
+
+
 def live_rows(e: Env) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
     """The labelled bars of `LIVE_DAY` and the features a client computes for them."""
     from pipelines.ml.dataset import read_dataset
@@ -167,6 +181,16 @@ def test_a_better_challenger_in_shadow_is_promoted_then_a_worse_one_rejected(
     e = bootstrapped
     v2 = e.train_challenger(5)
     assert e.aliases() == {"champion": 1, "challenger": v2}
+    # the challenger is pinned beside the champion: what serving fetches and scores in shadow
+    started = e.cli("decisions", "shadow", "--version", str(v2), "--json")
+    assert started["decision"] == "start"
+    pinned = remote_model_env(e.remote)
+    assert pinned["MLOPS_MODEL_VERSION"] == "1" and pinned["MLOPS_CHALLENGER_VERSION"] == str(v2)
+    v2_sha = pinned["MLOPS_CHALLENGER_SHA256"]
+    assert len(v2_sha) == 64 and v2_sha != pinned["MLOPS_MODEL_SHA256"]
+    assert remote_log(e.remote)[0].startswith("shadow: start in dev")
+    again = e.cli("decisions", "shadow", "--version", str(v2), "--json")
+    assert again["record"] == started["record"]  # already pinned: nothing written twice
     # untrusted shadow rows first: counted, never judged
     log_live(e, 1, v2, champion_good=False, tag="tampered", tamper=True)
     held = e.cli("decisions", "monitor", "--json")["shadow"]
@@ -179,9 +203,15 @@ def test_a_better_challenger_in_shadow_is_promoted_then_a_worse_one_rejected(
     assert promoted["interval"][1] < 0 and promoted["rows"] > 0
     assert e.aliases() == {"champion": v2, "previous": 1, "challenger": v2}
     assert remote_log(e.remote)[0].startswith(f"shadow: promote {e.env['MLOPS_MODEL_NAME']} v{v2}")
+    # the promoted challenger serves alone: no challenger beside it
+    assert remote_model_env(e.remote) == {
+        "MLOPS_MODEL_VERSION": str(v2),
+        "MLOPS_MODEL_SHA256": v2_sha,
+    }
     storage = e.storage()
-    records = [r for r in ledger.read_all(storage, "dev") if r.kind == "shadow"]
-    assert [r.decision for r in records] == ["continue", "promote"]
+    shadow_records = [r for r in ledger.read_all(storage, "dev") if r.kind == "shadow"]
+    assert [r.decision for r in shadow_records] == ["start", "continue", "promote"]
+    records = shadow_records[1:]
     # the tampered rows stay in the log, untrusted, on every run; the honest ones are judged
     for record in records:
         assert record.metrics["trust"]["challenger"]["untrusted"] == {"features_differ": 1200}
@@ -191,9 +221,19 @@ def test_a_better_challenger_in_shadow_is_promoted_then_a_worse_one_rejected(
     assert all(storage.exists(f"{p}/summary.json") for p in records[-1].reports)
     # a worse challenger next: rejected, nothing moves, and the verdict stands
     v3 = e.train_challenger(5, MLOPS_MODEL_PARAMS='{"max_iter": 10}')
+    refused = run_cli(["decisions", "shadow", "--version", str(v2)], e.env)
+    assert refused.returncode != 0 and f"version {v2} is the champion" in refused.stderr
+    assert e.cli("decisions", "shadow", "--version", str(v3), "--json")["decision"] == "start"
+    assert remote_model_env(e.remote)["MLOPS_CHALLENGER_VERSION"] == str(v3)
     log_live(e, v2, v3, champion_good=True, tag="worse")
     rejected = e.cli("decisions", "monitor", "--json")["shadow"]
     assert rejected["decision"] == "reject" and rejected["interval"][0] > 0, rejected
     assert e.aliases() == {"champion": v2, "previous": 1, "challenger": v3}
+    # the rejected challenger is no longer pinned: serving drops it on its next roll
+    assert remote_log(e.remote)[0].startswith(f"shadow: reject {e.env['MLOPS_MODEL_NAME']} v{v3}")
+    assert remote_model_env(e.remote) == {
+        "MLOPS_MODEL_VERSION": str(v2),
+        "MLOPS_MODEL_SHA256": v2_sha,
+    }
     again = e.cli("decisions", "monitor", "--json")["shadow"]
     assert again["decision"] == "reject" and again["reused"] is True
