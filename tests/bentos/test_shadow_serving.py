@@ -37,13 +37,20 @@ def make_challenger(home: Path, storage: Path, store: Path) -> tuple[str, Any, A
 
     import bentoml
     import skops.io
+    from bentoml._internal.models.model import ModelStore
 
     from bentos.runtime import load_estimator
     from pipelines.ml.modeling import load_skops_model
 
-    os.environ["BENTOML_HOME"] = str(store)
+    # a store of its own, named to BentoML's calls: BentoML resolves BENTOML_HOME once per
+    # process, so an environment variable set here would be ignored after another in-process
+    # test imported it (the model would land in that test's store)
+    store.mkdir(parents=True)
+    scratch = ModelStore(str(store))
     try:
-        v1 = bentoml.models.import_model(str(storage / layout.model_archive("market-direction", 1)))
+        v1 = bentoml.models.import_model(
+            str(storage / layout.model_archive("market-direction", 1)), _model_store=scratch
+        )
         champion = load_estimator(v1)
         root = Path(v1.path)
         copy = root.with_name("v2")
@@ -62,10 +69,9 @@ def make_challenger(home: Path, storage: Path, store: Path) -> tuple[str, Any, A
         skops.io.dump(estimator, mlflow_dir / str(flavor["pickled_model"]))
         challenger = load_skops_model(mlflow_dir, "v2")  # loads with our skops allow-list
         archive = storage / layout.model_archive("market-direction", 2)
-        bentoml.models.export_model("market-direction:v2", str(archive))
-        shutil.rmtree(store)
+        bentoml.models.export_model("market-direction:v2", str(archive), _model_store=scratch)
     finally:
-        del os.environ["BENTOML_HOME"]
+        shutil.rmtree(store)
     return hashlib.sha256(archive.read_bytes()).hexdigest(), champion, challenger
 
 
