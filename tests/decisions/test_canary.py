@@ -4,6 +4,7 @@ the real services (tests/services/test_canary_analysis.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -40,4 +41,7 @@ def test_the_command_prints_one_line_and_exits_1(tmp_path: Path) -> None:
     done = run_cli(["decisions", "analyze", "--version", "unreleased", "--json"], env)
     assert done.returncode == 1 and done.stdout == ""
     assert "Traceback" not in done.stderr
-    assert done.stderr.strip().startswith("error: --version 'unreleased'"), done.stderr
+    (line,) = done.stderr.strip().splitlines()  # one JSON log line: stderr is not a terminal
+    error = json.loads(line)
+    assert error["level"] == "error", line
+    assert error["message"].startswith("error: --version 'unreleased'"), line
