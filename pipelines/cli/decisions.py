@@ -3,7 +3,7 @@ the commands that read or write the decision ledger."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import BaseModel
@@ -12,11 +12,28 @@ from pipelines import layout
 from pipelines.cli.common import JsonFlag, load_settings, open_settings_storage
 from pipelines.cli.console import err, out, print_json
 
+if TYPE_CHECKING:
+    from pipelines.decisions.ledger import Decision
+
 drift_app = typer.Typer(help="Evidently drift and quality reports.", no_args_is_help=True)
 decisions_app = typer.Typer(
     help="Promotion and rollback: the gate, the live monitor, rollbacks by hand.",
     no_args_is_help=True,
 )
+
+
+def _show_record(record: Decision, json_out: bool) -> None:
+    """A ledger record the command wrote: decision, reasons, key, GitOps commit, aliases."""
+    _show_decision(
+        {
+            "decision": record.decision,
+            "reasons": record.reasons,
+            "record": record.key,
+            "gitops_commit": record.gitops_commit,
+            "aliases": record.aliases_after,
+        },
+        json_out,
+    )
 
 
 def _show_decision(decided: BaseModel | dict[str, Any], json_out: bool) -> None:
@@ -187,16 +204,7 @@ def rollback(
     storage = open_settings_storage(settings)
     record = do_rollback(settings, storage, to)
     publish(settings, storage, record.key)
-    _show_decision(
-        {
-            "decision": record.decision,
-            "reasons": record.reasons,
-            "record": record.key,
-            "gitops_commit": record.gitops_commit,
-            "aliases": record.aliases_after,
-        },
-        json_out,
-    )
+    _show_record(record, json_out)
 
 
 @decisions_app.command("shadow")
@@ -219,16 +227,7 @@ def shadow(
     settings = load_settings()
     storage = open_settings_storage(settings)
     record = pin_challenger(settings, storage, version)
-    _show_decision(
-        {
-            "decision": record.decision,
-            "reasons": record.reasons,
-            "record": record.key,
-            "gitops_commit": record.gitops_commit,
-            "aliases": record.aliases_after,
-        },
-        json_out,
-    )
+    _show_record(record, json_out)
 
 
 @drift_app.command("list")

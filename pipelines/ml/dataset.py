@@ -225,12 +225,13 @@ def read_table(storage: Storage, prefix: str, part: str = "labelled") -> pa.Tabl
     Raises:
         PipelineError: if the dataset is missing or unreadable.
     """
+    from pipelines.ml.rows import open_parquet
+
     key = f"{prefix}/{part}.parquet"
+    file = open_parquet(storage, key)
     try:
-        return pq.read_table(io.BytesIO(storage.read_bytes(key)))
-    except FileNotFoundError:
-        raise PipelineError(f"dataset {key} is missing", "re-run the features step") from None
-    except (OSError, ValueError) as error:
+        return file.read()
+    except (OSError, ValueError) as error:  # a footer that reads, a body that does not
         raise PipelineError(
             f"dataset {key} is unreadable ({error})", "re-run the features step"
         ) from None

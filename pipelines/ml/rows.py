@@ -44,7 +44,12 @@ def latest_whole_days(times: np.ndarray, allowed: int) -> int:
     return int(np.searchsorted(days, days[cut - 1], side="right"))
 
 
-def _file(storage: Storage, key: str) -> pq.ParquetFile:
+def open_parquet(storage: Storage, key: str) -> pq.ParquetFile:
+    """A dataset part as a Parquet file.
+
+    Raises:
+        PipelineError: if it is missing or unreadable (naming it).
+    """
     try:
         return pq.ParquetFile(io.BytesIO(storage.read_bytes(key)))
     except FileNotFoundError:
@@ -93,7 +98,7 @@ class Selection:
             PipelineError: if the dataset is missing or unreadable.
         """
         self.key = f"{prefix}/{part}.parquet"
-        self.file = _file(storage, self.key)
+        self.file = open_parquet(storage, self.key)
         self.times = _times(self.file)
 
     def before(self, moment: pd.Timestamp) -> int:
