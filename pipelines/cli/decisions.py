@@ -211,7 +211,9 @@ def rollback(
 def shadow(
     version: Annotated[
         int | None,
-        typer.Option("--version", help="Registry version to score in shadow beside the champion."),
+        typer.Option(
+            "--version", min=1, help="Registry version to score in shadow beside the champion."
+        ),
     ] = None,
     stop: Annotated[bool, typer.Option("--stop", help="Stop shadowing.")] = False,
     json_out: JsonFlag = False,
