@@ -137,6 +137,13 @@ LIVE_ROC_AUC_FLOOR = Metric(
     "gauge",
     "The monitor's floor: the champion's recorded ROC-AUC minus the allowed drop",
 )
+CANARY_VERDICT = Metric(
+    "mlops_canary_verdict",
+    "gauge",
+    "The canary analysis's latest verdict on a model version (`mlops decisions analyze --push`): "
+    "1 pass, 0 inconclusive, -1 degraded",
+    ("model_version",),
+)
 CHAMPION_VERSION = Metric(
     "mlops_champion_version",
     "gauge",
@@ -220,6 +227,7 @@ CATALOGUE: tuple[Metric, ...] = (
     DRIFT_SHARE_LIMIT,
     LIVE_ROC_AUC,
     LIVE_ROC_AUC_FLOOR,
+    CANARY_VERDICT,
     CHAMPION_VERSION,
     TRAINING_LAST_SUCCESS,
     SERVING_MODEL_CREATED,
@@ -233,9 +241,14 @@ CATALOGUE: tuple[Metric, ...] = (
 )
 """Every family, each once."""
 
-PUSHGATEWAY_JOBS = {"steps": "mlops-steps", "decisions": "mlops-decisions"}
+PUSHGATEWAY_JOBS = {
+    "steps": "mlops-steps",
+    "decisions": "mlops-decisions",
+    "canary": "mlops-canary",
+}
 """The Pushgateway ``job`` of what a step pushes: its own figures (grouped by pipeline and
-step) and the decisions' summary (one group, replaced whole by each decision step)."""
+step), the decisions' summary (one group, replaced whole by each decision step), and the canary
+analysis's verdict (grouped by model version, replaced by each analysis of that version)."""
 
 
 def by_name(name: str) -> Metric:

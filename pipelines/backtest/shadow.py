@@ -10,18 +10,15 @@ which the sequence, over block means of a label horizon, excludes 0 (the monitor
 least once per window). The truth is which model has the lower log-loss on fresh days after
 the live ones.
 
-``python -m pipelines.backtest.shadow [--seeds N] [--json | --markdown]`` prints the figures.
+``mlops decisions backtest-shadow [--seeds N] [--scenarios A,B] [--json]`` prints the figures.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +28,7 @@ from pydantic import BaseModel
 from pipelines.backtest.trials import FAST_MODEL, MODEL_HISTORY_DAYS, SYMBOLS, market_rows
 from pipelines.decisions.sequential import difference_interval, first_crossing
 from pipelines.decisions.shadow import block_differences, row_differences
+from pipelines.errors import PipelineError
 from pipelines.ml.features import FeatureConfig, feature_names
 from pipelines.ml.modeling import make_model
 from pipelines.settings import Settings
@@ -205,7 +203,19 @@ def _trial(args: tuple[str, int, dict[str, Any]]) -> ShadowOutcome:
 def run_shadow(
     settings: Settings, scenarios: Sequence[str], seeds: int, workers: int = 2
 ) -> tuple[list[ShadowResult], list[ShadowOutcome]]:
-    """Every trial of `scenarios` (`seeds` each) on at most 2 processes."""
+    """Every trial of `scenarios` (`seeds` each) on at most 2 processes.
+
+    Raises:
+        PipelineError: a scenario name is not a shadow scenario's, or `seeds` is below 1.
+    """
+    unknown = [n for n in scenarios if n not in BY_NAME]
+    if unknown:
+        raise PipelineError(
+            f"unknown shadow scenario(s): {', '.join(unknown)}",
+            f"use some of: {', '.join(BY_NAME)}",
+        )
+    if seeds < 1:
+        raise PipelineError(f"--seeds {seeds}: at least one seed per scenario")
     values = settings.model_dump(mode="json")
     jobs = [(name, seed, values) for name in scenarios for seed in range(seeds)]
     with ProcessPoolExecutor(
@@ -238,45 +248,3 @@ def markdown(results: Sequence[ShadowResult], settings: Settings) -> str:
             f"| {r.undecided} | {r.false_decisions} | {delay} |"
         )
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the shadow scenarios; print JSON or Markdown."""
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.backtest.shadow",
-        description="Backtest the shadow decision: a better and a worse challenger in shadow "
-        "on the synthetic market; decision rates, delays in windows, false decisions.",
-    )
-    parser.add_argument("--seeds", type=int, default=10, help="trials per scenario (default 10)")
-    parser.add_argument(
-        "--scenarios", default=",".join(BY_NAME), help="comma-separated (default: all)"
-    )
-    shown = parser.add_mutually_exclusive_group()
-    shown.add_argument("--json", action="store_true", help="results and trials as JSON")
-    shown.add_argument("--markdown", action="store_true", help="a Markdown table (default)")
-    args = parser.parse_args(argv)
-    names = [n for n in args.scenarios.split(",") if n]
-    unknown = [n for n in names if n not in BY_NAME]
-    if unknown or args.seeds < 1:
-        print(
-            f"error: unknown scenario(s) {unknown} (use some of {list(BY_NAME)})"
-            if unknown
-            else "error: --seeds must be at least 1",
-            file=sys.stderr,
-        )
-        return 2
-    settings = Settings()
-    results, outcomes = run_shadow(settings, names, args.seeds)
-    if args.json:
-        document = {
-            "results": [r.model_dump() for r in results],
-            "trials": [asdict(o) for o in outcomes],
-        }
-        print(json.dumps(document, indent=2))
-    else:
-        print(markdown(results, settings))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,8 +5,9 @@ mlops backfill                          history in bounded chunks of runs (cli/b
 mlops data mirror                       the synthetic archive (cli/data.py)
 mlops models list | history | lineage   the registry, alias moves, a version's chain (cli/models.py)
 mlops candidates list | show | promote | approve | reject   dev → staging → prod (cli/candidates.py)
-mlops decisions gate | monitor | rollback | backtest   decisions (cli/decisions.py)
-mlops drift report | list               Evidently reports (cli/decisions.py)
+mlops decisions gate | monitor | rollback | shadow | analyze | backtest | backtest-shadow
+                                        decisions (cli/decisions.py)
+mlops drift report | list               Evidently reports (cli/drift.py)
 mlops bento build | requirements, mlops serve   packaging and serving (cli/bento.py)
 mlops workflows render | run-local | record-exit   Argo CronWorkflows (cli/workflows.py)
 mlops infra plan                        the Pulumi stacks offline (cli/infra.py)
@@ -27,7 +28,8 @@ from pipelines.cli.bento import bento_app, serve
 from pipelines.cli.candidates import candidates_app
 from pipelines.cli.console import err
 from pipelines.cli.data import data_app
-from pipelines.cli.decisions import decisions_app, drift_app
+from pipelines.cli.decisions import decisions_app
+from pipelines.cli.drift import drift_app
 from pipelines.cli.images import images_app
 from pipelines.cli.infra import infra_app
 from pipelines.cli.models import models_app

@@ -1,5 +1,5 @@
-"""``mlops decisions …`` (gate, monitor, rollback) and ``mlops drift …`` (Evidently reports):
-the commands that read or write the decision ledger."""
+"""``mlops decisions …``: the gate, the monitor, rollbacks and shadows by hand, the canary
+analysis, and the backtests of the decisions (``mlops drift …`` is cli/drift.py)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from pydantic import BaseModel
 
-from pipelines import layout
 from pipelines.cli.common import JsonFlag, load_settings, open_settings_storage
 from pipelines.cli.console import err, out, print_json
 
 if TYPE_CHECKING:
     from pipelines.decisions.ledger import Decision
 
-drift_app = typer.Typer(help="Evidently drift and quality reports.", no_args_is_help=True)
 decisions_app = typer.Typer(
     help="Promotion and rollback: the gate, the live monitor, rollbacks by hand.",
     no_args_is_help=True,
@@ -83,23 +81,36 @@ def monitor(json_out: JsonFlag = False) -> None:
 @decisions_app.command("analyze")
 def analyze(
     version: Annotated[str, typer.Option("--version", help="The canary's model version.")],
+    push: Annotated[
+        bool,
+        typer.Option(
+            "--push",
+            help="Push the verdict to MLOPS_METRICS_PUSHGATEWAY (mlops_canary_verdict) and exit "
+            "0 whatever it is (the serving Rollout's analysis reads the pushed gauge).",
+        ),
+    ] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Judge a canary model VERSION on its own trusted predictions and realized outcomes (the
-    serving Rollout's analysis Job). Exit 0: pass; 3: degraded; 4: too little evidence
-    (inconclusive); 1: an error. Decides and writes nothing."""
+    """Judge a canary model VERSION on its own trusted predictions and realized outcomes. Exit
+    0: pass; 3: degraded; 4: too little evidence (inconclusive); 1: an error. With --push the
+    verdict goes to the Pushgateway instead of the exit code (0 unless an error). Decides and
+    writes nothing else."""
     from pipelines.decisions.canary import analyze as run_analyze
+    from pipelines.decisions.canary import push_verdict
 
     settings = load_settings()
     with err.status(f"judging version {version} on live evidence …"):
         verdict = run_analyze(settings, open_settings_storage(settings), version)
+    pushed = push_verdict(settings, verdict) if push else None
     if json_out:
-        print_json(verdict.model_dump(mode="json"))
+        print_json(verdict.model_dump(mode="json") | ({"pushed_to": pushed} if pushed else {}))
     else:
         out.print(f"[bold]{verdict.verdict}[/] (version {version})")
         for reason in verdict.reasons:
             out.print(f"  - {reason}", highlight=False)
-    raise typer.Exit(verdict.exit_code)
+        if pushed:
+            out.print(f"pushed to {pushed}", highlight=False)
+    raise typer.Exit(0 if push else verdict.exit_code)
 
 
 @decisions_app.command("backtest")
@@ -188,6 +199,39 @@ def _show_backtest(results: list[Any], goals: list[Any], digest: str) -> None:
         )
 
 
+@decisions_app.command("backtest-shadow")
+def backtest_shadow(
+    scenarios: Annotated[
+        str | None,
+        typer.Option("--scenarios", help="Comma-separated shadow scenario names (default: all)."),
+    ] = None,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Trials per scenario.")] = 10,
+    json_out: JsonFlag = False,
+) -> None:
+    """Replay the shadow decision (a challenger scored beside the champion) over synthetic
+    scenarios: a better challenger, a worse one, one no decision is owed on. Prints promoted,
+    rejected, undecided and false decisions and the delay in windows as a Markdown table, or
+    --json with every trial (2 processes at most)."""
+    import sys
+    from dataclasses import asdict
+
+    from pipelines.backtest.shadow import BY_NAME, markdown, run_shadow
+
+    settings = load_settings()
+    names = [n.strip() for n in scenarios.split(",") if n.strip()] if scenarios else list(BY_NAME)
+    with err.status(f"shadow backtest: {len(names)} scenario(s) x {seeds} seed(s) …"):
+        results, outcomes = run_shadow(settings, names, seeds)
+    if json_out:
+        print_json(
+            {
+                "results": [r.model_dump(mode="json") for r in results],
+                "trials": [asdict(o) for o in outcomes],
+            }
+        )
+    else:  # plain stdout: rich would wrap the table rows at the terminal's width
+        sys.stdout.write(markdown(results, settings) + "\n")
+
+
 @decisions_app.command("rollback")
 def rollback(
     to: Annotated[
@@ -230,117 +274,3 @@ def shadow(
     storage = open_settings_storage(settings)
     record = pin_challenger(settings, storage, version)
     _show_record(record, json_out)
-
-
-@drift_app.command("list")
-def drift_list(json_out: JsonFlag = False) -> None:
-    """Reports of the env, newest first: when, kind, model version, drift share, decision, path."""
-    from rich.table import Table
-
-    from pipelines.decisions.ledger import read_all
-    from pipelines.reports.store import list_reports
-
-    settings = load_settings()
-    storage = open_settings_storage(settings)
-    decided = {
-        report: record.decision
-        for record in read_all(storage, settings.env)
-        for report in record.reports
-    }
-    rows = [
-        {
-            "when": r["timestamp"],
-            "kind": r["kind"],
-            "model_version": r.get("model_version"),
-            "drift_share": r.get("drift_share"),
-            "dataset_drift": r.get("dataset_drift"),
-            "metrics": r.get("metrics"),
-            "decision": decided.get(r["path"]),
-            "path": r["path"],
-        }
-        for r in list_reports(storage, settings.env)
-    ]
-    if json_out:
-        print_json({"env": settings.env, "reports": rows})
-        return
-    table = Table(title=f"reports in {settings.env}")
-    for column in ("when", "kind", "version", "drift share", "decision", "path"):
-        table.add_column(column)
-    for row in rows:
-        share = row["drift_share"]
-        table.add_row(
-            row["when"],
-            row["kind"],
-            str(row["model_version"] or ""),
-            "" if share is None else f"{share:.2f}",
-            row["decision"] or "",
-            row["path"],
-        )
-    out.print(table)
-
-
-@drift_app.command("report")
-def drift_report(
-    reference: Annotated[
-        str, typer.Option(help="Reference rows: a dataset prefix (features/…/HASH) or START..END.")
-    ],
-    current: Annotated[str, typer.Option(help="Current rows: the same forms.")],
-    dataset: Annotated[
-        str | None,
-        typer.Option(
-            help="Dataset prefix the date windows are cut from (default: the champion's)."
-        ),
-    ] = None,
-    json_out: JsonFlag = False,
-) -> None:
-    """An ad hoc data-drift report between two windows of a dataset (``2024-03-01..2024-03-04``)
-    or two datasets (their labelled rows), saved and added to the Evidently workspace."""
-    import pandas as pd
-
-    from pipelines.errors import PipelineError
-    from pipelines.ml.dataset import read_dataset
-    from pipelines.ml.registry import list_versions
-    from pipelines.reports.drift import data_drift, drift_features, drift_options
-
-    settings = load_settings()
-    storage = open_settings_storage(settings)
-    if dataset is None and (".." in reference or ".." in current):
-        champion = next((v for v in list_versions(settings) if "champion" in v["aliases"]), None)
-        if champion is None:
-            raise PipelineError("no champion to take the dataset from", "pass --dataset PREFIX")
-        dataset = layout.dataset(champion["interval"], champion["dataset_hash"])
-
-    def rows(spec: str) -> Any:
-        if ".." in spec:
-            first, last = (pd.Timestamp(x, tz="UTC") for x in spec.split(".."))
-            frame = read_dataset(storage, str(dataset))
-            return frame[
-                (frame["open_time"] >= first) & (frame["open_time"] < last + pd.Timedelta(days=1))
-            ]
-        return read_dataset(storage, spec.rstrip("/"))
-
-    ref, cur = rows(reference), rows(current)
-    features = [
-        c
-        for c in ref.columns
-        if c in cur.columns and c not in ("symbol", "open_time", "label", "future_return", "close")
-    ]
-    report = data_drift(
-        ref,
-        cur,
-        drift_features(features),
-        storage=storage,
-        env=settings.env,
-        kind="adhoc",
-        metadata={"reference": reference, "current": current},
-        **drift_options(settings),
-    )
-    if json_out:
-        print_json(report.model_dump())
-        return
-    out.print(
-        f"drift share {report.drift_share:.2f} ({len(report.drifted_columns)} of "
-        f"{len(report.columns)}): {', '.join(report.drifted_columns) or 'none'}",
-        highlight=False,
-    )
-    out.print(f"report: {storage.url}/{report.html}", highlight=False)

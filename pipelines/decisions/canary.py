@@ -14,8 +14,12 @@ live ROC-AUC against the version's recorded evaluation, ``monitor_max_auc_drop``
 - ``inconclusive``: nothing to judge yet (no recorded ROC-AUC, no trusted row with a realized
   outcome, or no window with ``monitor_min_rows`` rows of both classes).
 
-It decides nothing and writes nothing: the Rollout's analysis acts on the exit code
-(`CanaryVerdict.exit_code`).
+It decides nothing and writes nothing to storage. A person reads the exit code
+(`CanaryVerdict.exit_code`); the Rollout's analysis reads the verdict pushed to the Pushgateway
+(`push_verdict`, ``mlops decisions analyze --push``) as the gauge ``mlops_canary_verdict``
+(`VERDICT_VALUES`), because Argo Rollouts' job provider turns an exit code into Successful or
+Failed only, while a Prometheus metric whose success and failure conditions are both false is
+Inconclusive, which pauses the rollout (platform/base/serving/analysistemplate.yaml).
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel
 
+from pipelines import metrics as m
 from pipelines.decisions.inference import read_inference
 from pipelines.decisions.monitor import judge_windows, trailing_degraded
 from pipelines.decisions.trust import TrustReport, feature_config_of, verify
 from pipelines.errors import PipelineError
+from pipelines.exposition import Update, push
 from pipelines.ml.tracking import client as mlflow_client
 from pipelines.settings import Settings
 from pipelines.storage import Storage
@@ -37,6 +43,9 @@ from pipelines.storage import Storage
 EXIT_CODES = {"pass": 0, "degraded": 3, "inconclusive": 4}
 """The command's exit code per verdict (1 and 2 stay the CLI's codes for an error and for a
 usage error)."""
+VERDICT_VALUES = {"pass": 1.0, "inconclusive": 0.0, "degraded": -1.0}
+"""The value of the pushed ``mlops_canary_verdict`` gauge per verdict: the AnalysisTemplate's
+``live-quality`` metric succeeds on 1, fails on -1, and is inconclusive on 0 or no fresh push."""
 
 
 class CanaryVerdict(BaseModel):
@@ -144,3 +153,32 @@ def analyze(settings: Settings, storage: Storage, version: str) -> CanaryVerdict
             f"{latest['start']}) is at or above {floor:.4f}"
         ]
     return verdict
+
+
+def push_verdict(settings: Settings, verdict: CanaryVerdict) -> str:
+    """Push `verdict` as ``mlops_canary_verdict{model_version=…}`` to the Pushgateway (job
+    ``mlops-canary``, grouped by model version: each analysis of a version replaces the last, and
+    the Pushgateway's own ``push_time_seconds`` of the group tells the analysis how fresh it is).
+    Returns the Pushgateway's URL.
+
+    Raises:
+        PipelineError: no Pushgateway is configured, or the push failed (the Rollout's analysis
+            Job then fails, which aborts the canary: a verdict that did not arrive is no pass).
+    """
+    url = settings.metrics_pushgateway
+    if not url:
+        raise PipelineError(
+            "--push needs a Pushgateway: set MLOPS_METRICS_PUSHGATEWAY (on the cluster the "
+            "canary-analysis-env ConfigMap carries it), or drop --push to read the exit code"
+        )
+    update = Update().set(
+        m.CANARY_VERDICT, VERDICT_VALUES[verdict.verdict], model_version=verdict.model_version
+    )
+    try:
+        push(url, m.PUSHGATEWAY_JOBS["canary"], {"model_version": verdict.model_version}, update)
+    except OSError as error:  # urllib's URLError and HTTPError are OSErrors
+        raise PipelineError(
+            f"the verdict could not be pushed to {url} ({type(error).__name__}: {error}): check "
+            "MLOPS_METRICS_PUSHGATEWAY and that the Pushgateway is up"
+        ) from None
+    return url

@@ -1,24 +1,26 @@
-"""The shadow scenarios of the backtest: a better challenger in shadow is promoted and a worse
-one rejected within the shadowed windows; the figures count false decisions and delays."""
+"""The shadow scenarios of the backtest (``mlops decisions backtest-shadow``): a better
+challenger in shadow is promoted and a worse one rejected within the shadowed windows; the
+figures count false decisions and delays."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
+from typer.testing import CliRunner
 
 from pipelines.backtest.shadow import (
     BY_NAME,
     SHADOW_WINDOWS,
     ShadowOutcome,
     aggregate,
-    main,
     markdown,
+    run_shadow,
 )
+from pipelines.cli import app
+from pipelines.errors import PipelineError
 from pipelines.settings import Settings
-from tests.conftest import REPO
+from tests.conftest import run_cli
 
 
 def test_a_decision_against_the_fresh_days_is_counted_false() -> None:
@@ -36,35 +38,39 @@ def test_a_decision_against_the_fresh_days_is_counted_false() -> None:
     assert "| shadow-better | 4 | promote | 2 | 1 | 1 | 2 | 2.00 / 3 |" in table
 
 
-def test_bad_arguments_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--scenarios", "shadow-nope"]) == 2
-    assert "unknown scenario(s) ['shadow-nope']" in capsys.readouterr().err
-    assert main(["--seeds", "0"]) == 2
-    assert "--seeds must be at least 1" in capsys.readouterr().err
+def test_bad_arguments_are_refused_by_name_before_any_trial() -> None:
+    with pytest.raises(PipelineError, match="unknown shadow scenario.s.: shadow-nope — use some"):
+        run_shadow(Settings(), ["shadow-better", "shadow-nope"], 1)
+    with pytest.raises(PipelineError, match="--seeds 0: at least one seed"):
+        run_shadow(Settings(), ["shadow-better"], 0)
+
+
+def test_the_command_has_help_and_refuses_zero_seeds() -> None:
+    shown = CliRunner().invoke(app, ["decisions", "backtest-shadow", "--help"])
+    assert shown.exit_code == 0
+    assert all(flag in shown.output for flag in ("--seeds", "--scenarios", "--json"))
+    refused = CliRunner().invoke(app, ["decisions", "backtest-shadow", "--seeds", "0"])
+    assert refused.exit_code == 2 and "--seeds" in refused.output
 
 
 @pytest.mark.integration
 def test_better_promoted_worse_rejected_within_the_shadowed_windows() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.backtest.shadow",
-            "--scenarios",
-            "shadow-better,shadow-worse",
-            "--seeds",
-            "1",
-            "--json",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    args = ["decisions", "backtest-shadow", "--scenarios", "shadow-better,shadow-worse"]
+    done = run_cli([*args, "--seeds", "1", "--json"])
     assert done.returncode == 0, done.stderr[-2000:]
-    results = {r["name"]: r for r in json.loads(done.stdout)["results"]}
+    document = json.loads(done.stdout)
+    results = {r["name"]: r for r in document["results"]}
+    assert [t["seed"] for t in document["trials"]] == [0, 0]
     better, worse = results["shadow-better"], results["shadow-worse"]
     assert better["promoted"] == 1 and better["false_decisions"] == 0
     assert worse["rejected"] == 1 and worse["false_decisions"] == 0
     assert 1 <= better["max_delay_windows"] <= SHADOW_WINDOWS
     assert 1 <= worse["max_delay_windows"] <= SHADOW_WINDOWS
+
+
+@pytest.mark.integration
+def test_an_unknown_scenario_is_one_line_and_exit_1() -> None:
+    done = run_cli(["decisions", "backtest-shadow", "--scenarios", "shadow-nope"])
+    assert done.returncode == 1 and done.stdout == ""
+    (line,) = done.stderr.strip().splitlines()
+    assert "unknown shadow scenario(s): shadow-nope" in line and "Traceback" not in line
