@@ -42,6 +42,11 @@ TRAINING_MAX_AGE_HOURS = 26
 SERVING_MODEL_MAX_AGE_HOURS = 8 * 24
 """In an env that does not train, the serving model's age (since it became a candidate) that
 alerts: a week of candidates held back by soak, approval or rejections, plus a day."""
+POD_TEMPLATE_LABEL = "rollouts_pod_template_hash"
+"""The serving series' label naming the pod template a pod runs: Argo Rollouts labels each pod
+``rollouts-pod-template-hash`` (the canary's differs from the stable pods'), and the serving
+PodMonitor copies that pod label onto the series (``podTargetLabels``;
+stacks/components/monitoring.py), spelled as Prometheus' label names must be."""
 STEP_FAILURES = 3
 """Failed attempts of one step, inside `Windows.step_failures`, that alert."""
 
@@ -98,6 +103,11 @@ def _ratio_name(kind: str, window: str) -> str:
     return f"mlops:serving_{kind}:ratio_rate{window}"
 
 
+def template_ratio_name(kind: str, window: str) -> str:
+    """The recorded ratio (``errors`` or ``slow``) per pod template, over `window`."""
+    return f"mlops:serving_{kind}_per_template:ratio_rate{window}"
+
+
 def _predict(extra: str = "") -> str:
     return "{" + f'endpoint=~"{PREDICT_ENDPOINTS}"' + (f",{extra}" if extra else "") + "}"
 
@@ -122,7 +132,38 @@ def recording_rules(windows: Windows) -> list[dict[str, Any]]:
             {"record": _ratio_name("errors", span), "expr": errors},
             {"record": _ratio_name("slow", span), "expr": slow},
         ]
-    return rules
+    return rules + template_rules(windows.rate)
+
+
+def template_rules(span: str) -> list[dict[str, Any]]:
+    """The two SLIs per pod template (`POD_TEMPLATE_LABEL`) over `span`: what a canary's own
+    pods answer, which the service-wide ratios dilute with the stable pods' traffic (a canary
+    failing 10% of its quarter of the requests is 2.5% overall). The serving canary's analysis
+    reads them for the canary's template (platform/base/serving/analysistemplate.yaml); the SLO
+    alerts stay service-wide.
+
+    A template that answered requests and no 5xx has a 0 error ratio, not none: BentoML creates
+    a status code's series at its first request, so a healthy canary has no 5xx series at all,
+    and an absent ratio would leave its analysis inconclusive. No request at all stays no ratio.
+    """
+    requests, duration = m.REQUESTS.name, m.REQUEST_DURATION
+    by = f"sum by ({POD_TEMPLATE_LABEL})"
+    served = f"{by} (rate({requests}{_predict()}[{span}]))"
+    five_xx = _predict('http_response_code=~"5.."')
+    failed = f"{by} (rate({requests}{five_xx}[{span}]))"
+    fast = duration.series("_bucket") + _predict(f'{ANSWERED},le="{LATENCY_SECONDS}"')
+    answered = f"{by} (rate({duration.series('_count')}{_predict(ANSWERED)}[{span}]))"
+    return [
+        {
+            "record": template_ratio_name("errors", span),
+            "expr": f"({failed} or 0 * {served}) / {served}",
+        },
+        {
+            "record": template_ratio_name("slow", span),
+            # a histogram's buckets appear with its count: the fast bucket is there when any is
+            "expr": f"1 - {by} (rate({fast}[{span}])) / {answered}",
+        },
+    ]
 
 
 def burn_alerts(windows: Windows) -> list[Alert]:

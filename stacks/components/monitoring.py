@@ -39,6 +39,10 @@ PROMETHEUS_URL = f"http://kube-prometheus-stack-prometheus.{MONITORING_NAMESPACE
 """The Prometheus the chart installs (Service ``<release>-prometheus``, port
 ``prometheus.service.port``): what the serving canary's analysis queries
 (platform/base/serving/analysistemplate.yaml)."""
+ROLLOUTS_POD_TEMPLATE_LABEL = "rollouts-pod-template-hash"
+"""The pod label Argo Rollouts gives each serving pod (its ReplicaSet's template hash): the
+serving PodMonitor copies it onto every series it scrapes, so the recording rules can tell a
+canary's pods from the stable ones (`pipelines.observability.rules.POD_TEMPLATE_LABEL`)."""
 RESTRICTED_CONTAINER = {
     "runAsNonRoot": True,
     "allowPrivilegeEscalation": False,
@@ -180,6 +184,7 @@ class Monitoring(pulumi.ComponentResource):
             spec={
                 "selector": {"matchLabels": dict(SERVING_POD_LABELS)},
                 "podMetricsEndpoints": [{"portNumber": SERVING_PORT, "path": "/metrics"}],
+                "podTargetLabels": [ROLLOUTS_POD_TEMPLATE_LABEL],
             },
             opts=after_crds,
         )

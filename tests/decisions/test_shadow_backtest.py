@@ -39,7 +39,7 @@ def test_a_decision_against_the_fresh_days_is_counted_false() -> None:
 
 
 def test_bad_arguments_are_refused_by_name_before_any_trial() -> None:
-    with pytest.raises(PipelineError, match="unknown shadow scenario.s.: shadow-nope — use some"):
+    with pytest.raises(PipelineError, match=r"shadow scenario\(s\): shadow-nope — use some"):
         run_shadow(Settings(), ["shadow-better", "shadow-nope"], 1)
     with pytest.raises(PipelineError, match="--seeds 0: at least one seed"):
         run_shadow(Settings(), ["shadow-better"], 0)

@@ -1,8 +1,9 @@
 """The serving canary (platform/base/serving/rollout.yaml, analysistemplate.yaml) as each
 overlay renders it: valid against the upstream Argo Rollouts v1.9.1 CRDs, wired to what it
-names (the Deployment, the model pin, the pipeline's image and service account, the Prometheus
-and the recording rules of the stack), and its analysis Job passes Pod Security "restricted".
-Each check is shown catching a planted mistake."""
+names (the Deployment, the model pin, the pipeline's image and service account, the pushed
+verdict, the Prometheus and the per-template recording rules of the stack, the canary's pod
+template hash), and its analysis Job passes Pod Security "restricted". Each check is shown
+catching a planted mistake."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ from typing import Any
 import pytest
 import yaml
 
+from pipelines import metrics as m
 from pipelines.observability.rules import (
     ERROR_RATIO_LIMIT,
     LATENCY_OBJECTIVE,
+    POD_TEMPLATE_LABEL,
     Windows,
-    recording_rules,
+    template_rules,
 )
 from stacks.components.monitoring import PROMETHEUS_URL
 from stacks.components.rollouts import ANALYSIS_ENV_CONFIGMAP
@@ -47,8 +50,16 @@ def rendered(env: str) -> list[Doc]:
     return copy.deepcopy(_CACHE[env])
 
 
-def one(documents: list[Doc], kind: str) -> Doc:
-    (found,) = [d for d in documents if d["kind"] == kind]
+ANALYZE, JUDGE = "market-direction-canary-analyze", "market-direction-canary"
+"""The two AnalysisTemplates: the Job that judges and pushes, then the metrics that read."""
+
+
+def one(documents: list[Doc], kind: str, name: str | None = None) -> Doc:
+    (found,) = [
+        d
+        for d in documents
+        if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
+    ]
     return found
 
 
@@ -71,19 +82,27 @@ def test_the_vendored_crds_are_the_upstream_blobs(name: str, blob: str) -> None:
 @pytest.mark.parametrize("env", ENVS)
 def test_rollout_and_analysis_template_validate_against_the_crds(env: str) -> None:
     documents = rendered(env)
-    for kind, crd in CUSTOM_KINDS.items():
-        assert validate_custom_resource(one(documents, kind), str(crd)) == [], kind
+    custom = [d for d in documents if d["kind"] in CUSTOM_KINDS]
+    assert sorted(d["metadata"]["name"] for d in custom) == sorted(
+        ["market-direction", ANALYZE, JUDGE]
+    )
+    for document in custom:
+        crd = str(CUSTOM_KINDS[document["kind"]])
+        assert validate_custom_resource(document, crd) == [], document["metadata"]["name"]
 
 
 def test_crd_validation_catches_planted_mistakes() -> None:
     documents = rendered("prod")
-    rollout, template = one(documents, "Rollout"), one(documents, "AnalysisTemplate")
+    rollout, template = one(documents, "Rollout"), one(documents, "AnalysisTemplate", JUDGE)
     rollout["spec"]["strategy"]["canary"]["steps"][0] = {"setWieght": 25}
     errors = validate_custom_resource(rollout, str(CUSTOM_KINDS["Rollout"]))
     assert any("setWieght" in e for e in errors), errors
     template["spec"]["metrics"][1]["provider"]["prometheus"]["adress"] = "http://x"
     errors = validate_custom_resource(template, str(CUSTOM_KINDS["AnalysisTemplate"]))
     assert any("adress" in e for e in errors), errors
+    template["spec"]["metrics"][0]["inconclusiveLimt"] = 0
+    errors = validate_custom_resource(template, str(CUSTOM_KINDS["AnalysisTemplate"]))
+    assert any("inconclusiveLimt" in e for e in errors), errors
 
 
 # -- wiring ------------------------------------------------------------------------------------
@@ -110,21 +129,30 @@ def rollout_problems(documents: list[Doc]) -> list[str]:
     pdb = one(documents, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"]
     if not pdb.items() <= labels.items():
         problems.append("the PDB does not select the pods")
-    template = one(documents, "AnalysisTemplate")
-    declared = {a["name"] for a in template["spec"].get("args", [])}
+    templates = {
+        d["metadata"]["name"]: {a["name"] for a in d["spec"].get("args", [])}
+        for d in documents
+        if d["kind"] == "AnalysisTemplate"
+    }
     canary = spec["strategy"]["canary"]
     analyses = [s["analysis"] for s in canary["steps"] if "analysis" in s]
     if not analyses:
         problems.append("no analysis step: nothing can abort the canary")
+    order = [[t["templateName"] for t in a["templates"]] for a in analyses]
+    if order != [[ANALYZE], [JUDGE]] * (len(order) // 2) or len(order) % 2:
+        problems.append(f"analysis steps run {order}: each verdict must be pushed, then read")
     for analysis in analyses:
-        names = {t["templateName"] for t in analysis["templates"]}
-        if names != {template["metadata"]["name"]}:
-            problems.append(f"analysis names {names}")
-        given = {a["name"] for a in analysis.get("args", [])}
-        if given != declared:
-            problems.append(f"analysis passes args {given}, the template declares {declared}")
+        for name in {t["templateName"] for t in analysis["templates"]}:
+            given = {a["name"] for a in analysis.get("args", [])}
+            if given != templates.get(name):
+                problems.append(f"{name}: passes args {given}, it declares {templates.get(name)}")
         for arg in analysis.get("args", []):
-            path = arg["valueFrom"]["fieldRef"]["fieldPath"]
+            source = arg["valueFrom"]
+            if arg["name"] == "canary-hash":
+                if source != {"podTemplateHashValue": "Latest"}:
+                    problems.append(f"canary-hash is {source}, not the canary's template hash")
+                continue
+            path = source.get("fieldRef", {}).get("fieldPath", "")
             key = re.fullmatch(r"metadata\.annotations\['([^']+)'\]", path)
             if not key or key.group(1) not in rollout["metadata"].get("annotations", {}):
                 problems.append(f"arg {arg['name']} reads {path}, which the Rollout lacks")
@@ -151,6 +179,11 @@ def test_a_new_model_pin_reaches_the_version_the_analysis_judges(tmp_path: Path)
     documents = render(overlay.parent)
     assert one(documents, "Rollout")["metadata"]["annotations"]["mlops/model-version"] == "7"
     assert rollout_problems(documents) == []
+
+
+def _steps(documents: list[Doc]) -> list[Doc]:
+    steps: list[Doc] = one(documents, "Rollout")["spec"]["strategy"]["canary"]["steps"]
+    return steps
 
 
 @pytest.mark.parametrize(
@@ -180,6 +213,14 @@ def test_a_new_model_pin_reaches_the_version_the_analysis_judges(tmp_path: Path)
             ),
             "no analysis step",
         ),
+        (lambda d: _steps(d).insert(3, _steps(d).pop(2)), "must be pushed, then read"),
+        (
+            lambda d: _steps(d)[3]["analysis"]["args"][1]["valueFrom"].update(
+                podTemplateHashValue="Stable"
+            ),
+            "not the canary's template hash",
+        ),
+        (lambda d: _steps(d)[3]["analysis"]["args"].pop(), "it declares"),
     ],
 )
 def test_the_rollout_wiring_check_catches_planted_mistakes(plant: Any, problem: str) -> None:
@@ -195,13 +236,24 @@ def job_of(template: Doc) -> Doc:
     return job
 
 
-def analysis_problems(template: Doc, env: str) -> list[str]:
+VERDICT_QUERY = re.compile(
+    rf'{m.CANARY_VERDICT.name}{{job="(?P<job>[^"]+)",model_version="(?P<version>[^"]+)"}}'
+    r" and on\(job, model_version\) \(time\(\) - push_time_seconds"
+    r'{job="(?P=job)",model_version="(?P=version)"} < (?P<age>\d+)\)'
+)
+"""The live-quality query: the pushed verdict of the judged version, only if pushed lately."""
+
+
+def analysis_problems(documents: list[Doc], env: str) -> list[str]:
     """The analysis Job runs the env's pipeline image as the pipeline service account with the
-    stack's settings, and the Prometheus metrics query the stack's Prometheus for the recording
-    rules the SLO alerts use, with the SLO thresholds."""
+    stack's settings and pushes its verdict; the live-quality metric reads that verdict (the
+    same job, the judged version, fresher than the Job's deadline); the serving metrics query
+    the stack's Prometheus for the per-template recording rules of the canary's template, with
+    the SLO thresholds."""
     problems = []
     workflows = load_stack_config(env).workflows
-    pod = job_of(template)["spec"]["template"]["spec"]
+    job = job_of(one(documents, "AnalysisTemplate", ANALYZE))
+    pod = job["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     if pod.get("serviceAccountName") != workflows.service_account:
         problems.append(f"service account {pod.get('serviceAccountName')}")
@@ -210,21 +262,36 @@ def analysis_problems(template: Doc, env: str) -> list[str]:
     sources = [s["configMapRef"]["name"] for s in container.get("envFrom", [])]
     if sources != [ANALYSIS_ENV_CONFIGMAP]:
         problems.append(f"settings from {sources}")
-    if container["command"] + container["args"][:2] != ["mlops", "decisions", "analyze"]:
-        problems.append(f"command {container['command'] + container['args']}")
-    records = {r["record"] for r in recording_rules(Windows())}
-    limits = {
-        "error-ratio": ERROR_RATIO_LIMIT,
-        "p99": round(1 - LATENCY_OBJECTIVE, 6),
-    }
+    command = container["command"] + container["args"]
+    if command[:3] != ["mlops", "decisions", "analyze"] or "--push" not in command:
+        problems.append(f"command {command} does not push the verdict")
+    if "{{args.model-version}}" not in command:
+        problems.append("the Job judges another version than the analysis argument")
+    template = one(documents, "AnalysisTemplate", JUDGE)
+    records = {r["record"] for r in template_rules(Windows().rate)}
+    limits = {"error-ratio": ERROR_RATIO_LIMIT, "p99": round(1 - LATENCY_OBJECTIVE, 6)}
     for metric in template["spec"]["metrics"]:
         prometheus = metric["provider"].get("prometheus")
         if prometheus is None:
+            problems.append(f"{metric['name']}: no Prometheus query")
             continue
         if prometheus["address"] != PROMETHEUS_URL:
             problems.append(f"{metric['name']}: address {prometheus['address']}")
-        if prometheus["query"] not in records:
-            problems.append(f"{metric['name']}: {prometheus['query']} is no recording rule")
+        query = prometheus["query"].strip()
+        if metric["name"] == "live-quality":
+            found = VERDICT_QUERY.fullmatch(query)
+            if not found or found["job"] != m.PUSHGATEWAY_JOBS["canary"]:
+                problems.append(f"live-quality: {query!r} does not read the pushed verdict")
+            elif found["version"] != "{{args.model-version}}":
+                problems.append(f"live-quality reads version {found['version']}")
+            elif int(found["age"]) > job["spec"]["activeDeadlineSeconds"]:
+                problems.append(f"live-quality accepts a verdict {found['age']} s old")
+            continue
+        record, _, selector = query.partition("{")
+        if record not in records:
+            problems.append(f"{metric['name']}: {record} is no per-template recording rule")
+        if selector != f'{POD_TEMPLATE_LABEL}="{{{{args.canary-hash}}}}"}}':
+            problems.append(f"{metric['name']}: {query!r} does not select the canary's pods")
         limit = limits.pop(metric["name"], None)
         expected = {"successCondition": f"<= {limit}", "failureCondition": f"> {limit}"}
         for field, bound in expected.items():
@@ -236,7 +303,15 @@ def analysis_problems(template: Doc, env: str) -> list[str]:
 
 @pytest.mark.parametrize("env", STACKS)
 def test_the_analysis_is_wired_to_the_stack(env: str) -> None:
-    assert analysis_problems(one(rendered(env), "AnalysisTemplate"), env) == []
+    assert analysis_problems(rendered(env), env) == []
+
+
+def _judge(documents: list[Doc], name: str) -> Doc:
+    (metric,) = [
+        x for x in one(documents, "AnalysisTemplate", JUDGE)["spec"]["metrics"] if x["name"] == name
+    ]
+    prometheus: Doc = metric["provider"]["prometheus"]
+    return prometheus
 
 
 @pytest.mark.parametrize(
@@ -245,22 +320,47 @@ def test_the_analysis_is_wired_to_the_stack(env: str) -> None:
         (lambda p, c: p.update(serviceAccountName="default"), "service account"),
         (lambda p, c: c.update(image="mlops-pipeline:latest"), "image"),
         (lambda p, c: c.update(envFrom=[]), "settings from"),
+        (lambda p, c: c["args"].remove("--push"), "does not push the verdict"),
+        (lambda p, c: c["args"].__setitem__(3, "7"), "another version"),
     ],
 )
 def test_the_analysis_wiring_check_catches_planted_mistakes(plant: Any, problem: str) -> None:
-    template = one(rendered("prod"), "AnalysisTemplate")
-    pod = job_of(template)["spec"]["template"]["spec"]
+    documents = rendered("prod")
+    pod = job_of(one(documents, "AnalysisTemplate", ANALYZE))["spec"]["template"]["spec"]
     plant(pod, pod["containers"][0])
-    assert any(problem in p for p in analysis_problems(template, "prod"))
-    template = one(rendered("prod"), "AnalysisTemplate")
-    metric = template["spec"]["metrics"][1]
-    metric["provider"]["prometheus"].update(
-        address="http://prometheus.monitoring.svc:9090", query="mlops:serving_errors:ratio"
-    )
-    metric["successCondition"] = "result[0] <= 0.05"
-    found = analysis_problems(template, "prod")
-    assert any("address" in p for p in found) and any("no recording rule" in p for p in found)
-    assert any("does not hold 0.01" in p for p in found), found
+    assert any(problem in p for p in analysis_problems(documents, "prod"))
+
+
+@pytest.mark.parametrize(
+    ("metric", "query", "problem"),
+    [
+        ("error-ratio", "mlops:serving_errors:ratio_rate5m", "no per-template recording rule"),
+        (
+            "p99",
+            'mlops:serving_slow_per_template:ratio_rate5m{rollouts_pod_template_hash!=""}',
+            "does not select the canary's pods",
+        ),
+        ("live-quality", 'mlops_canary_verdict{job="mlops-canary"}', "does not read the pushed"),
+        (
+            "live-quality",
+            'mlops_canary_verdict{job="mlops-canary",model_version="{{args.model-version}}"} and'
+            ' on(job, model_version) (time() - push_time_seconds{job="mlops-canary",'
+            'model_version="{{args.model-version}}"} < 86400)',
+            "accepts a verdict 86400 s old",
+        ),
+    ],
+)
+def test_the_query_checks_catch_planted_mistakes(metric: str, query: str, problem: str) -> None:
+    documents = rendered("prod")
+    _judge(documents, metric)["query"] = query
+    found = analysis_problems(documents, "prod")
+    assert any(problem in p for p in found), found
+    documents = rendered("prod")
+    judged = one(documents, "AnalysisTemplate", JUDGE)["spec"]["metrics"]
+    judged[1]["provider"]["prometheus"]["address"] = "http://prometheus.monitoring.svc:9090"
+    judged[1]["successCondition"] = "result[0] <= 0.05"
+    found = analysis_problems(documents, "prod")
+    assert any("address" in p for p in found) and any("does not hold 0.01" in p for p in found)
 
 
 # -- Pod Security of the analysis Job --------------------------------------------------------------
@@ -279,11 +379,11 @@ def as_job(template: Doc) -> Doc:
 
 @pytest.mark.parametrize("env", ENVS)
 def test_the_analysis_job_passes_restricted(env: str) -> None:
-    assert object_violations(as_job(one(rendered(env), "AnalysisTemplate"))) == []
+    assert object_violations(as_job(one(rendered(env), "AnalysisTemplate", ANALYZE))) == []
 
 
 def test_the_analysis_job_check_catches_a_planted_violation() -> None:
-    template = one(rendered("prod"), "AnalysisTemplate")
+    template = one(rendered("prod"), "AnalysisTemplate", ANALYZE)
     pod = job_of(template)["spec"]["template"]["spec"]
     del pod["containers"][0]["securityContext"]["capabilities"]
     pod["securityContext"]["runAsNonRoot"] = False
