@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
 from pipelines.observability.render import documents
+from pipelines.observability.rules import POD_TEMPLATE_LABEL
 from stacks.components.monitoring import (
     MONITORING_NAMESPACE,
     PUSHGATEWAY_URL,
+    ROLLOUTS_POD_TEMPLATE_LABEL,
     kube_prometheus_stack_values,
 )
 from stacks.config import load_stack_config
@@ -64,3 +67,24 @@ def test_no_receiver_credential_is_in_the_chart_values() -> None:
             for config in receiver.get(key, []):
                 assert not {"routing_key", "api_url", "service_key"} & set(config), config
     assert "hooks.slack.com" not in text
+
+
+def template_label_problems(monitors: list[dict[str, Any]]) -> list[str]:
+    """The serving PodMonitor copies the pods' template hash onto their series under the label
+    the per-template recording rules group by (prometheus-operator spells a pod label as a
+    label name by replacing every character outside [a-zA-Z0-9_] with ``_``)."""
+    (serving,) = [p for p in monitors if p["metadata"]["name"] == "market-direction"]
+    copied = serving["spec"].get("podTargetLabels") or []
+    names = {re.sub(r"[^a-zA-Z0-9_]", "_", label) for label in copied}
+    if ROLLOUTS_POD_TEMPLATE_LABEL not in copied or POD_TEMPLATE_LABEL not in names:
+        return [f"podTargetLabels {copied} give no {POD_TEMPLATE_LABEL}: canaries look stable"]
+    return []
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_the_serving_series_carry_the_pod_template(plans: StackPlans, env: str) -> None:
+    monitors = manifests(plans, env, "kubernetes:monitoring.coreos.com/v1:PodMonitor")
+    assert template_label_problems(monitors) == []
+    for monitor in monitors:
+        monitor["spec"].pop("podTargetLabels", None)
+    assert "canaries look stable" in template_label_problems(monitors)[0]
