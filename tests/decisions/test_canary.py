@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.decisions.canary import EXIT_CODES, analyze
+from pipelines.decisions.canary import (
+    EXIT_CODES,
+    VERDICT_VALUES,
+    CanaryVerdict,
+    analyze,
+    push_verdict,
+)
 from pipelines.errors import PipelineError
 from pipelines.settings import Settings
 from pipelines.storage import LocalStorage
@@ -19,6 +25,18 @@ from tests.conftest import run_cli
 def test_exit_codes_stay_apart_from_the_cli_s_error_codes() -> None:
     assert EXIT_CODES["pass"] == 0
     assert len(set(EXIT_CODES.values())) == 3 and not {1, 2} & set(EXIT_CODES.values())
+
+
+def test_each_verdict_pushes_its_own_value() -> None:
+    assert sorted(VERDICT_VALUES) == sorted(EXIT_CODES)
+    assert len(set(VERDICT_VALUES.values())) == 3 and VERDICT_VALUES["inconclusive"] == 0
+
+
+def test_a_push_without_a_pushgateway_is_refused_by_name(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home", metrics_pushgateway=None)
+    verdict = CanaryVerdict(verdict="pass", model_version="3", reasons=[])
+    with pytest.raises(PipelineError, match="--push needs a Pushgateway: set MLOPS_METRICS_PUSH"):
+        push_verdict(settings, verdict)
 
 
 @pytest.mark.parametrize("version", ["unreleased", "0", "-1", "v3", ""])
