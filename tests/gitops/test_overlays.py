@@ -75,7 +75,8 @@ def test_platform_holds_no_python() -> None:
 def test_each_overlay_renders_and_validates_strictly(env: str) -> None:
     documents = rendered(env)
     assert {d["kind"] for d in documents} == KINDS
-    assert len(documents) == len(KINDS) + 1  # two ConfigMaps: settings and the model pin
+    # two ConfigMaps (settings, the model pin), two AnalysisTemplates (the Job, the metrics)
+    assert len(documents) == len(KINDS) + 2
     for document in documents:
         if document["kind"] in CUSTOM_KINDS:
             crd = str(CUSTOM_KINDS[document["kind"]])
