@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from stacks.components.monitoring import PUSHGATEWAY_URL
 from stacks.components.rollouts import ANALYSIS_ENV_CONFIGMAP, JOB_NAMESPACE_ENV
 from stacks.config import load_stack_config
 from tests.conftest import StackPlans
@@ -102,6 +103,8 @@ def test_analysis_jobs_run_where_the_pipeline_account_and_settings_are(
     assert data["MLFLOW_TRACKING_URI"] == workflows.mlflow_tracking_uri
     assert data["MLOPS_MONITOR_MAX_AUC_DROP"] == workflows.settings["MLOPS_MONITOR_MAX_AUC_DROP"]
     assert not any(key.startswith("MLOPS_GITOPS_") for key in data)  # the analysis commits nothing
+    # `analyze --push` sends the verdict where the stack's Prometheus reads it
+    assert data["MLOPS_METRICS_PUSHGATEWAY"] == PUSHGATEWAY_URL
 
 
 def test_the_job_namespace_check_catches_planted_mistakes(charts: dict[str, Objects]) -> None:
