@@ -229,6 +229,11 @@ class Settings(BaseSettings):
     drift_false_alarm_rate: float = Field(default=0.01, gt=0, lt=0.5)
     """Target rate of drift alarms per decision on stable data (shared by the features)."""
 
+    drift_reference_days: int = Field(default=7, ge=1, le=30)
+    """The gate's and the monitor's drift reference: each window is compared with this many
+    whole days just before it ("has the market changed recently?"), and calibrated the same
+    way (docs/decisions.md)."""
+
     monitor_window_hours: float = Field(default=24.0, gt=0)
     """Live quality is judged per window of this many hours of predictions."""
 
