@@ -159,10 +159,10 @@ class Settings(BaseSettings):
     then says how many there were; the evaluation window is never sampled)."""
 
     reference_rows: int = Field(default=500_000, ge=1000)
-    """Most training rows the gate holds for each of its two uses of the history (what is
-    before the evaluation window): the drift reference is a random sample of this many (seed
-    0, in time order), the drift calibration the latest whole days that fit in this many.
-    Below it, all rows are used (benchmarks/README.md, scale: the cost of the bound)."""
+    """Most training rows the gate holds for its drift calibration (what is before the
+    evaluation window): the latest whole days that fit in this many. Below it, all rows are
+    used (benchmarks/README.md, scale: the cost of the bound). The drift reference itself is
+    the `drift_reference_days` before the window, bounded by their count."""
 
     fee_bps: float = Field(default=4.0, ge=0)
     """Cost of one round-trip trade of the naive strategy, in basis points."""
@@ -207,8 +207,8 @@ class Settings(BaseSettings):
     """Block-bootstrap resamples of the evaluation window (blocks of `horizon` bars)."""
 
     gate_max_drift_share: float = Field(default=0.5, gt=0, le=1)
-    """Reject when this share (or more) of the features drifted between the challenger's
-    training rows and the evaluation window."""
+    """Reject when this share (or more) of the features drifted between the days just before
+    the evaluation window (`drift_reference_days`) and the window (uncalibrated drift only)."""
 
     drift_method: str | None = "psi"
     """Evidently stattest for every feature (empty: Evidently's choice by column). PSI, because
@@ -228,6 +228,11 @@ class Settings(BaseSettings):
 
     drift_false_alarm_rate: float = Field(default=0.01, gt=0, lt=0.5)
     """Target rate of drift alarms per decision on stable data (shared by the features)."""
+
+    drift_reference_days: int = Field(default=7, ge=1, le=30)
+    """The gate's and the monitor's drift reference: each window is compared with this many
+    whole days just before it ("has the market changed recently?"), and calibrated the same
+    way (docs/decisions.md)."""
 
     monitor_window_hours: float = Field(default=24.0, gt=0)
     """Live quality is judged per window of this many hours of predictions."""

@@ -25,7 +25,7 @@ from pipelines.reports.calibration import METHOD
 from pipelines.settings import Settings
 from pipelines.synthetic.market import Regime
 
-BACKTEST_VERSION = 3
+BACKTEST_VERSION = 4
 """Bump when a trial's meaning changes: part of the settings digest."""
 DECISION_PREFIXES = ("gate_", "monitor_", "drift_")
 WITHIN_WINDOWS = 3
@@ -92,7 +92,14 @@ SCENARIOS = (
     Scenario(
         "champion-degrades",
         "monitor",
-        "log returns served in percent from the first live window",
+        "the order-flow signal the labels depend on reverses from the first live window",
+        Regime(vol=1.0, volume=1.0, daily_drift=0.0, taker_bias=0.0, flow=-1.0),
+        degrades=True,
+    ),
+    Scenario(
+        "served-in-percent",
+        "monitor",
+        "log returns served in percent (a broken input, not a market change: drift catches it)",
         broken=("log_return_*", "unit"),
         degrades=True,
     ),

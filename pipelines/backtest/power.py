@@ -9,10 +9,12 @@ reads each live day's log-volatility exactly (real features only estimate it fro
 noisy minutes) and combines the symbols optimally is the best any test can do, so its power is
 an upper bound:
 
-* against the training rows (what the decisions compare with: "this window against the rows
-  the model learned from"), a day's log-volatility varies by the AR(1)'s stationary s.d., and
-  the live days are correlated (the generalized-least-squares test over ``n`` windows);
-* against the days just before the window (a trailing reference), by the innovations only. The
+* against the pooled training rows (what the decisions compared with before the trailing
+  reference), a day's log-volatility varies by the AR(1)'s stationary s.d., and the live days
+  are correlated (the generalized-least-squares test over ``n`` windows);
+* against the days just before the window (the decisions' trailing reference,
+  ``MLOPS_DRIFT_REFERENCE_DAYS``; the oracle knows the last day's level), by the innovations
+  only. The
   likelihood-ratio test over ``n`` windows gains little from the windows after the first: the
   AR(1) absorbs a level shift, so each later innovation carries only ``(1 - persistence) log k``.
 

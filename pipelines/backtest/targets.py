@@ -108,11 +108,14 @@ def markdown(
     drift_seeds: int,
 ) -> str:
     """The figures as Markdown: the matrix, then the targets."""
+    drift = any(r.drift_false_alarm is not None for r in results)
+    counts = [f"{drift_seeds} per no-change drift scenario (4 windows each)"] if drift else []
+    if not all(r.drift_false_alarm is not None for r in results):
+        counts.append(f"{seeds} per {'other ' if drift else ''}scenario")
     lines = [
         f"#### {label} — settings digest `{digest}` ({day})",
         "",
-        f"Seeds: {drift_seeds} per no-change drift scenario (4 windows each), {seeds} per other "
-        "scenario. Each cell: "
+        f"Seeds: {', '.join(counts)}. Each cell: "
         "rate (events/trials, one-sided 95% Clopper-Pearson upper bound).",
         "",
         "| scenario | seeds | promotion | false promotion | false rollback | missed rollback "

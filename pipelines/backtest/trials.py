@@ -6,9 +6,11 @@ calibrated drift test
 functions of the evidence, so replaying them is cheap.
 
 Three kinds: ``drift`` trials calibrate on a stable history and test the monitor's windows after
-it (no model); ``gate`` trials train a small champion and challenger and let the gate decide,
-the ground truth being their ROC-AUC on fresh generator days; ``monitor`` trials train a small
-champion and replay the monitor over live windows.
+it, each against the ``MLOPS_DRIFT_REFERENCE_DAYS`` days just before it (no model); ``gate``
+trials train a small champion and challenger and let the gate decide, the ground truth being
+their ROC-AUC on fresh generator days; ``monitor`` trials train a small champion and replay the
+monitor over live windows, in which the market may change (a concept change) or an input
+break.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pipelines.decisions.gate import compare_predictions, judge
 from pipelines.decisions.monitor import judge_windows
 from pipelines.ml.features import FeatureConfig, feature_names, symbol_rows
 from pipelines.ml.modeling import make_model
-from pipelines.reports.calibration import calibrate, drifted, feature_psi
+from pipelines.reports.calibration import calibrate, drifted, feature_psi, trailing
 from pipelines.reports.drift import drift_features
 from pipelines.settings import Settings
 from pipelines.synthetic.market import Regime, minute_bars
@@ -40,6 +42,9 @@ MODEL_HISTORY_DAYS = 8
 """Days a gate or monitor trial's models see (the last one is the evaluation window)."""
 FRESH_DAYS = 2
 """Generator days after the gate's window that decide which model is truly better."""
+GATE_NULL_DAYS = 10
+"""Days of a gate trial's drift history beyond the reference days (>= 8 null windows): its
+models see only the last `MODEL_HISTORY_DAYS`, its drift calibration all of them."""
 FAST_MODEL = {"max_iter": 40}
 NO_SHIFT = Regime(vol=1.0, volume=1.0, daily_drift=0.0, taker_bias=0.0)
 
@@ -123,7 +128,8 @@ def _window(rows: pd.DataFrame, start: pd.Timestamp, hours: float, missing: floa
 
 
 def drift_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
-    """Calibrate on a stable history, then test each live window against it."""
+    """Calibrate on a stable history, then test each live window against the reference days
+    just before it (the live windows before it included: a shift is "recent" only so long)."""
     hours = settings.monitor_window_hours
     live_days = int(np.ceil(LIVE_WINDOWS * hours / 24))
     shift = START + timedelta(days=DRIFT_HISTORY_DAYS)
@@ -133,11 +139,13 @@ def drift_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
     features = drift_features(feature_names(FeatureConfig()))
     thresholds = _thresholds(settings, history, features, {"monitor": hours})
     live = break_feature(rows[rows["open_time"] >= boundary], scenario.broken)
+    served = pd.concat([history, live])
     outcome = Outcome(scenario.name, seed)
     for k in range(LIVE_WINDOWS):
         start = boundary + pd.Timedelta(hours=hours * k)
-        current = _window(live, start, hours, scenario.missing_hours)
-        flagged = drifted(feature_psi(history, current, features), thresholds["monitor"])
+        current = _window(served, start, hours, scenario.missing_hours)
+        reference = trailing(served, start, settings.drift_reference_days)
+        flagged = drifted(feature_psi(reference, current, features), thresholds["monitor"])
         outcome.windows += 1
         if _is_drift(settings, flagged, len(features), thresholds["calibrated"]):
             outcome.alarms += 1
@@ -152,7 +160,12 @@ def _thresholds(
     """Per-decision thresholds: calibrated (``null``) or the fixed line for every feature."""
     if settings.drift_calibration == "null" and (settings.drift_method or "") == "psi":
         calibration = calibrate(
-            history, features, windows, settings.drift_false_alarm_rate, settings.drift_threshold
+            history,
+            features,
+            windows,
+            settings.drift_false_alarm_rate,
+            settings.drift_threshold,
+            settings.drift_reference_days,
         )
         found = {d: calibration.thresholds(d) for d in windows}
         if all(found.values()):
@@ -187,14 +200,19 @@ def _auc(model: Any, rows: pd.DataFrame) -> float:
 
 def gate_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
     """Champion trained on the days before the last one but one, challenger on all days
-    before the window (embargoed); the gate decides on the window; fresh days are the truth."""
-    rows = market_rows(seed, MODEL_HISTORY_DAYS + FRESH_DAYS, None, None)
+    before the window (embargoed), both on the last `MODEL_HISTORY_DAYS`; the gate decides on
+    the window (drift: against the reference days just before it, calibrated on the longer
+    history before it); fresh days are the truth."""
+    history_days = settings.drift_reference_days + GATE_NULL_DAYS
+    rows = market_rows(seed, history_days + 1 + FRESH_DAYS, None, None)
     first = rows["open_time"].min().normalize()
-    window_start = first + pd.Timedelta(days=MODEL_HISTORY_DAYS - 1)
+    window_start = first + pd.Timedelta(days=history_days)
     fresh_start = window_start + pd.Timedelta(days=1)
     embargo = pd.Timedelta(minutes=settings.effective_embargo)
-    challenger_rows = rows[rows["open_time"] < window_start - embargo]
-    champion_rows = rows[rows["open_time"] < window_start - pd.Timedelta(days=1) - embargo]
+    history = rows[rows["open_time"] < window_start]
+    recent = rows[rows["open_time"] >= window_start - pd.Timedelta(days=MODEL_HISTORY_DAYS - 1)]
+    challenger_rows = recent[recent["open_time"] < window_start - embargo]
+    champion_rows = recent[recent["open_time"] < window_start - pd.Timedelta(days=1) - embargo]
     window = rows[(rows["open_time"] >= window_start) & (rows["open_time"] < fresh_start)]
     fresh = rows[rows["open_time"] >= fresh_start]
     champion = _fit(champion_rows, scenario.champion_noise, seed)
@@ -209,8 +227,9 @@ def gate_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
         settings.horizon * len(SYMBOLS),
     )
     tested = drift_features(features)
-    thresholds = _thresholds(settings, challenger_rows, tested, {"gate": 24.0})
-    flagged = drifted(feature_psi(challenger_rows, window, tested), thresholds["gate"])
+    thresholds = _thresholds(settings, history, tested, {"gate": 24.0})
+    reference = trailing(history, window_start, settings.drift_reference_days)
+    flagged = drifted(feature_psi(reference, window, tested), thresholds["gate"])
     limit = 1 / len(tested) if thresholds["calibrated"] else settings.gate_max_drift_share
     _, promote = judge(settings, evidence, flagged, len(tested), limit)
     truth = _auc(challenger, fresh) - _auc(champion, fresh)
@@ -227,15 +246,19 @@ def gate_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
 
 def monitor_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
     """A champion trained before its evaluation day (its recorded ROC-AUC and log-loss), then the
-    monitor's windows over the live days after it, with its serving features broken when it
-    degrades. ``extra`` keeps each window's log-loss excess (the CUSUM's input) and, when it
-    degrades, how much the breakage itself raised each window's log-loss (the same champion on
-    the same rows, served right), the size of the effect to detect."""
+    monitor's windows over the live days after it, in which the market changes (`regime`) or
+    its serving features break (`broken`) when it degrades. ``extra`` keeps each window's
+    log-loss excess (the CUSUM's input) and, when it degrades, how much the change itself
+    raised each window's log-loss (the same champion on the same seed's unchanged market,
+    served right), the size of the effect to detect."""
     from sklearn.metrics import log_loss
 
     hours = settings.monitor_window_hours
     live_days = int(np.ceil(LIVE_WINDOWS * hours / 24))
-    rows = market_rows(seed, MODEL_HISTORY_DAYS + live_days, None, None)
+    days = MODEL_HISTORY_DAYS + live_days
+    shift = START + timedelta(days=MODEL_HISTORY_DAYS) if scenario.regime else None
+    unchanged = market_rows(seed, days, None, None)
+    rows = market_rows(seed, days, shift, scenario.regime) if shift else unchanged
     first = rows["open_time"].min().normalize()
     eval_start = first + pd.Timedelta(days=MODEL_HISTORY_DAYS - 1)
     live_start = eval_start + pd.Timedelta(days=1)
@@ -258,7 +281,8 @@ def monitor_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
         "excess_log_loss": [w["log_loss"] - recorded_log_loss for w in windows if w["judged"]],
     }
     if scenario.degrades:
-        right = live.assign(probability_up=champion.predict_proba(live[names])[:, 1])
+        before = unchanged[unchanged["open_time"] >= live_start]
+        right = before.assign(probability_up=champion.predict_proba(before[names])[:, 1])
         healthy = judge_windows(
             right, hours, settings.monitor_min_rows, recorded, settings.monitor_max_auc_drop
         )[:LIVE_WINDOWS]

@@ -5,10 +5,10 @@ Both models are scored on the same latest out-of-sample window (the run's evalua
 Promote only when the challenger's ROC-AUC beats the champion's by at least
 ``gate_min_auc_delta`` AND the lower bound of a block-bootstrap interval of that difference is
 above zero (better by more than noise), AND the features did not drift (Evidently) between the
-challenger's training rows and the window. Otherwise reject, with each reason. Every decision is
-a ledger record with its report; a promotion moves the aliases and the env's GitOps pin in one
-transaction (`pipelines.decisions.promotion`). The same question asked twice is answered from
-the ledger.
+days just before the window (``MLOPS_DRIFT_REFERENCE_DAYS``) and the window. Otherwise reject,
+with each reason. Every decision is a ledger record with its report; a promotion moves the
+aliases and the env's GitOps pin in one transaction (`pipelines.decisions.promotion`). The
+same question asked twice is answered from the ledger.
 """
 
 from __future__ import annotations
@@ -230,15 +230,16 @@ def gate_rows(
     settings: Settings, storage: Storage, info: DatasetInfo, evaluated: EvaluateResult
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The evaluation window (the columns the models and the bootstrap need) and the drift
-    reference: the rows before the window, a seeded random sample of at most
-    ``MLOPS_REFERENCE_ROWS`` in time order, with only the drift-tested features."""
+    reference: the ``MLOPS_DRIFT_REFERENCE_DAYS`` days just before the window (the latest of
+    the challenger's training rows), with only the drift-tested features."""
     from pipelines.reports.drift import drift_features
 
     selection = Selection(storage, info.prefix)
     start, end = pd.Timestamp(evaluated.eval_start), pd.Timestamp(evaluated.eval_end)
     window = selection.between(["open_time", "symbol", "label", *info.features], start, end)
-    reference, _ = selection.sample_before(
-        drift_features(info.features), start, settings.reference_rows, last=True
+    first = start - pd.Timedelta(days=settings.drift_reference_days)
+    reference = selection.between(
+        drift_features(info.features), first, start - pd.Timedelta(milliseconds=1), last=True
     )
     return window, reference
 
@@ -268,6 +269,7 @@ def _drift(
             "dataset_hash": info.dataset_hash,
             "decision": "gate",
             "drift_calibration": calibration_key,
+            "reference_days": settings.drift_reference_days,
         },
         # no workspace: it gets the report once decided, with the outcome (`.publish`)
         **drift_test(settings, calibrated),
@@ -304,6 +306,7 @@ def calibrated_drift(
         decision_windows(settings),
         settings.drift_false_alarm_rate,
         settings.drift_threshold,
+        settings.drift_reference_days,
     )
     key = store(storage, info.prefix, calibration)
     client.set_model_version_tag(settings.model_name, str(challenger), "drift_calibration", key)

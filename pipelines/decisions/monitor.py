@@ -3,9 +3,10 @@
 Joins the champion's inference log with realized outcomes computed from freshly curated klines
 (the label of a logged bar is known `horizon` bars later), judges live quality per window of
 ``monitor_window_hours`` against the champion's recorded evaluation, and reports drift of the
-live features against the champion's training rows (Evidently). It rolls back — ``champion`` ←
-``previous``, the env's GitOps pin with it — only when the sequential test below finds the
-champion degraded: one noisy window never triggers it. Every run is a ledger record.
+live features against the ``MLOPS_DRIFT_REFERENCE_DAYS`` days just before the window
+(Evidently). It rolls back — ``champion`` ← ``previous``, the env's GitOps pin with it — only
+when the sequential test below finds the champion degraded: one noisy window never triggers it.
+Every run is a ledger record.
 
 Only predictions the monitor can re-derive are judged (`pipelines.decisions.trust`): asked live,
 with features equal to those recomputed from curated klines. The others are counted by reason in
@@ -38,13 +39,14 @@ from pipelines.decisions.shadow import ShadowResult
 from pipelines.decisions.shadow import shadow as judge_shadow
 from pipelines.decisions.trust import (
     TrustReport,
+    curated_features,
     feature_config_of,
     trust_reasons,
     trust_thresholds,
     verify,
 )
+from pipelines.ml.features import FeatureConfig
 from pipelines.ml.registry import serving_version
-from pipelines.ml.rows import Selection
 from pipelines.ml.tracking import client as mlflow_client
 from pipelines.settings import Settings
 from pipelines.storage import Storage
@@ -143,9 +145,8 @@ def _decide(settings: Settings, storage: Storage, run_id: str | None) -> Monitor
     trust = TrustReport(keyed_rows=len(keyed))
     if not keyed.empty and recorded is not None:
         symbols = set(settings.symbols) | {s for s in tags.get("symbols", "").split(",") if s}
-        trusted, trust = verify(
-            storage, keyed, features, feature_config_of(storage, tags), settings.interval, symbols
-        )
+        config = feature_config_of(storage, tags)
+        trusted, trust = verify(storage, keyed, features, config, settings.interval, symbols)
         joined = trusted.dropna(subset=["label"])
         metrics["joined_rows"] = len(joined)
         windows = judge_windows(
@@ -155,7 +156,9 @@ def _decide(settings: Settings, storage: Storage, run_id: str | None) -> Monitor
             float(recorded),
             settings.monitor_max_auc_drop,
         )
-        reports = _reports(settings, storage, joined, windows, tags, features, str(champion))
+        reports = _reports(
+            settings, storage, joined, windows, tags, features, str(champion), config
+        )
     metrics["trust"] = trust.model_dump()
     thresholds.update(trust_thresholds())
     degraded = trailing_degraded(windows)
@@ -239,9 +242,11 @@ def _reports(
     tags: dict[str, str],
     features: list[str],
     version: str,
+    config: FeatureConfig | None,
 ) -> list[str]:
     """Evidently: live quality of the latest judged window, and drift of its features against
-    the champion's training rows."""
+    the ``MLOPS_DRIFT_REFERENCE_DAYS`` days just before it (features recomputed from curated
+    bars, `config`)."""
     from pipelines.reports.drift import data_drift, drift_features, drift_test
     from pipelines.reports.quality import quality_report
 
@@ -252,11 +257,13 @@ def _reports(
     end = pd.Timestamp(judged[-1]["end"])
     latest = joined[(joined["open_time"] >= start) & (joined["open_time"] < end)]
     key = tags.get("drift_calibration")
-    calibrated = None
+    calibrated, days = None, settings.drift_reference_days
     if key:
         from pipelines.reports.calibration import load
 
-        calibrated = load(storage, key).thresholds("monitor")
+        calibration = load(storage, key)
+        calibrated = calibration.thresholds("monitor")
+        days = calibration.reference_days or days  # the reference its thresholds are for
     window: dict[str, Any] = {"window": [str(start), str(end)], "drift_calibration": key}
     quality = quality_report(
         latest.assign(label=latest["label"].astype(int)),
@@ -266,27 +273,30 @@ def _reports(
         metadata=window,
     )
     out = [quality.prefix]
-    prefix = tags.get("dataset_prefix")
-    if prefix and storage.exists(f"{prefix}/labelled.parquet"):
-        # the champion's training rows (before its evaluation window), a seeded sample of at
-        # most MLOPS_REFERENCE_ROWS with only the drift-tested features, as the gate's reference
-        names = [f for f in drift_features(features) if f in latest.columns]
-        selection = Selection(storage, prefix)
-        until = pd.Timestamp(tags.get("eval_start") or pd.Timestamp(selection.times[-1], tz="UTC"))
-        reference, _ = selection.sample_before(names, until, settings.reference_rows, last=True)
-        if names and len(reference) and np.all([latest[f].notna().any() for f in names]):
-            drift = data_drift(
-                reference,
-                latest,
-                names,
-                storage=storage,
-                env=settings.env,
-                kind="live_drift",
-                model_version=version,
-                metadata=window,
-                **drift_test(settings, calibrated),  # no workspace: published with the decision
-            )
-            out.append(drift.prefix)
+    # the drift reference: the days before the window (the calibration's, else
+    # MLOPS_DRIFT_REFERENCE_DAYS), their features recomputed from the curated bars
+    names = [f for f in drift_features(features) if f in latest.columns]
+    first = start - pd.Timedelta(days=days)
+    symbols = sorted(str(s) for s in latest["symbol"].unique())
+    reference = (
+        curated_features(storage, symbols, settings.interval, config, first, start)
+        if config is not None and names
+        else pd.DataFrame()
+    )
+    usable = [f for f in names if f in reference.columns and reference[f].notna().any()]
+    if names and usable == names and np.all([latest[f].notna().any() for f in names]):
+        drift = data_drift(
+            reference,
+            latest,
+            names,
+            storage=storage,
+            env=settings.env,
+            kind="live_drift",
+            model_version=version,
+            metadata={**window, "reference": [str(first), str(start)]},
+            **drift_test(settings, calibrated),  # no workspace: published with the decision
+        )
+        out.append(drift.prefix)
     return out
 
 

@@ -117,6 +117,27 @@ def _curated_rows(
     return out
 
 
+def curated_features(
+    storage: Storage,
+    symbols: list[str],
+    source_interval: str,
+    config: FeatureConfig,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+) -> pd.DataFrame:
+    """The features of `symbols` recomputed from their curated bars, for the bars with
+    ``start <= open_time < end`` (the monitor's drift reference: the days before a window);
+    empty when none is curated."""
+    parts = []
+    for symbol in symbols:
+        rows = _curated_rows(storage, symbol, source_interval, config, start, end)
+        if rows.empty:
+            continue
+        rows = rows[(rows["open_time"] >= start) & (rows["open_time"] < end)]
+        parts.append(rows.rename(columns=lambda c: str(c).removesuffix("__curated")))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
 def verify(
     storage: Storage,
     keyed: pd.DataFrame,

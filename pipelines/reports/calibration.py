@@ -1,23 +1,28 @@
 """Drift thresholds calibrated on the platform's own stable history, for a stated false-alarm
 rate per decision.
 
+A decision's drift test compares its window with the ``MLOPS_DRIFT_REFERENCE_DAYS`` whole days
+just before it (a *trailing* reference: "has the market changed recently?"). Against the pooled
+training rows a stable day is routinely 1.8x more or less volatile than the long-run level
+(the market's volatility regimes persist ~10 days), so even a perfect test could not tell a
+volatility x2 shift from an ordinary regime there (benchmarks/README.md, power rows).
+
 A fixed PSI line (0.2) is both too loose and too tight: the market's own day-to-day volatility
 clustering moves the volatility features' PSI far more than the others on stable days. So for
 each feature and each window length a decision uses (the gate's evaluation window, the
 monitor's window), the statistic's *null* distribution is estimated from stable history: the
 window is slid over the latest `MAX_HISTORY_DAYS` of the training rows (at most
 `MAX_HISTORY_ROWS`: the cost is bounded whatever the dataset's size) and each position is
-compared with all the other rows (leave-window-out: the same comparison the decision makes,
-"this window against the rows the model learned from", with a reference as large).
+compared with the reference days just before it — the statistic the decision computes.
 
 A decision drifts when ANY feature exceeds its threshold, so the thresholds share the target
 false-alarm rate ``alpha`` between the ``m`` features (Bonferroni: each at ``alpha / m``, which
 bounds the decision's rate by ``alpha`` whatever the features' correlation). With tens of
 windows an empirical ``1 - alpha/m`` quantile does not exist, so each feature's tail is a
 log-normal fitted to its null samples. The samples of a market whose volatility regimes persist
-~10 days are far from independent (60 days hold ~6 regimes), so one fit understates how high a
-new day goes: the threshold is the 95th percentile of the fits over block-bootstrap resamples
-(blocks of `BLOCK`), never below the largest sample seen.
+~10 days are far from independent, so one fit understates how high a new day goes: the
+threshold is the 95th percentile of the fits over block-bootstrap resamples (blocks of
+`BLOCK`), never below the largest sample seen.
 
 "Stable history" is defined in docs/decisions.md: the training rows, in windows whose days are
 complete (a day with fewer than `COMPLETE_DAY_SHARE` of the busiest day's rows — late, missing
@@ -40,7 +45,7 @@ from pipelines.errors import PipelineError
 from pipelines.settings import Settings
 from pipelines.storage import Storage
 
-METHOD = "psi-leave-window-out/60d-capped/lognormal-tail-block-bootstrap-q95/bonferroni/v2"
+METHOD = "psi-trailing-days/60d-capped/lognormal-tail-block-bootstrap-q95/bonferroni/v3"
 """Names the calibration procedure; part of every calibration and of the settings digest."""
 MIN_WINDOWS = 8
 """Fewer null windows than this and a window length keeps the fixed threshold."""
@@ -100,6 +105,9 @@ class Calibration(BaseModel):
     """Calibrated drift thresholds of one model version, by decision."""
 
     method: str
+    reference_days: int = 0
+    """Whole days before a window that are its drift reference (0: a calibration of the pooled
+    training rows, from before the trailing reference; its thresholds are not used)."""
     false_alarm_rate: float
     per_feature_rate: float
     fixed_threshold: float | None
@@ -112,7 +120,7 @@ class Calibration(BaseModel):
     def thresholds(self, decision: str) -> dict[str, float] | None:
         """The per-feature thresholds of `decision`, or None when it was not calibrated."""
         found = self.decisions.get(decision)
-        return found.thresholds if found and found.windows else None
+        return found.thresholds if found and found.windows and self.reference_days else None
 
     @property
     def digest(self) -> str:
@@ -155,40 +163,45 @@ def _psi_counts(ref: np.ndarray, cur: np.ndarray) -> float:
     return float(np.sum((fractions[0] - fractions[1]) * np.log(fractions[0] / fractions[1])))
 
 
-def null_samples(
-    rows: pd.DataFrame, features: Sequence[str], window: pd.Timedelta, step: pd.Timedelta
-) -> pd.DataFrame:
-    """One row per window position (every `step` from the first row, at most `MAX_WINDOWS`):
-    each feature's PSI between the window and all the other rows (leave-window-out).
+def trailing(rows: pd.DataFrame, start: pd.Timestamp, days: int) -> pd.DataFrame:
+    """The rows of the `days` days just before `start` (``start - days <= open_time < start``):
+    a window's drift reference."""
+    times = rows["open_time"]
+    return rows[(times >= start - pd.Timedelta(days=days)) & (times < start)]
 
-    The window and its reference together are always the whole history, so Evidently's bins
-    (Sturges over both samples) are the same at every position: the history is binned once and
-    each position's reference counts are the history's minus the window's."""
+
+def null_samples(
+    rows: pd.DataFrame,
+    features: Sequence[str],
+    window: pd.Timedelta,
+    step: pd.Timedelta,
+    reference_days: int,
+) -> pd.DataFrame:
+    """One row per window position (every `step` from the first position that has
+    `reference_days` of history before it, at most `MAX_WINDOWS`): each feature's PSI between
+    the window and the `reference_days` days just before it (`trailing`), as a decision
+    computes it."""
     rows = rows.sort_values("open_time", kind="stable")
     if rows.empty:
         return pd.DataFrame(columns=list(features))
     times = rows["open_time"]
-    first, last = rows["open_time"].iloc[0], rows["open_time"].iloc[-1]
-    bounds: list[tuple[int, int]] = []
-    start = first
+    reference = pd.Timedelta(days=reference_days)
+    last = times.iloc[-1]
+    bounds: list[tuple[int, int, int]] = []
+    start = times.iloc[0] + reference
     while start + window <= last + pd.Timedelta(minutes=1) and len(bounds) < MAX_WINDOWS:
         lo, hi = int(times.searchsorted(start)), int(times.searchsorted(start + window))
-        if hi > lo and (lo > 0 or hi < len(times)):
-            bounds.append((lo, hi))
+        first = int(times.searchsorted(start - reference))
+        if hi > lo > first:
+            bounds.append((first, lo, hi))
         start += step
     samples: dict[str, list[float]] = {name: [] for name in features}
     for name in features:
         values = rows[name].to_numpy(dtype=float)
-        present = ~np.isnan(values)
-        edges = np.histogram_bin_edges(values[present], bins="sturges") if present.any() else None
-        total = _counts(values[present], edges) if edges is not None else None
-        for lo, hi in bounds:
-            part = values[lo:hi][present[lo:hi]]
-            if edges is None or total is None or not len(part) or len(part) == present.sum():
-                samples[name].append(float("inf"))
-                continue
-            current = _counts(part, edges)
-            samples[name].append(_psi_counts(total - current, current))
+        for first, lo, hi in bounds:
+            ref, cur = values[first:lo], values[lo:hi]
+            ref, cur = ref[~np.isnan(ref)], cur[~np.isnan(cur)]
+            samples[name].append(psi(ref, cur) if len(ref) and len(cur) else float("inf"))
     return pd.DataFrame(samples, columns=list(features))
 
 
@@ -221,10 +234,12 @@ def calibrate(
     features: Sequence[str],
     windows: dict[str, float],
     false_alarm_rate: float,
-    fixed_threshold: float | None = None,
+    fixed_threshold: float | None,
+    reference_days: int,
 ) -> Calibration:
     """Thresholds per feature for each decision's window length (in hours) from `rows`, the
-    stable history (a model's training rows)."""
+    stable history (a model's training rows), for windows tested against the
+    `reference_days` days just before them."""
     used = capped(rows)
     stable, excluded = stable_days(used)
     rate = false_alarm_rate / max(1, len(features))
@@ -232,7 +247,7 @@ def calibrate(
     for decision, hours in windows.items():
         window = pd.Timedelta(hours=hours)
         step = max(pd.Timedelta(hours=12), window / 2)
-        null = null_samples(stable, features, window, step)
+        null = null_samples(stable, features, window, step, reference_days)
         enough = len(null) >= MIN_WINDOWS
         decisions[decision] = WindowCalibration(
             window_hours=hours,
@@ -248,6 +263,7 @@ def calibrate(
     times = used["open_time"]
     return Calibration(
         method=METHOD,
+        reference_days=reference_days,
         false_alarm_rate=false_alarm_rate,
         per_feature_rate=rate,
         fixed_threshold=fixed_threshold,

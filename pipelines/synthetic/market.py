@@ -64,6 +64,10 @@ class Regime:
     volume: float = 3.0
     daily_drift: float = 0.004
     taker_bias: float = 0.08
+    flow: float = 1.0
+    """Multiplier of the order flow's impact on the next minutes' returns (`FLOW_IMPACT`), the
+    signal the labels depend on: ``-1`` reverses it, ``0`` removes it. A concept change: no
+    feature's distribution moves, only what the features say about the label."""
 
 
 DEFAULT_REGIME = Regime()
@@ -163,7 +167,8 @@ def minute_bars(
     )
     noise = rng.standard_t(df=5, size=MINUTES) / np.sqrt(5 / 3)
     lagged_flow = np.concatenate([[0.0], flow[:-1]])
-    returns = sigma * (FLOW_IMPACT * lagged_flow + np.sqrt(1 - FLOW_IMPACT**2) * noise)
+    impact = FLOW_IMPACT * (regime.flow if shifted else 1.0)
+    returns = sigma * (impact * lagged_flow + np.sqrt(max(0.0, 1 - impact**2)) * noise)
     path = np.cumsum(returns)
     path -= np.arange(1, MINUTES + 1) / MINUTES * (path[-1] - (anchors[i + 1] - anchors[i]))
     log_close = anchors[i] + path

@@ -114,3 +114,16 @@ def test_vol_x2_is_out_of_reach_against_the_training_rows() -> None:
     weak = degradation_power(0.1, 0.02, 3)
     assert weak.power < 0.1
     assert degradation_power(weak.needed, 0.02, 3).power == pytest.approx(0.95)
+
+
+def test_the_markdown_names_only_the_seed_counts_it_ran() -> None:
+    from pipelines.backtest.targets import markdown
+
+    healthy = ScenarioResult(
+        name="healthy-champion", seeds=150, false_rollback=Rate(events=2, trials=150)
+    )
+    alone = markdown([healthy], "d", "x", "2026-12-01", 150, 150)
+    assert "Seeds: 150 per scenario." in alone and "no-change" not in alone
+    drift = ScenarioResult(name="no-change", seeds=38, drift_false_alarm=Rate(events=1, trials=152))
+    both = markdown([drift, healthy], "d", "x", "2026-12-01", 6, 38)
+    assert "Seeds: 38 per no-change drift scenario (4 windows each), 6 per other scenario." in both

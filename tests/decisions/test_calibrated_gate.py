@@ -16,7 +16,7 @@ import pytest
 from pipelines.decisions.gate import calibrated_drift
 from pipelines.ml.dataset import DatasetInfo
 from pipelines.ml.train import EvaluateResult
-from pipelines.reports.calibration import load
+from pipelines.reports.calibration import load, trailing
 from pipelines.reports.drift import data_drift, drift_options
 from pipelines.settings import Settings
 from pipelines.storage import LocalStorage
@@ -74,7 +74,8 @@ def _setup(tmp_path: Path, **settings: Any) -> tuple[Settings, LocalStorage, Dat
         rows=288,
         cv_mean_roc_auc=None,
     )
-    values = Settings(home=tmp_path, eval_days=1, **settings)
+    # 10 training days: a 2-day reference leaves 14 null windows of a day (7 days would leave 5)
+    values = Settings(home=tmp_path, eval_days=1, **{"drift_reference_days": 2, **settings})
     return values, storage, info, evaluated
 
 
@@ -93,8 +94,9 @@ def test_the_gate_stores_calibrated_thresholds_with_the_version(tmp_path: Path) 
     assert gate["realized_vol_12"] > 5 * gate["taker_buy_ratio"]
     assert calibration.history[1] < evaluated.eval_start  # only the training rows
 
+    assert calibration.reference_days == 2
     rows = _rows(12)
-    reference = rows[rows["open_time"] < pd.Timestamp(evaluated.eval_start)]
+    reference = trailing(rows, pd.Timestamp(evaluated.eval_start), 2)
     window = rows[rows["open_time"] >= pd.Timestamp(evaluated.eval_start)]
     window = window.assign(taker_buy_ratio=window["taker_buy_ratio"] + 0.05)
     options = drift_options(settings, gate)
@@ -144,12 +146,10 @@ def test_the_gate_calibrates_on_the_latest_whole_days_within_its_row_bound(
     assert load(storage, named["drift_calibration"]).history[0] == info.first_time
 
 
-def test_the_gates_drift_reference_is_a_bounded_seeded_sample_and_the_window_whole(
-    tmp_path: Path,
-) -> None:
+def test_the_gates_drift_reference_is_the_days_just_before_the_window(tmp_path: Path) -> None:
     from pipelines.decisions.gate import gate_rows
 
-    settings, storage, info, evaluated = _setup(tmp_path, reference_rows=1000)
+    settings, storage, info, evaluated = _setup(tmp_path, drift_reference_days=3)
     info = info.model_copy(update={"features": ["realized_vol_12", "taker_buy_ratio"]})
     window, reference = gate_rows(settings, storage, info, evaluated)
     rows = _rows(12)
@@ -157,11 +157,7 @@ def test_the_gates_drift_reference_is_a_bounded_seeded_sample_and_the_window_who
     expected = rows[rows["open_time"] >= start].reset_index(drop=True)
     pd.testing.assert_frame_equal(window, expected[window.columns], check_like=True)
     assert list(reference.columns) == ["realized_vol_12", "taker_buy_ratio"]
-    assert len(reference) == 1000
-    before = rows[rows["open_time"] < start]
-    # a sample of the training rows (not the latest ones), in time order, the same every time
-    picked = before[before["realized_vol_12"].isin(reference["realized_vol_12"])]
-    assert picked["open_time"].dt.date.nunique() == 10
-    assert picked["realized_vol_12"].tolist() == reference["realized_vol_12"].tolist()
-    again = gate_rows(settings, storage, info, evaluated)[1]
-    pd.testing.assert_frame_equal(reference, again)
+    # the 3 whole days before the window (2024-03-08..10), every row, in time order
+    days = rows[(rows["open_time"] >= start - pd.Timedelta(days=3)) & (rows["open_time"] < start)]
+    assert len(reference) == 3 * 288
+    assert reference["realized_vol_12"].tolist() == days["realized_vol_12"].tolist()

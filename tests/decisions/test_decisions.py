@@ -55,6 +55,9 @@ class History:
             "MLOPS_MONITOR_WINDOW_HOURS": "24",
             "MLOPS_MONITOR_WINDOWS": "3",
             "MLOPS_MONITOR_MIN_ROWS": "200",
+            # 7 training days: a 1-day drift reference leaves the 8 null windows calibration
+            # needs (the default 7 days would leave none: the fixed line)
+            "MLOPS_DRIFT_REFERENCE_DAYS": "1",
         }
         self.runs: list[dict[str, Any]] = []
         self.asked = 0  # requests logged so far: each round answers a little later

@@ -185,3 +185,26 @@ def test_the_alert_line_appears_only_above_the_share() -> None:
     above = TrustReport(keyed_rows=100, trusted_rows=94, untrusted_rows=6, untrusted={"x": 6})
     assert below.untrusted_share == UNTRUSTED_ALERT_SHARE and trust_reasons(below) == []
     assert "6 of 100 checked predictions (6.0%" in trust_reasons(above)[0]
+
+
+def test_the_monitors_drift_reference_is_recomputed_from_curated_bars(
+    storage: LocalStorage,
+) -> None:
+    """The days before a window, as the monitor compares it with: every curated bar in
+    ``start <= open_time < end``, with the features a live client computes for it."""
+    from pipelines.decisions.trust import curated_features
+
+    start = pd.Timestamp(DAY, tz="UTC") + pd.Timedelta(hours=6)
+    end = start + pd.Timedelta(hours=6)
+    reference = curated_features(storage, ["BTCUSDT"], "1m", CONFIG, start, end)
+    assert len(reference) == 360 and set(FEATURES) <= set(reference.columns)
+    assert reference["open_time"].min() == start and reference["open_time"].max() < end
+    matrix, times, _ = client_rows([400, 700])
+    for row, t in zip(matrix, times, strict=True):
+        found = reference[reference["open_time"] == pd.Timestamp(t, unit="ms", tz="UTC")]
+        assert np.allclose(found[FEATURES].to_numpy(dtype=float)[0], row, rtol=0, atol=1e-9)
+    # days nothing was curated for give no reference (the monitor then writes no drift report)
+    later = pd.Timestamp(DAY + timedelta(days=5), tz="UTC")
+    next_day = later + pd.Timedelta(days=1)
+    empty = curated_features(storage, ["BTCUSDT"], "1m", CONFIG, later, next_day)
+    assert empty.empty

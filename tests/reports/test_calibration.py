@@ -15,6 +15,7 @@ from pipelines.reports.calibration import (
     stable_days,
     store,
     tail_threshold,
+    trailing,
 )
 from pipelines.storage import LocalStorage
 
@@ -46,20 +47,23 @@ def _history(days: int, seed: int = 0) -> pd.DataFrame:
 
 def test_thresholds_follow_each_features_own_null() -> None:
     history = _history(14)
-    calibration = calibrate(history, ["a", "b"], {"monitor": 24.0, "gate": 48.0}, 0.01, 0.2)
+    calibration = calibrate(history, ["a", "b"], {"monitor": 24.0, "gate": 48.0}, 0.01, 0.2, 2)
     monitor = calibration.thresholds("monitor")
     assert monitor is not None and calibration.decisions["monitor"].windows >= 8
     # the feature whose scale moves day to day needs a higher line than the stable one
     assert monitor["a"] > 1.5 * monitor["b"]
     assert calibration.per_feature_rate == pytest.approx(0.005)
+    reference = trailing(history, history["open_time"].iloc[-1] + pd.Timedelta(minutes=10), 2)
     fresh = _history(2, seed=99).iloc[:144]
-    assert drifted(feature_psi(history, fresh, ["a", "b"]), monitor) == []
+    assert drifted(feature_psi(reference, fresh, ["a", "b"]), monitor) == []
     shifted = fresh.assign(b=fresh["b"] * 2, a=fresh["a"] * 0 + 5.0)
-    assert drifted(feature_psi(history, shifted, ["a", "b"]), monitor) == ["a", "b"]
+    assert drifted(feature_psi(reference, shifted, ["a", "b"]), monitor) == ["a", "b"]
 
 
 def test_too_little_history_keeps_the_fixed_threshold() -> None:
-    calibration = calibrate(_history(3), ["a"], {"gate": 48.0}, 0.01, 0.2)
+    # 5 days, a 2-day reference and 2-day windows: 3 positions, fewer than the 8 needed
+    calibration = calibrate(_history(5), ["a"], {"gate": 48.0}, 0.01, 0.2, 2)
+    assert calibration.decisions["gate"].windows == 0
     assert calibration.thresholds("gate") is None
     assert calibration.decisions["gate"].thresholds == {"a": 0.2}
 
@@ -81,31 +85,54 @@ def test_a_short_day_is_not_stable_history() -> None:
 
 def test_stored_with_a_content_key_and_read_back(tmp_path) -> None:  # type: ignore[no-untyped-def]
     storage = LocalStorage(tmp_path)
-    calibration = calibrate(_history(10), ["a"], {"monitor": 24.0}, 0.01, 0.2)
+    calibration = calibrate(_history(10), ["a"], {"monitor": 24.0}, 0.01, 0.2, 2)
     key = store(storage, "features/1m/abc", calibration)
     assert key == f"features/1m/abc/calibration/{calibration.digest}.json"
     assert load(storage, key) == calibration
 
 
-def test_the_null_is_each_window_against_all_other_rows() -> None:
+def test_the_null_is_each_window_against_the_days_just_before_it() -> None:
     from pipelines.reports.calibration import null_samples
 
-    history = _history(6)
+    history = _history(8)
     window, step = pd.Timedelta(hours=24), pd.Timedelta(hours=12)
-    null = null_samples(history, ["a", "b"], window, step)
+    null = null_samples(history, ["a", "b"], window, step, 3)
     times = history["open_time"]
-    for k in (0, 5, len(null) - 1):
-        start = times.iloc[0] + k * step
+    # from the first position with 3 whole days before it, every 12 h while a whole window
+    # fits before the last bar (day 7, 23:50): starts on days 3.0, 3.5, ..., 6.5
+    assert len(null) == 8
+    for k in (0, 3, len(null) - 1):
+        start = times.iloc[0] + pd.Timedelta(days=3) + k * step
         inside = (times >= start) & (times < start + window)
-        direct = feature_psi(history[~inside], history[inside], ["a", "b"])
+        before = (times >= start - pd.Timedelta(days=3)) & (times < start)
+        direct = feature_psi(history[before], history[inside], ["a", "b"])
         assert null.iloc[k].to_dict() == pytest.approx(direct, rel=1e-12)
+        assert before.sum() == 3 * 144 and inside.sum() == 144
+
+
+def test_a_calibration_of_the_pooled_training_rows_is_not_used() -> None:
+    # a calibration stored before the trailing reference (no reference_days) judged another
+    # statistic: its thresholds do not apply, the decision keeps the fixed line
+    calibration = calibrate(_history(10), ["a"], {"monitor": 24.0}, 0.01, 0.2, 2)
+    assert calibration.thresholds("monitor") is not None
+    legacy = calibration.model_dump(mode="json")
+    del legacy["reference_days"]
+    assert type(calibration).model_validate(legacy).thresholds("monitor") is None
+
+
+def test_a_trailing_reference_is_the_days_before_the_window_only() -> None:
+    history = _history(5)
+    start = pd.Timestamp("2024-01-04", tz="UTC")
+    reference = trailing(history, start, 2)
+    assert reference["open_time"].min() == pd.Timestamp("2024-01-02", tz="UTC")
+    assert reference["open_time"].max() < start and len(reference) == 2 * 144
 
 
 def test_calibration_reads_a_bounded_history() -> None:
     from pipelines.reports.calibration import MAX_HISTORY_DAYS, MAX_WINDOWS
 
     long = _history(MAX_HISTORY_DAYS + 30)
-    calibration = calibrate(long, ["a"], {"monitor": 6.0}, 0.01, 0.2)
+    calibration = calibrate(long, ["a"], {"monitor": 6.0}, 0.01, 0.2, 2)
     first = pd.Timestamp(calibration.history[0])
     last = pd.Timestamp(calibration.history[1])
     assert last - first <= pd.Timedelta(days=MAX_HISTORY_DAYS)
