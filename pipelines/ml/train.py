@@ -34,11 +34,14 @@ def pip_requirements() -> list[str]:
     ]
 
 
-TRAIN_BYTES_PER_ROW = 320
-"""Memory per training row, measured (benchmarks/README.md, scale): the features and label as
-one float64 matrix (scikit-learn's own dtype, so it makes no copy: 18 x 8 B), the row's time,
-symbol, label and return (32 B), and the model's working arrays (its uint8 bins, gradients,
-hessians, predictions, encoded labels and partition indices)."""
+TRAIN_BYTES_PER_ROW = 480
+"""Peak memory of the train step per training row, measured (benchmarks/README.md, scale,
+2026-12-01: 419 B with the default model, 469 B with the logistic regression, fitting the four
+walk-forward folds and the final model on 1 M rows): the features as one float64 matrix
+(17 x 8 B; scikit-learn's own dtype, so it makes no copy), the row's time, symbol, label and
+return (32 B), and the model's working arrays (its uint8 bins, gradients, hessians, raw
+predictions, encoded labels, partition indices; the scaler's copy for the logistic
+regression)."""
 
 
 @dataclass(frozen=True)
@@ -46,16 +49,17 @@ class TrainingRows:
     """The rows the train step fits on, in time order, held once."""
 
     data: pd.DataFrame
-    """The features and ``label`` as float64, one block over one matrix (no copy is made of it:
-    `features` and scikit-learn's view of it are that matrix)."""
+    """The features as float64, one block over one C-contiguous matrix: scikit-learn fits on it
+    without a copy of its own (a float32 frame, or a view of some of a matrix's columns, it
+    copies), and `features` gives views of it."""
     meta: pd.DataFrame
     """``open_time``, ``symbol``, ``label`` and ``future_return`` of the same rows."""
     sampled_from: int | None
     """How many rows were before the evaluation window when they were sampled (None: all)."""
 
-    def features(self, names: list[str], rows: slice) -> pd.DataFrame:
-        """The feature columns of `rows` (a view of the matrix, never a copy)."""
-        return self.data.iloc[rows, : len(names)]
+    def features(self, rows: slice) -> pd.DataFrame:
+        """The features of `rows` (a view of the matrix, never a copy)."""
+        return self.data.iloc[rows]
 
 
 def training_rows(
@@ -81,8 +85,8 @@ def training_rows(
     )
     del selection.times
     meta = selection.rows(["open_time", "symbol", "label", "future_return"], keep)
-    columns = [*info.features, "label"]
-    data = pd.DataFrame(selection.matrix(columns, keep, last=True), columns=columns, copy=False)
+    matrix = selection.matrix(info.features, keep, last=True)
+    data = pd.DataFrame(matrix, columns=info.features, copy=False)
     return TrainingRows(data, meta, None if picked is None else candidates)
 
 
@@ -122,7 +126,6 @@ def train(settings: Settings, storage: Storage, info: DatasetInfo, run_id: str) 
     rows = training_rows(storage, info, settings, embargo)
     sampled_from = rows.sampled_from
     window = split_eval_window(rows.meta, settings.eval_days, embargo, settings.min_train_rows)
-    features = info.features
     params = model_params(settings.model_type, settings.model_params)
     trained = slice(0, len(window.train))  # the rows are in time order: training is a prefix
     label = window.train["label"]
@@ -132,8 +135,8 @@ def train(settings: Settings, storage: Storage, info: DatasetInfo, run_id: str) 
         model = make_model(settings.model_type, settings.model_params)
         fit, test = _span(train_idx), _span(test_idx)
         del train_idx, test_idx
-        model.fit(rows.features(features, fit), label.iloc[fit])
-        probability = model.predict_proba(rows.features(features, test))[:, 1]
+        model.fit(rows.features(fit), label.iloc[fit])
+        probability = model.predict_proba(rows.features(test))[:, 1]
         folds.append(
             classification_metrics(
                 window.train.iloc[test], probability, info.horizon, settings.fee_bps
@@ -141,7 +144,7 @@ def train(settings: Settings, storage: Storage, info: DatasetInfo, run_id: str) 
         )
 
     final = make_model(settings.model_type, settings.model_params)
-    final.fit(rows.features(features, trained), label)
+    final.fit(rows.features(trained), label)
 
     experiment_id = configure(settings)
     import mlflow
@@ -185,7 +188,9 @@ def train(settings: Settings, storage: Storage, info: DatasetInfo, run_id: str) 
         )
         mlflow.log_metrics({f"cv_mean_{name}": value for name, value in cv_mean.items()})
         dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
-            rows.data.iloc[trained],  # a view: features and label, no copy
+            pd.concat(  # type: ignore[call-overload]  # pandas-stubs lacks `copy`
+                [rows.features(trained), label], axis=1, copy=False
+            ),  # views of the rows, no copy
             source=f"{storage.url}/{info.prefix}/labelled.parquet",
             name=f"{info.interval}-{info.dataset_hash}",
             targets="label",
@@ -193,7 +198,7 @@ def train(settings: Settings, storage: Storage, info: DatasetInfo, run_id: str) 
         )
         mlflow.log_input(dataset, context="training", tags={"dataset_hash": info.dataset_hash})
         mlflow.log_dict(info.model_dump(mode="json"), "dataset/manifest.json")
-        example = rows.features(features, slice(0, 5)).astype(np.float32).reset_index(drop=True)
+        example = rows.features(slice(0, 5)).astype(np.float32).reset_index(drop=True)
         signature = infer_signature(example, final.predict_proba(example))
         logged = mlflow.sklearn.log_model(
             final,

@@ -137,14 +137,19 @@ def test_training_rows_are_sampled_to_the_memory_budget_and_the_eval_window_kept
     dataset = read_dataset(curated, info.prefix)
     names = feature_names(CONFIG)
     assert np.array_equal(every.data[names].to_numpy(), dataset[names].to_numpy(np.float64))
-    assert np.array_equal(every.data["label"].to_numpy(), dataset["label"].to_numpy())
+    assert list(every.data.columns) == names
+    assert np.array_equal(every.meta["label"].to_numpy(), dataset["label"].to_numpy())
     matrix = every.data.to_numpy()
     assert matrix.dtype == np.float64 and matrix.flags["C_CONTIGUOUS"]
-    assert np.shares_memory(every.features(names, slice(0, 10)).to_numpy(), matrix)
+    assert np.shares_memory(every.features(slice(0, 10)).to_numpy(), matrix)
 
     small = settings.model_copy(update={"train_memory_mb": 1, "eval_days": 1.0})
     sample = training_rows(curated, info, small, embargo)
     rows = sample.meta
+    keys = ["open_time", "symbol"]
+    positions = pd.MultiIndex.from_frame(every.meta[keys]).get_indexer(
+        pd.MultiIndex.from_frame(rows[keys])
+    )
     cutoff = every.meta["open_time"].max() - pd.Timedelta(days=1) - embargo
     before = every.meta[every.meta["open_time"] <= cutoff]
     assert sample.sampled_from == len(before)
@@ -159,4 +164,4 @@ def test_training_rows_are_sampled_to_the_memory_budget_and_the_eval_window_kept
     after = every.meta[every.meta["open_time"] > cutoff].reset_index(drop=True)
     pd.testing.assert_frame_equal(rows[rows["open_time"] > cutoff].reset_index(drop=True), after)
     # the matrix's rows are the meta's rows
-    assert np.array_equal(sample.data["label"].to_numpy(), rows["label"].to_numpy())
+    assert np.array_equal(sample.data.to_numpy(), every.data.to_numpy()[positions])
