@@ -46,7 +46,7 @@ def test_a_multipart_upload_appears_whole_and_a_failed_one_not_at_all(
     body = os.urandom(12 * 2**20)
     parts: list[int] = []
     storage.client.meta.events.register(
-        "before-call.s3.UploadPart", lambda params, **_: parts.append(params["PartNumber"])
+        "provide-client-params.s3.UploadPart", lambda params, **_: parts.append(params["PartNumber"])
     )
     with storage.open_writer("features/1m/a/labelled.parquet") as out:
         out.write(body)
@@ -57,7 +57,7 @@ def test_a_multipart_upload_appears_whole_and_a_failed_one_not_at_all(
         if params["PartNumber"] > 1:
             raise ConnectionAbortedError("the writer's pod was evicted")
 
-    storage.client.meta.events.register("before-call.s3.UploadPart", fail_after_the_first)
+    storage.client.meta.events.register("provide-client-params.s3.UploadPart", fail_after_the_first)
     with (
         pytest.raises(ConnectionAbortedError),
         storage.open_writer("features/1m/b/labelled.parquet") as out,
