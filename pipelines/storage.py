@@ -16,9 +16,11 @@ from pipelines import layout
 from pipelines.errors import PipelineError
 
 STALE_TEMP_SECONDS = 3600.0
-"""A temporary file untouched this long was left by a killed writer: every write is one whole
-bytes object, done in seconds (the largest, a Bento archive, in well under a minute), and the
-kernel moves a temp's mtime on every write, so a live writer's temp is never this old."""
+"""A temporary file untouched this long was left by a killed writer: a write is one whole
+bytes object, done in seconds (the largest, a Bento archive, in well under a minute), or a
+stream (`Storage.open_writer`: a dataset file, written row group after row group, seconds
+apart), and the kernel moves a temp's mtime on every write, so a live writer's temp is never
+this old."""
 
 
 def sweep_stale_temps(

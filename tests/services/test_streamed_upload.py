@@ -45,8 +45,9 @@ def test_a_multipart_upload_appears_whole_and_a_failed_one_not_at_all(
 ) -> None:
     body = os.urandom(12 * 2**20)
     parts: list[int] = []
+    hook = "provide-client-params.s3.UploadPart"
     storage.client.meta.events.register(
-        "provide-client-params.s3.UploadPart", lambda params, **_: parts.append(params["PartNumber"])
+        hook, lambda params, **_: parts.append(params["PartNumber"])
     )
     with storage.open_writer("features/1m/a/labelled.parquet") as out:
         out.write(body)
