@@ -74,6 +74,28 @@ def _exited(pid: int) -> bool:
     return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
 
 
+STEP_EVENTS = {
+    "step_started": "started",
+    "step_succeeded": "succeeded",
+    "step_failed": "failed",
+    "step_resumed": "resumed",
+}
+"""The runner's JSON log events (its logs are JSON where stderr is no terminal) as the events
+of its ``<step>: <event>`` progress lines."""
+
+
+def _step_event(text: str) -> tuple[str, str]:
+    """(step, event) of one stderr line of the run: a JSON log record or a progress line."""
+    if text.startswith("{"):
+        try:
+            record = json.loads(text)
+        except ValueError:
+            return "", ""
+        return str(record.get("step") or ""), STEP_EVENTS.get(str(record.get("event")), "")
+    name, _, event = text.rpartition(": ")
+    return name, event
+
+
 def watch(child: subprocess.Popen[bytes], log: IO[bytes]) -> dict[str, dict[str, float]]:
     """Copy the child's stderr to `log` while sampling its RSS every 0.1 s; the peak RSS and
     CPU seconds of each step, attributed by the runner's ``<step>: started`` lines (the peak of
@@ -86,7 +108,7 @@ def watch(child: subprocess.Popen[bytes], log: IO[bytes]) -> dict[str, dict[str,
         assert child.stderr is not None
         for line in child.stderr:
             log.write(line)
-            name, _, event = line.decode(errors="replace").strip().rpartition(": ")
+            name, event = _step_event(line.decode(errors="replace").strip())
             if event == "started" and name:
                 running.append(name)
             elif event in ("succeeded", "failed", "resumed") and name in running:

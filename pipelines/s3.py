@@ -3,8 +3,11 @@ and one clear error for refused credentials."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any
+import tempfile
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
 
 from pipelines.errors import PipelineError
 
@@ -76,9 +79,12 @@ class S3Storage:
         except Exception:  # no session (a given client) or no credentials
             return "(unknown)"
 
-    def _call(self, operation: str, key: str, method: str, **kwargs: Any) -> Any:
-        """``client.<method>(Bucket=…, **kwargs)`` about `key`: waits out an unreachable
-        endpoint, and turns refused or missing credentials into one `PipelineError`."""
+    def _call(
+        self, operation: str, key: str, method: str | Callable[..., Any], **kwargs: Any
+    ) -> Any:
+        """``client.<method>(Bucket=…, **kwargs)`` (or ``method(Bucket=…, **kwargs)``) about
+        `key`: waits out an unreachable endpoint, and turns refused or missing credentials into
+        one `PipelineError`."""
         from botocore.exceptions import ClientError, NoCredentialsError
         from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
@@ -91,7 +97,7 @@ class S3Storage:
                 reraise=True,
             ):
                 with attempt:
-                    call = getattr(self.client, method)
+                    call = getattr(self.client, method) if isinstance(method, str) else method
                     return call(Bucket=self.bucket, **kwargs)
         except NoCredentialsError:
             raise PipelineError(
@@ -122,6 +128,36 @@ class S3Storage:
 
     def write_bytes(self, key: str, data: bytes) -> None:
         self._call("write", key, "put_object", Key=self._key(key), Body=data)
+
+    UPLOAD_PART_BYTES = 64 * 2**20
+    """Part size of a streamed object's multipart upload (and the size above which it is one)."""
+
+    def _upload(self, **kwargs: Any) -> None:
+        """``client.upload_file``, its failure re-raised as the `ClientError` boto3 wraps (so
+        `_call` waits out a restarting server and names refused credentials)."""
+        from boto3.exceptions import S3UploadFailedError
+        from boto3.s3.transfer import TransferConfig
+        from botocore.exceptions import ClientError
+
+        size = self.UPLOAD_PART_BYTES
+        config = TransferConfig(multipart_threshold=size, multipart_chunksize=size)
+        try:
+            self.client.upload_file(Config=config, **kwargs)
+        except S3UploadFailedError as error:
+            if isinstance(error.__context__, ClientError):
+                raise error.__context__ from None
+            raise
+
+    @contextlib.contextmanager
+    def open_writer(self, key: str) -> Iterator[BinaryIO]:
+        """Stream into a temp file of the local spool (``TMPDIR``), uploaded to `key` when the
+        block ends cleanly. Above `UPLOAD_PART_BYTES` it is a multipart upload, whose object S3
+        shows only once every part is in (a failed upload is aborted): never a partial
+        object."""
+        with tempfile.NamedTemporaryFile(prefix="mlops-upload-") as out:
+            yield out  # type: ignore[misc]
+            out.flush()
+            self._call("write", key, self._upload, Filename=out.name, Key=self._key(key))
 
     CREATE_ATTEMPTS = 3
     """A 409 ConditionalRequestConflict (a concurrent write to the key) is retried, as S3

@@ -6,17 +6,21 @@ import contextlib
 import os
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 from urllib.parse import urlparse
 
 from pipelines import layout
 from pipelines.errors import PipelineError
 
 STALE_TEMP_SECONDS = 3600.0
-"""A temporary file untouched this long was left by a killed writer: every write is one whole
-bytes object, done in seconds (the largest, a Bento archive, in well under a minute), and the
-kernel moves a temp's mtime on every write, so a live writer's temp is never this old."""
+"""A temporary file untouched this long was left by a killed writer: a write is one whole
+bytes object, done in seconds (the largest, a Bento archive, in well under a minute), or a
+stream (`Storage.open_writer`: a dataset file, written row group after row group, seconds
+apart), and the kernel moves a temp's mtime on every write, so a live writer's temp is never
+this old."""
 
 
 def sweep_stale_temps(
@@ -67,6 +71,13 @@ class Storage(Protocol):
 
     def write_bytes(self, key: str, data: bytes) -> None:
         """Store the whole object at once: a reader sees the old object or the new, never half."""
+        ...
+
+    def open_writer(self, key: str) -> AbstractContextManager[BinaryIO]:
+        """A file to stream an object into, for one too large to hold as bytes: it is written
+        to a temporary file in a local spool, and only when the ``with`` block ends without an
+        error does it appear at `key`, whole (a rename, or an upload whose object S3 shows only
+        once complete); on an error nothing appears and the temporary file is removed."""
         ...
 
     def create(self, key: str, data: bytes) -> None:
@@ -134,6 +145,19 @@ class LocalStorage:
     def write_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
         write_file_atomic(path, data, self._tmp_dir(path))  # temps never appear under a key
+
+    @contextlib.contextmanager
+    def open_writer(self, key: str) -> Iterator[BinaryIO]:
+        """Stream into a temp in ``.tmp/``, renamed to `key` when the block ends cleanly."""
+        path = self._path(key)
+        tmp = self._tmp_dir(path) / f"{path.name}.{uuid.uuid4().hex}"
+        try:
+            with tmp.open("wb") as out:
+                yield out
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
     def create(self, key: str, data: bytes) -> None:
         """Write-once: the whole bytes go to a temp, then a hard link names them at `key`;
@@ -209,6 +233,9 @@ class RoutedStorage:
 
     def write_bytes(self, key: str, data: bytes) -> None:
         self._pick(key).write_bytes(key, data)
+
+    def open_writer(self, key: str) -> AbstractContextManager[BinaryIO]:
+        return self._pick(key).open_writer(key)
 
     def create(self, key: str, data: bytes) -> None:
         self._pick(key).create(key, data)

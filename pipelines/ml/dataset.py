@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,9 +23,11 @@ from pipelines.errors import PipelineError
 from pipelines.ml.features import (
     FEATURES_VERSION,
     FeatureConfig,
+    compute_features,
+    compute_labels,
     feature_names,
-    symbol_rows,
 )
+from pipelines.ml.spool import SORT_KEYS, SymbolSpool
 from pipelines.storage import Storage
 
 
@@ -89,54 +92,35 @@ ROW_GROUP_ROWS = 131_072
 (`pipelines.ml.rows`), so this bounds what a bounded read holds besides its selection."""
 
 
-def _write_sorted(table: pa.Table) -> tuple[tuple[bytes, int], tuple[bytes, int], Any]:
-    """`table`'s rows sorted by (open_time, symbol) as two Parquet files — the labelled rows
-    (label as int64) and the unlabelled ones (without label and return) — with their row
-    counts, and the labelled rows' first and last time (None without any).
-
-    The sorted rows are taken and written one row group at a time: only the sort order, one
-    group and the files' bytes are held beside `table`, never a sorted copy of it."""
-    order = pc.sort_indices(
-        table.select(["open_time", "symbol"]),
-        [("open_time", "ascending"), ("symbol", "ascending")],
-    )
-    label = table.schema.get_field_index("label")
-    known_schema = table.schema.set(label, pa.field("label", pa.int64()))
-    unknown_schema = table.schema.remove(label).remove(
-        table.schema.remove(label).get_field_index("future_return")
-    )
-    buffers, counts, span = (io.BytesIO(), io.BytesIO()), [0, 0], [None, None]
-    with (
-        pq.ParquetWriter(buffers[0], known_schema) as known_out,
-        pq.ParquetWriter(buffers[1], unknown_schema) as unknown_out,
-    ):
-        for first in range(0, table.num_rows, ROW_GROUP_ROWS):
-            group = table.take(order[first : first + ROW_GROUP_ROWS])
-            known = pc.is_valid(group["label"])
-            rows = group.filter(known)
-            rows = rows.set_column(label, "label", rows["label"].cast(pa.int64()))
-            rest = group.filter(pc.invert(known)).drop_columns(["label", "future_return"])
-            for out, part, i in ((known_out, rows, 0), (unknown_out, rest, 1)):
-                if part.num_rows:
-                    out.write_table(part, row_group_size=ROW_GROUP_ROWS)
-                    counts[i] += part.num_rows
-            if rows.num_rows:
-                span = [span[0] or rows["open_time"][0].as_py(), rows["open_time"][-1].as_py()]
-    return (
-        (buffers[0].getvalue(), counts[0]),
-        (buffers[1].getvalue(), counts[1]),
-        None if span[0] is None else (span[0], span[1]),
-    )
-
-
-def compact(rows: pd.DataFrame, features: Sequence[str]) -> pa.Table:
-    """One symbol's model rows as Arrow, the features in float32: half the memory, and the
-    model bins each feature into at most 255 bins anyway (ROC-AUC cost: benchmarks/README.md)."""
-    table = pa.Table.from_pandas(rows, preserve_index=False)
-    for name in features:
-        i = table.schema.get_field_index(name)
-        table = table.set_column(i, name, table[name].cast(pa.float32()))
-    return table.replace_schema_metadata(None)
+def symbol_tables(
+    bars: pd.DataFrame, symbol: str, config: FeatureConfig
+) -> tuple[pa.Table, pa.Table]:
+    """One symbol's model rows as Arrow, in time order: the labelled ones (label as int64) and
+    the unlabelled ones (without label and return). The features are float32 — half the
+    memory, and the model bins each feature into at most 255 bins anyway (ROC-AUC cost:
+    benchmarks/README.md) — each converted and its float64 column let go one at a time."""
+    features = compute_features(bars, config)
+    labels = compute_labels(bars, config.horizon)
+    names = feature_names(config)
+    ready = np.zeros(len(features), dtype=bool)
+    ready[config.warmup_bars - 1 :] = True
+    for name in names:
+        ready &= features[name].notna().to_numpy()
+    picked = pa.array(ready)
+    columns: dict[str, pa.Array] = {
+        "symbol": pa.repeat(pa.scalar(symbol, pa.string()), int(ready.sum())),
+        "open_time": pa.Array.from_pandas(features["open_time"]).filter(picked),
+    }
+    for name in names:
+        columns[name] = pa.array(features.pop(name).to_numpy()[ready].astype(np.float32))
+    del features
+    label = labels["label"].to_numpy()[ready]
+    known = ~np.isnan(label)
+    columns["label"] = pa.array(np.nan_to_num(label).astype(np.int64))
+    columns["future_return"] = pa.array(labels["future_return"].to_numpy()[ready])
+    table = pa.table(columns)
+    unknown = table.filter(pa.array(~known)).drop_columns(["label", "future_return"])
+    return table.filter(pa.array(known)), unknown
 
 
 def build_dataset(
@@ -158,25 +142,29 @@ def build_dataset(
     if storage.exists(f"{prefix}/manifest.json"):
         info = DatasetInfo.model_validate_json(storage.read_bytes(f"{prefix}/manifest.json"))
         return info.model_copy(update={"reused": True})
-    parts = []
-    for symbol in symbols:  # one symbol's bars and features in memory at a time
-        bars = prepare_bars(
-            load_curated(storage, symbol, source_interval, start, end),
-            source_interval,
-            config.interval,
-        )
-        parts.append(compact(symbol_rows(bars, symbol, config), feature_names(config)))
-        del bars
-    table = pa.concat_tables(parts)  # zero-copy: the symbols' tables are its chunks
-    del parts
-    labelled, unlabelled, span = _write_sorted(table)
-    del table
-    if span is None:
-        raise PipelineError(
-            f"no labelled rows: {unlabelled[1]} rows after a {config.warmup_bars}-bar "
-            f"warm-up and a {config.horizon}-bar horizon at {config.interval}",
-            "widen --start/--end, or lower MLOPS_HORIZON / MLOPS_MODEL_INTERVAL",
-        )
+    with SymbolSpool() as spool:
+        for symbol in symbols:  # one symbol's bars and features in memory at a time
+            bars = prepare_bars(
+                load_curated(storage, symbol, source_interval, start, end),
+                source_interval,
+                config.interval,
+            )
+            spool.add(*symbol_tables(bars, symbol, config))
+            del bars
+        assert spool.schema is not None  # one symbol at least was added
+        unlabelled = _sorted(spool.unlabelled, spool.schema)
+        if not spool.rows:
+            raise PipelineError(
+                f"no labelled rows: {unlabelled.num_rows} rows after a {config.warmup_bars}-bar "
+                f"warm-up and a {config.horizon}-bar horizon at {config.interval}",
+                "widen --start/--end, or lower MLOPS_HORIZON / MLOPS_MODEL_INTERVAL",
+            )
+        with (
+            storage.open_writer(f"{prefix}/labelled.parquet") as sink,
+            pq.ParquetWriter(sink, spool.schema) as out,
+        ):
+            span = spool.merge(out.write_table, ROW_GROUP_ROWS)
+        rows = spool.rows
     info = DatasetInfo(
         dataset_hash=digest,
         prefix=prefix,
@@ -187,16 +175,25 @@ def build_dataset(
         start=start,
         end=end,
         features=feature_names(config),
-        rows=labelled[1],
-        rows_unlabelled=unlabelled[1],
+        rows=rows,
+        rows_unlabelled=unlabelled.num_rows,
         first_time=str(pd.Timestamp(span[0])),
         last_time=str(pd.Timestamp(span[1])),
         config=config.model_dump(mode="json"),
     )
-    storage.write_bytes(f"{prefix}/labelled.parquet", labelled[0])
-    storage.write_bytes(f"{prefix}/scoring.parquet", unlabelled[0])
+    scoring = io.BytesIO()
+    pq.write_table(unlabelled, scoring, row_group_size=ROW_GROUP_ROWS)
+    storage.write_bytes(f"{prefix}/scoring.parquet", scoring.getvalue())
     storage.write_bytes(f"{prefix}/manifest.json", info.model_dump_json(indent=2).encode())
     return info
+
+
+def _sorted(parts: list[pa.Table], labelled: pa.Schema) -> pa.Table:
+    """The unlabelled rows of every symbol in (``open_time``, ``symbol``) order (`labelled`:
+    the labelled rows' schema, theirs without label and return)."""
+    schema = pa.schema([f for f in labelled if f.name not in ("label", "future_return")])
+    table = pa.concat_tables([schema.empty_table(), *parts])
+    return table.take(pc.sort_indices(table.select(["open_time", "symbol"]), SORT_KEYS))
 
 
 def read_dataset(

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-FEATURES_VERSION = 2
+FEATURES_VERSION = 3
 """Bump when the feature code changes meaning: it is part of every dataset hash. (2: datasets
-store the features as float32.)"""
+store the features as float32; 3: no `close` column, written symbol by symbol.)"""
 
 
 class FeatureConfig(BaseModel):
@@ -130,6 +130,5 @@ def symbol_rows(bars: pd.DataFrame, symbol: str, config: FeatureConfig) -> pd.Da
     """Model rows of one symbol: features, labels, warm-up dropped."""
     rows = pd.concat([compute_features(bars, config), compute_labels(bars, config.horizon)], axis=1)
     rows.insert(0, "symbol", symbol)
-    rows["close"] = bars["close"].to_numpy()
     ready: pd.DataFrame = rows.iloc[config.warmup_bars - 1 :].dropna(subset=feature_names(config))
     return ready

@@ -10,7 +10,7 @@ the selection, one batch, and the file's bytes.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -74,18 +74,24 @@ def _times(file: pq.ParquetFile) -> np.ndarray:
     return np.asarray(column.to_numpy(), dtype="datetime64[ns]")
 
 
-def _select(file: pq.ParquetFile, columns: Sequence[str], positions: np.ndarray) -> pa.Table:
-    """The rows at `positions` (sorted) of `columns`, decoded one batch at a time."""
-    parts, offset = [], 0
-    schema = pa.schema([file.schema_arrow.field(name) for name in columns])
+def _taken(
+    file: pq.ParquetFile, columns: Sequence[str], positions: np.ndarray
+) -> Iterator[pa.RecordBatch]:
+    """The rows at `positions` (sorted) of `columns`, decoded and picked one batch at a time."""
+    offset = 0
     for batch in file.iter_batches(batch_size=BATCH_ROWS, columns=list(columns)):
         low, high = np.searchsorted(positions, [offset, offset + batch.num_rows])
         if high > low:
-            parts.append(batch.take(pa.array(positions[low:high] - offset)))
+            yield batch.take(pa.array(positions[low:high] - offset))
         offset += batch.num_rows
         if low == len(positions):
             break
-    return pa.Table.from_batches(parts, schema=schema)
+
+
+def _select(file: pq.ParquetFile, columns: Sequence[str], positions: np.ndarray) -> pa.Table:
+    """The rows at `positions` (sorted) of `columns` as one table."""
+    schema = pa.schema([file.schema_arrow.field(name) for name in columns])
+    return pa.Table.from_batches(list(_taken(file, columns, positions)), schema=schema)
 
 
 class Selection:
@@ -116,6 +122,23 @@ class Selection:
             del self.file
         frame: pd.DataFrame = table.to_pandas(self_destruct=True, split_blocks=True)
         return frame
+
+    def matrix(
+        self, columns: Sequence[str], positions: np.ndarray, *, last: bool = False
+    ) -> np.ndarray:
+        """The rows at `positions` (sorted) of the numeric `columns` as one C-contiguous float64
+        matrix, filled batch by batch: what scikit-learn fits on without a copy of its own (it
+        converts anything else to float64), so the rows are never held in two forms."""
+        out = np.empty((len(positions), len(columns)), dtype=np.float64)
+        filled = 0
+        for batch in _taken(self.file, columns, positions):
+            for j in range(len(columns)):
+                values = batch.column(j).to_numpy(zero_copy_only=False)
+                out[filled : filled + batch.num_rows, j] = values
+            filled += batch.num_rows
+        if last:
+            del self.file
+        return out
 
     def between(
         self, columns: Sequence[str], start: pd.Timestamp, end: pd.Timestamp, *, last: bool = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -33,17 +34,39 @@ def pip_requirements() -> list[str]:
     ]
 
 
-TRAIN_BYTES_PER_ROW = 320
-"""Estimated memory per training row: the row (17 float32 features, label, return, close,
-time, symbol: ~110 B) and the model's working copies (scikit-learn's float64 matrix of the
-features, its uint8 bins, gradients and predictions: ~200 B)."""
+TRAIN_BYTES_PER_ROW = 480
+"""Peak memory of the train step per training row, measured (benchmarks/README.md, scale,
+2026-12-01: 419 B with the default model, 469 B with the logistic regression, fitting the four
+walk-forward folds and the final model on 1 M rows): the features as one float64 matrix
+(17 x 8 B; scikit-learn's own dtype, so it makes no copy), the row's time, symbol, label and
+return (32 B), and the model's working arrays (its uint8 bins, gradients, hessians, raw
+predictions, encoded labels, partition indices; the scaler's copy for the logistic
+regression)."""
+
+
+@dataclass(frozen=True)
+class TrainingRows:
+    """The rows the train step fits on, in time order, held once."""
+
+    data: pd.DataFrame
+    """The features as float64, one block over one C-contiguous matrix: scikit-learn fits on it
+    without a copy of its own (a float32 frame, or a view of some of a matrix's columns, it
+    copies), and `features` gives views of it."""
+    meta: pd.DataFrame
+    """``open_time``, ``symbol``, ``label`` and ``future_return`` of the same rows."""
+    sampled_from: int | None
+    """How many rows were before the evaluation window when they were sampled (None: all)."""
+
+    def features(self, rows: slice) -> pd.DataFrame:
+        """The features of `rows` (a view of the matrix, never a copy)."""
+        return self.data.iloc[rows]
 
 
 def training_rows(
     storage: Storage, info: DatasetInfo, settings: Settings, embargo: pd.Timedelta
-) -> tuple[pd.DataFrame, int | None]:
+) -> TrainingRows:
     """The labelled rows, those before the evaluation window (and its embargo) sampled down to
-    what `Settings.train_memory_mb` allows; the number of such rows when they were sampled.
+    what `Settings.train_memory_mb` allows at `TRAIN_BYTES_PER_ROW`.
 
     The sample is random (seed 0: the same dataset gives the same sample), kept in time order,
     so every fold and month keeps its share of rows. Only the columns training and its metrics
@@ -55,19 +78,24 @@ def training_rows(
     candidates = int(np.searchsorted(selection.times, cutoff.to_datetime64(), side="right"))
     allowed = settings.train_memory_mb * 2**20 // TRAIN_BYTES_PER_ROW
     picked = sample_positions(candidates, allowed)
-    columns = ["open_time", "symbol", *info.features, "label", "future_return"]
-    if picked is None:
-        return selection.rows(columns, np.arange(len(selection.times)), last=True), None
-    keep = np.concatenate([picked, np.arange(candidates, len(selection.times))])
-    return selection.rows(columns, keep, last=True), candidates
+    keep = (
+        np.arange(len(selection.times))
+        if picked is None
+        else np.concatenate([picked, np.arange(candidates, len(selection.times))])
+    )
+    del selection.times
+    meta = selection.rows(["open_time", "symbol", "label", "future_return"], keep)
+    matrix = selection.matrix(info.features, keep, last=True)
+    data = pd.DataFrame(matrix, columns=info.features, copy=False)
+    return TrainingRows(data, meta, None if picked is None else candidates)
 
 
-def _rows_at(frame: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
-    """``frame.iloc[positions]``: a slice (no copy) when the positions are a contiguous run, as
-    walk-forward folds in time order are."""
-    if len(positions) and positions[-1] - positions[0] + 1 == len(positions):
-        return frame.iloc[positions[0] : positions[-1] + 1]
-    return frame.iloc[positions]
+def _span(positions: np.ndarray) -> slice:
+    """Walk-forward positions (a contiguous run in time order) as a slice: the rows they name
+    are then a view, not a copy."""
+    if len(positions) and positions[-1] - positions[0] + 1 != len(positions):
+        raise ValueError("walk-forward positions must be one contiguous run")
+    return slice(int(positions[0]), int(positions[-1]) + 1) if len(positions) else slice(0, 0)
 
 
 class TrainResult(BaseModel):
@@ -95,21 +123,28 @@ def train(settings: Settings, storage: Storage, info: DatasetInfo, run_id: str) 
     marked ``KILLED`` first (`end_abandoned_runs`), and the new run names it (``mlops.replaces``).
     """
     embargo = pd.Timedelta(interval_delta(info.interval)) * settings.effective_embargo
-    rows, sampled_from = training_rows(storage, info, settings, embargo)
-    window = split_eval_window(rows, settings.eval_days, embargo, settings.min_train_rows)
-    features = info.features
+    rows = training_rows(storage, info, settings, embargo)
+    sampled_from = rows.sampled_from
+    window = split_eval_window(rows.meta, settings.eval_days, embargo, settings.min_train_rows)
     params = model_params(settings.model_type, settings.model_params)
+    trained = slice(0, len(window.train))  # the rows are in time order: training is a prefix
+    label = window.train["label"]
 
     folds: list[dict[str, float]] = []
     for train_idx, test_idx in walk_forward(window.train["open_time"], settings.cv_folds, embargo):
         model = make_model(settings.model_type, settings.model_params)
-        fit_rows, test_rows = _rows_at(window.train, train_idx), _rows_at(window.train, test_idx)
-        model.fit(fit_rows[features], fit_rows["label"])
-        probability = model.predict_proba(test_rows[features])[:, 1]
-        folds.append(classification_metrics(test_rows, probability, info.horizon, settings.fee_bps))
+        fit, test = _span(train_idx), _span(test_idx)
+        del train_idx, test_idx
+        model.fit(rows.features(fit), label.iloc[fit])
+        probability = model.predict_proba(rows.features(test))[:, 1]
+        folds.append(
+            classification_metrics(
+                window.train.iloc[test], probability, info.horizon, settings.fee_bps
+            )
+        )
 
     final = make_model(settings.model_type, settings.model_params)
-    final.fit(window.train[features], window.train["label"])
+    final.fit(rows.features(trained), label)
 
     experiment_id = configure(settings)
     import mlflow
@@ -153,7 +188,9 @@ def train(settings: Settings, storage: Storage, info: DatasetInfo, run_id: str) 
         )
         mlflow.log_metrics({f"cv_mean_{name}": value for name, value in cv_mean.items()})
         dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
-            window.train[[*features, "label"]].reset_index(drop=True),
+            pd.concat(  # type: ignore[call-overload]  # pandas-stubs lacks `copy`
+                [rows.features(trained), label], axis=1, copy=False
+            ),  # views of the rows, no copy
             source=f"{storage.url}/{info.prefix}/labelled.parquet",
             name=f"{info.interval}-{info.dataset_hash}",
             targets="label",
@@ -161,7 +198,7 @@ def train(settings: Settings, storage: Storage, info: DatasetInfo, run_id: str) 
         )
         mlflow.log_input(dataset, context="training", tags={"dataset_hash": info.dataset_hash})
         mlflow.log_dict(info.model_dump(mode="json"), "dataset/manifest.json")
-        example = window.train[features].head(5).reset_index(drop=True)
+        example = rows.features(slice(0, 5)).astype(np.float32).reset_index(drop=True)
         signature = infer_signature(example, final.predict_proba(example))
         logged = mlflow.sklearn.log_model(
             final,

@@ -131,14 +131,28 @@ def test_training_rows_are_sampled_to_the_memory_budget_and_the_eval_window_kept
 
     info = build_dataset(curated, SYMBOLS, "1m", MIRROR_START, END, CONFIG)
     embargo = pd.Timedelta(minutes=CONFIG.horizon)
-    every, sampled_from = training_rows(curated, info, settings, embargo)
-    assert sampled_from is None and len(every) == info.rows
+    every = training_rows(curated, info, settings, embargo)
+    assert every.sampled_from is None and len(every.meta) == len(every.data) == info.rows
+    # the matrix holds the dataset's values (float32 widened exactly) for the same rows
+    dataset = read_dataset(curated, info.prefix)
+    names = feature_names(CONFIG)
+    assert np.array_equal(every.data[names].to_numpy(), dataset[names].to_numpy(np.float64))
+    assert list(every.data.columns) == names
+    assert np.array_equal(every.meta["label"].to_numpy(), dataset["label"].to_numpy())
+    matrix = every.data.to_numpy()
+    assert matrix.dtype == np.float64 and matrix.flags["C_CONTIGUOUS"]
+    assert np.shares_memory(every.features(slice(0, 10)).to_numpy(), matrix)
 
     small = settings.model_copy(update={"train_memory_mb": 1, "eval_days": 1.0})
-    rows, sampled_from = training_rows(curated, info, small, embargo)
-    cutoff = every["open_time"].max() - pd.Timedelta(days=1) - embargo
-    before = every[every["open_time"] <= cutoff]
-    assert sampled_from == len(before)
+    sample = training_rows(curated, info, small, embargo)
+    rows = sample.meta
+    keys = ["open_time", "symbol"]
+    positions = pd.MultiIndex.from_frame(every.meta[keys]).get_indexer(
+        pd.MultiIndex.from_frame(rows[keys])
+    )
+    cutoff = every.meta["open_time"].max() - pd.Timedelta(days=1) - embargo
+    before = every.meta[every.meta["open_time"] <= cutoff]
+    assert sample.sampled_from == len(before)
     assert (rows["open_time"] <= cutoff).sum() == 2**20 // TRAIN_BYTES_PER_ROW
     assert rows["open_time"].is_monotonic_increasing
     # the sample spreads over the whole window: each day keeps its share, within 10%
@@ -147,5 +161,7 @@ def test_training_rows_are_sampled_to_the_memory_budget_and_the_eval_window_kept
         before["open_time"].dt.date.value_counts() * (2**20 // TRAIN_BYTES_PER_ROW) / len(before)
     )
     assert ((per_day / share[per_day.index]).between(0.9, 1.1)).all()
-    after = every[every["open_time"] > cutoff].reset_index(drop=True)
+    after = every.meta[every.meta["open_time"] > cutoff].reset_index(drop=True)
     pd.testing.assert_frame_equal(rows[rows["open_time"] > cutoff].reset_index(drop=True), after)
+    # the matrix's rows are the meta's rows
+    assert np.array_equal(sample.data.to_numpy(), every.data.to_numpy()[positions])
