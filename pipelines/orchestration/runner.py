@@ -29,6 +29,7 @@ from typing import Any
 
 from pipelines import layout, logs
 from pipelines.errors import PipelineError
+from pipelines.memory import release_free_memory
 from pipelines.orchestration import telemetry
 from pipelines.orchestration.context import StepContext
 from pipelines.orchestration.dag import Step, lint, upstream
@@ -130,6 +131,7 @@ def _attempts(
         attempt += 1
         try:
             result = step.run(ctx)
+            release_free_memory()
             break
         except PipelineError as error:
             failed = {"status": "failed", "error": str(error)}
