@@ -29,7 +29,6 @@ from typing import Any
 
 from pipelines import layout, logs
 from pipelines.errors import PipelineError
-from pipelines.memory import release_free_memory
 from pipelines.orchestration import telemetry
 from pipelines.orchestration.context import StepContext
 from pipelines.orchestration.dag import Step, lint, upstream
@@ -41,6 +40,7 @@ from pipelines.orchestration.fanout import (
     planned,
     shard_result,
 )
+from pipelines.orchestration.memory import release_free_memory
 from pipelines.progress import no_progress
 
 Reporter = Callable[[str, str], None]

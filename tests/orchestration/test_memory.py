@@ -1,10 +1,10 @@
-"""Freed heap given back between steps (`pipelines.memory.release_free_memory`)."""
+"""Freed heap given back between steps (`pipelines.orchestration.memory.release_free_memory`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.memory import release_free_memory
+from pipelines.orchestration.memory import release_free_memory
 
 
 def _rss_kib() -> int:
