@@ -9,9 +9,9 @@ buckets (`pipelines.candidates.standing`, `pipelines.candidates.move`):
 - in the env just before it, the candidate's artifacts: ``bentos/`` (the model archive) and
   ``features/`` (the dataset and its drift calibration), copied at the same keys.
 
-So the chain's accounts are one value, the same in every stack: ``accounts`` maps each env of
-``MLOPS_CANDIDATE_STAGES`` (in the same order) to its AWS account; the buckets come from that
-setting, the pipeline roles and keys are named from the env (`pipeline_role_name`).
+So the chain's accounts are one value, the same in every stack: ``accounts`` lists each env's
+AWS account in the order of ``MLOPS_CANDIDATE_STAGES``; the buckets come from that setting, the
+pipeline roles and keys are named from the env (`pipeline_role_name`).
 """
 
 from __future__ import annotations
@@ -48,20 +48,18 @@ def curated_key_alias(env: str) -> str:
 class CandidatesConfig(ConfigModel):
     """The accounts of the promotion chain (``mlops-platform:candidates``)."""
 
-    accounts: dict[str, str] = Field(min_length=2)
-    """Env → its 12-digit AWS account id, in the order of ``MLOPS_CANDIDATE_STAGES``; the same
-    map in every stack (tests/stacks/test_candidate_grants.py compares them)."""
+    accounts: list[str] = Field(min_length=2)
+    """Each env's 12-digit AWS account id, in the order of ``MLOPS_CANDIDATE_STAGES`` (dev,
+    staging, prod); the same list in every stack (tests/stacks/test_candidate_grants.py)."""
 
     @field_validator("accounts")
     @classmethod
-    def _accounts(cls, value: dict[str, str]) -> dict[str, str]:
-        for env, account in value.items():
+    def _accounts(cls, value: list[str]) -> list[str]:
+        for account in value:
             if not isinstance(account, str) or not account.isdigit() or len(account) != 12:
-                raise ValueError(
-                    f"{env}: {account!r} is not a 12-digit AWS account id (quote it in YAML)"
-                )
-        if len(set(value.values())) != len(value):
-            raise ValueError("two envs share an account: each env is its own account")
+                raise ValueError(f"{account!r} is not a 12-digit AWS account id (quote it in YAML)")
+        if len(set(value)) != len(value):
+            raise ValueError("lists an account twice: each env is its own account")
         return value
 
 
@@ -125,14 +123,17 @@ def chain_of(
             "candidates: workflows.settings.MLOPS_CANDIDATE_STAGES is set, so "
             "candidates.accounts must name each env's AWS account (docs/deploy.md)"
         )
-    if list(stages) != list(config.accounts):
+    if len(stages) != len(config.accounts):
         raise ValueError(
-            f"candidates.accounts: names {', '.join(config.accounts)}, but "
-            "workflows.settings.MLOPS_CANDIDATE_STAGES names "
-            f"{', '.join(stages) or 'nothing'} (the same envs, in the same order)"
+            f"candidates.accounts: lists {len(config.accounts)} accounts, but "
+            f"workflows.settings.MLOPS_CANDIDATE_STAGES names {len(stages)} envs "
+            f"({', '.join(stages) or 'none'}): one account per env, in that order"
         )
     if env not in stages:
-        raise ValueError(f"candidates.accounts: does not name this env {env!r}")
+        raise ValueError(
+            f"workflows.settings.MLOPS_CANDIDATE_STAGES: does not name this env {env!r}"
+        )
+    accounts = dict(zip(stages, config.accounts, strict=True))
     if stages[env].rstrip("/") != own_curated_url:
         raise ValueError(
             f"workflows.settings.MLOPS_CANDIDATE_STAGES: {env} is {stages[env]}, not this "
@@ -155,7 +156,7 @@ def chain_of(
         bucket, root = peers[other]
         return Peer(
             env=other,
-            account_id=config.accounts[other],
+            account_id=accounts[other],
             bucket=bucket,
             layout_root=root,
             artifacts=artifacts,
@@ -164,7 +165,7 @@ def chain_of(
     others = [e for e in envs if e != env]
     return Chain(
         env=env,
-        account_id=config.accounts[env],
+        account_id=accounts[env],
         readers=[peer(e, envs.index(e) == index + 1) for e in others],
         sources=[peer(e, envs.index(e) == index - 1) for e in others],
     )
