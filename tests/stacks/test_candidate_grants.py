@@ -232,6 +232,39 @@ def test_artifacts_flow_forward_only(plans: StackPlans) -> None:
 
 
 @pytest.mark.parametrize("env", ENVS)
+def test_the_pipeline_role_reads_exactly_those_prefixes_of_the_other_buckets(
+    plans: StackPlans, env: str
+) -> None:
+    granted = {
+        s["Sid"]: s
+        for s in pipeline_policy(plans[env])
+        if s.get("Sid", "").startswith(("CandidateRead", "CandidateList"))
+    }
+    expected = {}
+    for source in ENVS:
+        if source == env:
+            continue
+        arn = f"arn:aws:s3:::{bucket(source)}"
+        prefixes = [f"v1/decisions/{source}/"]
+        if ENVS.index(source) == ENVS.index(env) - 1:
+            prefixes += ["v1/bentos/", "v1/features/"]
+        expected[f"CandidateRead{source.title()}"] = {
+            "Sid": f"CandidateRead{source.title()}",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject"],
+            "Resource": [f"{arn}/{p}*" for p in prefixes],
+        }
+        expected[f"CandidateList{source.title()}"] = {
+            "Sid": f"CandidateList{source.title()}",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket"],
+            "Resource": [arn],
+            "Condition": {"StringLike": {"s3:prefix": [f"{p}*" for p in prefixes]}},
+        }
+    assert granted == expected
+
+
+@pytest.mark.parametrize("env", ENVS)
 def test_the_pipeline_role_is_named_and_decrypts_other_keys_only_through_s3(
     plans: StackPlans, env: str
 ) -> None:
