@@ -50,7 +50,7 @@ class CandidatesConfig(ConfigModel):
 
     accounts: list[str] = Field(min_length=2)
     """Each env's 12-digit AWS account id, in the order of ``MLOPS_CANDIDATE_STAGES`` (dev,
-    staging, prod); the same list in every stack (tests/stacks/test_candidate_grants.py)."""
+    staging, prod); the same list in every stack (tests/stacks/test_candidate_chain.py)."""
 
     @field_validator("accounts")
     @classmethod
