@@ -237,7 +237,7 @@ def test_the_pipeline_role_reads_exactly_those_prefixes_of_the_other_buckets(
         for s in pipeline_policy(plans[env])
         if s.get("Sid", "").startswith(("CandidateRead", "CandidateList"))
     }
-    expected = {}
+    expected: dict[str, dict[str, Any]] = {}
     for source in ENVS:
         if source == env:
             continue
