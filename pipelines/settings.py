@@ -268,7 +268,8 @@ class Settings(BaseSettings):
     candidate_stages: Annotated[Stages, NoDecode] = Field(default_factory=dict)
     """The promotion chain, in order: env → its storage URL (JSON in ``MLOPS_CANDIDATE_STAGES``,
     e.g. ``{"dev": "s3://…-dev-curated/v1", "staging": …, "prod": …}``). A move into an env
-    reads the envs before it there (read only: candidate records, artifacts, ledgers) and writes
+    reads the other envs there (read only: every env's ledger; the candidate's record and
+    artifacts in the env before it; the stacks grant exactly that, docs/deploy.md) and writes
     only its own storage, MLflow and GitOps overlay."""
 
     candidate_soak_hours: float = Field(default=24.0, ge=0)

@@ -24,6 +24,7 @@ from pydantic import (
 from pipelines.errors import PipelineError
 from pipelines.orchestration.workflow_config import WorkflowSettings
 from stacks import support_matrix
+from stacks.candidates_config import CandidatesConfig, Chain, chain_of, own_account
 from stacks.ci_config import CiConfig
 from stacks.config_base import ConfigModel
 from stacks.platform_config import PlatformConfig as PlatformConfig
@@ -259,6 +260,9 @@ class StackConfig(_Model):
     """Argo CronWorkflows of the pipelines in this environment."""
     ci: CiConfig
     """GitHub Actions' OIDC roles for this environment (`stacks.components.ci`)."""
+    candidates: CandidatesConfig | None = None
+    """The promotion chain's accounts (`stacks.candidates_config`); required with
+    ``workflows.settings.MLOPS_CANDIDATE_STAGES``."""
 
     @model_validator(mode="before")
     @classmethod
@@ -293,6 +297,18 @@ class StackConfig(_Model):
                     "storage.layoutRoot)"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _chain_agrees(self) -> StackConfig:
+        self.chain  # noqa: B018 - raises naming the key when the two disagree
+        return self
+
+    @property
+    def chain(self) -> Chain | None:
+        """This env's place in the promotion chain (None without one)."""
+        return chain_of(
+            self.candidates, self.env, self.workflows.settings, self.storage.url("curated")
+        )
 
     @model_validator(mode="after")
     def _charts_are_supported(self) -> StackConfig:
@@ -339,6 +355,7 @@ def parse_stack_config(document: dict[str, Any], source: str) -> tuple[StackConf
             providers[str(key)] = value
     try:
         config = StackConfig.model_validate(values)
+        own_account(config.chain, providers.get("aws:allowedAccountIds"))
     except ValidationError as error:
         item = error.errors()[0]
         where = ".".join(str(p) for p in item["loc"])
@@ -350,6 +367,8 @@ def parse_stack_config(document: dict[str, Any], source: str) -> tuple[StackConf
             + (f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""),
             "fix the stack config (see stacks/config.py for every key)",
         ) from None
+    except ValueError as error:  # a check across our keys and the provider's
+        raise PipelineError(f"{source}: {PROJECT}:{error}", "fix the stack config") from None
     return config, providers
 
 

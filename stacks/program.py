@@ -10,8 +10,10 @@ import pulumi_aws as aws
 
 from pipelines.orchestration.argo import render
 from pipelines.orchestration.dag import PIPELINES, get_pipeline
+from stacks.candidates_config import pipeline_role_name
 from stacks.components.backup import Backup, BackupArgs
 from stacks.components.buckets import Storage, StorageArgs
+from stacks.components.candidate_grants import CuratedKey, CuratedKeyArgs, source_statements
 from stacks.components.ci import Ci, CiArgs
 from stacks.components.cluster import Cluster, ClusterArgs
 from stacks.components.cluster_services import ClusterServices, ClusterServicesArgs
@@ -66,12 +68,24 @@ def build(config: StackConfig) -> dict[str, Any]:
             after=[ci],
         ),
     )
+    chain = config.chain
+    region = aws.get_region().region
+    curated_key = (
+        None
+        if chain is None
+        else CuratedKey(
+            "curated-key",
+            CuratedKeyArgs(config.env, chain.account_id, region, tuple(chain.readers), tags),
+        )
+    )
     storage = Storage(
         "storage",
         StorageArgs(
             config.storage,
             tags,
             break_glass=tuple(config.cluster.admin_role_arns),
+            chain=chain,
+            curated_key_arn=None if curated_key is None else curated_key.arn,
         ),
     )
     database = Database(
@@ -106,7 +120,15 @@ def build(config: StackConfig) -> dict[str, Any]:
     identity = Identity(
         "identity",
         IdentityArgs(
-            cluster.oidc_provider_arn, cluster.oidc_issuer, storage.bucket_arns, accounts, tags
+            cluster.oidc_provider_arn,
+            cluster.oidc_issuer,
+            storage.bucket_arns,
+            accounts,
+            tags,
+            role_names={"pipeline": pipeline_role_name(config.env)},
+            more_statements={
+                "pipeline": [] if chain is None else source_statements(chain.sources, region)
+            },
         ),
     )
     crons = [render(get_pipeline(name), config.workflows) for name in PIPELINES]

@@ -74,6 +74,21 @@ CONFIG_KEYS: tuple[tuple[str | None, str | None, str | None, str], ...] = (
     (r"^eks:index:Cluster$", r"^accessEntries\.admin-\d+\.", None, "cluster.adminRoleArns"),
     (r":Chart$", r"\.sso\.issuer$", None, "platform.argoSso.issuer"),
     (r":Chart$", r"\.sso\.redirectUrl$", None, "platform.argoSso.redirectUrl"),
+    # the promotion chain's accounts: the curated key's policy, the other envs' read grants in
+    # the bucket policy, their keys in the pipeline's policy (stacks/components/candidate_grants.py)
+    (r"^aws:kms/key:Key$", r"^policy$", None, "candidates.accounts"),
+    (
+        r"^aws:s3/bucketPolicy:BucketPolicy$",
+        r"^policy$",
+        r"^arn:aws:iam::\d{12}:(root|role/mlops-[a-z0-9-]+-pipeline)$",
+        "candidates.accounts",
+    ),
+    (
+        r"^aws:iam/rolePolicy:RolePolicy$",
+        r"^policy$",
+        r"^arn:aws:kms:[a-z0-9-]+:\d{12}:key/\*$",
+        "candidates.accounts",
+    ),
     # the write-once statements exempt the operators' roles (stacks/components/buckets.py)
     (
         r"^aws:s3/bucketPolicy:BucketPolicy$",

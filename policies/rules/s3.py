@@ -1,4 +1,5 @@
-"""S3: encryption, public access block, versioning and TLS-only bucket policies.
+"""S3: encryption, public access block, versioning, TLS-only bucket policies and what a bucket
+policy may grant another account (read only, to named roles).
 
 Each guard has a resource rule (the guard resource is configured right) and a stack rule (every
 bucket has such a guard resource, or the equivalent inline setting).
@@ -6,7 +7,8 @@ bucket has such a guard resource, or the equivalent inline setting).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from policies.rules.base import Report, as_list, get, rule, statements, who
@@ -188,3 +190,67 @@ def s3_tls_only(args: Any, report: Report) -> None:
 def s3_bucket_has_tls_policy(args: Any, report: Report) -> None:
     """Every bucket has a policy that denies requests without TLS."""
     _check_buckets(args, report, "aws:s3/bucketPolicy", _tls_only, "TLS-only bucket policy")
+
+
+# ---------------------------------------------------------------------------- other accounts
+
+ROOT_ARN = re.compile(r"^arn:aws(?:-[a-z]+)*:iam::(\d{12}):root$")
+ROLE_ARN = re.compile(r"^arn:aws(?:-[a-z]+)*:iam::(\d{12}):role/[\w+=,.@/-]+\*?$")
+"""A role ARN; an ``ArnLike`` value may end its name with ``*`` (a name prefix)."""
+READ_ACTION = re.compile(r"^s3:(?:Get|List)[A-Za-z]+$")
+"""A named S3 read action (``s3:GetObject``, ``s3:ListBucket``…; no wildcard)."""
+
+
+def _grant_problems(statement: Mapping[str, Any]) -> list[str]:
+    """What is wrong with one Allow statement of a bucket policy (empty if nothing)."""
+    principal = statement.get("Principal")
+    named = as_list(get(principal, "AWS")) if isinstance(principal, Mapping) else []
+    if principal == "*" or "*" in named:
+        return ["grants every principal ('*')"]
+    if not named:
+        return []  # a service principal, not an account
+    problems = []
+    if "NotAction" in statement or "NotPrincipal" in statement:
+        problems.append("uses NotAction/NotPrincipal")
+    writes = [a for a in as_list(statement.get("Action")) if not READ_ACTION.match(str(a))]
+    if writes:
+        problems.append(f"allows {writes}: only named s3:Get…/s3:List… actions")
+    accounts = set()
+    for arn in named:
+        match = ROOT_ARN.match(str(arn)) or ROLE_ARN.match(str(arn))
+        if match is None or "*" in str(arn):
+            problems.append(f"principal {arn!r} is neither an account root nor a role ARN")
+        else:
+            accounts.add(match.group(1))
+    conditions = statement.get("Condition") or {}
+    roles = [
+        str(value)
+        for operator in ("ArnEquals", "ArnLike")
+        for value in as_list(get(conditions, operator, "aws:PrincipalArn"))
+    ]
+    unnamed = [r for r in roles if not (m := ROLE_ARN.match(r)) or m.group(1) not in accounts]
+    if not roles or unnamed:
+        problems.append(
+            "no ArnEquals/ArnLike aws:PrincipalArn condition naming roles of the principal's "
+            f"account{f' (not roles there: {unnamed})' if unnamed else ''}: an account root "
+            "alone admits every principal of that account"
+        )
+    return problems
+
+
+@rule(
+    "s3-cross-account-read-only",
+    "A bucket policy grants other accounts only named reads, to roles named by aws:PrincipalArn",
+    "mandatory",
+)
+def s3_cross_account_read_only(args: Any, report: Report) -> None:
+    """Every Allow statement of a bucket policy with an AWS principal (another account: the
+    stacks grant their own roles through IAM) allows only ``s3:Get…``/``s3:List…`` actions, and
+    names the roles with an ``ArnEquals``/``ArnLike`` ``aws:PrincipalArn`` condition."""
+    if args.resource_type != "aws:s3/bucketPolicy:BucketPolicy":
+        return
+    for statement in statements(get(args.props, "policy")):
+        if statement.get("Effect") == "Allow":
+            sid = statement.get("Sid", "(no Sid)")
+            for problem in _grant_problems(statement):
+                report(f"{who(args)}: statement {sid} {problem} (policy)")

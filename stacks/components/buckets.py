@@ -12,6 +12,8 @@ import pulumi
 import pulumi_aws as aws
 
 from pipelines import layout
+from stacks.candidates_config import Chain
+from stacks.components.candidate_grants import reader_statements
 from stacks.config import StorageConfig
 
 BUCKETS = ("raw", "curated", "artifacts")
@@ -71,12 +73,21 @@ def write_once_statements(
     ]
 
 
-def bucket_policy(bucket_arn: str, kind: str, layout_root: str, break_glass: Sequence[str]) -> str:
+def bucket_policy(
+    bucket_arn: str,
+    kind: str,
+    layout_root: str,
+    break_glass: Sequence[str],
+    chain: Chain | None = None,
+) -> str:
     """TLS only on every bucket; on the curated bucket (the workflows' ``storageUrl``: the
-    ledger and the exported archives) the write-once statements too."""
+    ledger and the exported archives) the write-once statements too, and the other envs' read
+    grants of the promotion `chain` (`stacks.components.candidate_grants.reader_statements`)."""
     statements = [{**TLS_ONLY, "Resource": [bucket_arn, f"{bucket_arn}/*"]}]
     if kind == LEDGER_BUCKET:
         statements += write_once_statements(bucket_arn, layout_root, break_glass)
+        if chain is not None:
+            statements += reader_statements(bucket_arn, layout_root, chain.env, chain.readers)
     return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
 
@@ -126,6 +137,12 @@ class StorageArgs:
     ``cluster.adminRoleArns``. Not CI: it changes the policy only through a reviewed stack
     change, and ``pulumi destroy`` removes the policy before emptying a ``forceDestroy``
     bucket (the policy depends on the bucket)."""
+    chain: Chain | None = None
+    """The promotion chain (`stacks.config.StackConfig.chain`): the other envs' pipeline roles
+    read the curated bucket's ledger (and the next env its artifacts)."""
+    curated_key_arn: pulumi.Input[str] | None = None
+    """The curated bucket's customer-managed key (`candidate_grants.CuratedKey`); without it,
+    the account's ``aws/s3`` key (which no other account can use)."""
 
 
 class Storage(pulumi.ComponentResource):
@@ -151,12 +168,16 @@ class Storage(pulumi.ComponentResource):
                 tags={**tags, "data": kind},
                 opts=child,
             )
+            key = args.curated_key_arn if kind == LEDGER_BUCKET else None
             aws.s3.BucketServerSideEncryptionConfiguration(
                 logical,
                 bucket=bucket.id,
                 rules=[
                     {
-                        "apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms"},
+                        "apply_server_side_encryption_by_default": {
+                            "sse_algorithm": "aws:kms",
+                            **({"kms_master_key_id": key} if key is not None else {}),
+                        },
                         "bucket_key_enabled": True,
                     }
                 ],
@@ -186,6 +207,7 @@ class Storage(pulumi.ComponentResource):
                         kind=kind,
                         layout_root=config.layout_root,
                         break_glass=args.break_glass,
+                        chain=args.chain,
                     )
                 ),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[block]),

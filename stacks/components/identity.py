@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -132,10 +133,13 @@ def grant_actions(grant: Grant) -> list[str]:
     )
 
 
-def access_policy(grants: tuple[Grant, ...], arns: Mapping[str, str]) -> str:
+def access_policy(
+    grants: tuple[Grant, ...], arns: Mapping[str, str], more: Sequence[dict[str, Any]] = ()
+) -> str:
     """An IAM policy document: listed actions on named buckets only (no action wildcard; a
-    ``*`` only inside a key prefix of a named bucket)."""
-    statements = []
+    ``*`` only inside a key prefix of a named bucket), then the statements `more` (the
+    pipeline's reads in the other envs' accounts, `stacks.components.candidate_grants`)."""
+    statements: list[dict[str, Any]] = []
     for grant in grants:
         arn = arns[grant.bucket]
         statements.append(
@@ -147,6 +151,7 @@ def access_policy(grants: tuple[Grant, ...], arns: Mapping[str, str]) -> str:
         )
     for bucket in dict.fromkeys(grant.bucket for grant in grants):
         statements.append({"Effect": "Allow", "Action": LIST, "Resource": [arns[bucket]]})
+    statements += more
     return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
 
@@ -204,6 +209,11 @@ class IdentityArgs:
     bucket_arns: Mapping[str, pulumi.Output[str]]
     accounts: Mapping[str, ServiceAccount]
     tags: dict[str, str] = field(default_factory=dict)
+    role_names: Mapping[str, str] = field(default_factory=dict)
+    """Service account key → a fixed role name (others are auto-named): the pipeline's, which
+    the other envs' bucket and key policies name (`stacks.candidates_config`)."""
+    more_statements: Mapping[str, Sequence[dict[str, Any]]] = field(default_factory=dict)
+    """Service account key → IAM statements beyond its bucket grants."""
 
 
 class Identity(pulumi.ComponentResource):
@@ -223,6 +233,7 @@ class Identity(pulumi.ComponentResource):
         for key, account in args.accounts.items():
             role = aws.iam.Role(
                 f"{name}-{key}",
+                name=args.role_names.get(key),
                 assume_role_policy=provider.apply(functools.partial(_trust, account)),
                 tags={**args.tags, "service-account": f"{account.namespace}/{account.name}"},
                 opts=child,
@@ -230,7 +241,11 @@ class Identity(pulumi.ComponentResource):
             aws.iam.RolePolicy(
                 f"{name}-{key}",
                 role=role.id,
-                policy=arns.apply(functools.partial(access_policy, account.grants)),
+                policy=arns.apply(
+                    functools.partial(
+                        access_policy, account.grants, more=args.more_statements.get(key, ())
+                    )
+                ),
                 opts=child,
             )
             self.role_arns[key] = role.arn

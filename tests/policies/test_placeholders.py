@@ -128,9 +128,10 @@ def test_the_plan_lists_every_placeholder_of_the_stack_config(plans: StackPlans,
 # ------------------------------------------------------------------ a filled-in stack, planted
 
 
-REAL_ACCOUNT = "480913276154"
-FILLED = (
-    (re.compile(r"(?<!\d)(\d)\1{11}(?!\d)"), REAL_ACCOUNT),
+REAL_ACCOUNTS = {"1": "480913276154", "2": "480913276254", "3": "480913276354"}
+"""One real-looking account per example account: each env is its own account."""
+FILLED: tuple[tuple[re.Pattern[str], Any], ...] = (
+    (re.compile(r"(?<!\d)(\d)\1{11}(?!\d)"), lambda m: REAL_ACCOUNTS[m.group(1)]),
     (re.compile(r"example-org"), "acme-ml"),
     (re.compile(r"203\.0\.113\.0/24"), "85.214.10.0/24"),
     (re.compile(r"key/REPLACE_ME"), "key/5b1d3a52-8c1e-4d55-9a8e-2f0c6b7e9d10"),

@@ -64,6 +64,14 @@ def _container(change: Mutation) -> Mutation:
     return mutate
 
 
+def _edit_grant(policy: str, change: Callable[[dict[str, Any]], Any]) -> str:
+    """`policy` with `change` applied to its first statement granting another account."""
+    document = json.loads(policy)
+    grant = next(s for s in document["Statement"] if s["Effect"] == "Allow")
+    change(grant)
+    return json.dumps(document)
+
+
 RDS, SG, DEPLOY, LAUNCH_TEMPLATE = (
     "aws:rds/instance:Instance",
     "aws:ec2/securityGroup:SecurityGroup",
@@ -111,10 +119,26 @@ PLANTED: list[tuple[str, str, str | None, Mutation, str]] = [
         _set(
             "policy",
             json.dumps(
-                {"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject"}]}
+                {"Statement": [{"Effect": "Deny", "Principal": "*", "Action": "s3:DeleteBucket"}]}
             ),
         ),
         "aws:SecureTransport",
+    ),
+    (  # the next env's grant with its role condition dropped: the whole account may read
+        "s3-cross-account-read-only",
+        "aws:s3/bucketPolicy:BucketPolicy",
+        "storage-curated",
+        lambda p: p.update(policy=_edit_grant(p["policy"], lambda s: s.pop("Condition"))),
+        "aws:PrincipalArn",
+    ),
+    (  # a grant that writes
+        "s3-cross-account-read-only",
+        "aws:s3/bucketPolicy:BucketPolicy",
+        "storage-curated",
+        lambda p: p.update(
+            policy=_edit_grant(p["policy"], lambda s: s["Action"].append("s3:PutObject"))
+        ),
+        "s3:PutObject",
     ),
     (
         "eks-endpoint-restricted",
@@ -274,6 +298,15 @@ def test_a_planted_violation_fires_exactly_its_rule(
     assert [v.rule for v in violations] == [rule], violations
     assert original.name in violations[0].resource and property_name in violations[0].message
     assert violations[0].level == "mandatory"
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "prod"])
+def test_the_shipped_cross_account_grants_pass_their_rule(plans: StackPlans, env: str) -> None:
+    policy = find(captured(plans[env]), "aws:s3/bucketPolicy:BucketPolicy", "storage-curated")
+    grants = [s for s in json.loads(policy.props["policy"])["Statement"] if s["Effect"] == "Allow"]
+    assert len(grants) == 4  # get and list, for each of the two other envs
+    violations, _ = evaluate([policy], load_pack_config(env))
+    assert violations == []
 
 
 @pytest.mark.parametrize(

@@ -71,6 +71,7 @@ def test_inventory(plans: StackPlans, env: str, preview: bool) -> None:
     assert components == {
         "network",
         "cluster",
+        "curated-key",
         "storage",
         "registry",
         "database",
