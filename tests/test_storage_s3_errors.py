@@ -8,19 +8,12 @@ from botocore.stub import Stubber
 
 from pipelines.errors import PipelineError
 from pipelines.storage import S3_MAX_ATTEMPTS, S3Storage
-
-ENDPOINT = "http://127.0.0.1:9"
-KEY_ID = "AKIATESTKEYID000"
-SECRET = "the-secret-that-must-never-show"
+from tests.support.s3_stub import ENDPOINT, KEY_ID, SECRET, stub_s3
 
 
 @pytest.fixture
 def storage(monkeypatch: pytest.MonkeyPatch) -> S3Storage:
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", ENDPOINT)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    return S3Storage("curated", "v1")
+    return stub_s3(monkeypatch)
 
 
 def test_the_client_retries_a_bounded_number_of_times(storage: S3Storage) -> None:

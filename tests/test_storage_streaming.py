@@ -12,11 +12,9 @@ from botocore.stub import Stubber
 
 from pipelines.errors import PipelineError
 from pipelines.storage import LocalStorage, S3Storage, open_storage
+from tests.support.s3_stub import ENDPOINT, KEY_ID, SECRET, stub_s3
 
 KEY = "features/1m/abc/labelled.parquet"
-ENDPOINT = "http://127.0.0.1:9"
-KEY_ID = "AKIATESTKEYID000"
-SECRET = "the-secret-that-must-never-show"
 
 
 def test_a_local_object_appears_whole_only_when_the_block_ends(tmp_path: Path) -> None:
@@ -54,11 +52,7 @@ def test_a_routed_writer_writes_where_the_key_lives(tmp_path: Path) -> None:
 
 @pytest.fixture
 def s3(monkeypatch: pytest.MonkeyPatch) -> S3Storage:
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", ENDPOINT)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    return S3Storage("curated", "v1")
+    return stub_s3(monkeypatch)
 
 
 def _capture_puts(storage: S3Storage) -> list[dict[str, Any]]:

@@ -11,8 +11,6 @@ import pandas as pd
 import pytest
 
 from pipelines.data.bars import prepare_bars
-from pipelines.data.fetch import fetch
-from pipelines.data.validate import validate
 from pipelines.ml.dataset import build_dataset, read_dataset
 from pipelines.ml.features import (
     FeatureConfig,
@@ -78,14 +76,6 @@ def test_resampling_to_a_longer_model_interval() -> None:
     assert five["open_time"].iloc[1] - five["open_time"].iloc[0] == pd.Timedelta(minutes=5)
     assert five["high"].iloc[0] == bars["high"].iloc[:5].max()
     assert five["volume"].sum() == pytest.approx(bars["volume"].sum())
-
-
-@pytest.fixture
-def curated(mirror_root: Path, tmp_path: Path, settings: Settings) -> LocalStorage:
-    storage = LocalStorage(tmp_path / "data")
-    fetch(settings, storage, mirror_root.as_uri(), SYMBOLS, "1m", MIRROR_START, END)
-    validate(storage, SYMBOLS, "1m", MIRROR_START, END, max_share=0.01)
-    return storage
 
 
 def test_dataset_is_content_addressed(curated: LocalStorage, tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,14 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.data.fetch import fetch
-from pipelines.data.validate import validate
 from pipelines.ml import dataset as dataset_module
 from pipelines.ml import spool as spool_module
 from pipelines.ml.dataset import build_dataset, read_dataset
 from pipelines.ml.features import FeatureConfig
 from pipelines.ml.spool import SymbolSpool
-from pipelines.settings import Settings
 from pipelines.storage import LocalStorage
 from tests.conftest import MIRROR_DAYS, MIRROR_START, SYMBOLS
 
@@ -69,14 +65,6 @@ def test_the_merge_gives_every_row_once_in_time_then_symbol_order_in_whole_row_g
     )
     pd.testing.assert_frame_equal(merged, expected)
     assert first == expected["open_time"].iloc[0] and last == expected["open_time"].iloc[-1]
-
-
-@pytest.fixture
-def curated(mirror_root: Path, tmp_path: Path, settings: Settings) -> LocalStorage:
-    storage = LocalStorage(tmp_path / "data")
-    fetch(settings, storage, mirror_root.as_uri(), SYMBOLS, "1m", MIRROR_START, END)
-    validate(storage, SYMBOLS, "1m", MIRROR_START, END, max_share=0.01)
-    return storage
 
 
 def test_a_dataset_file_is_time_ordered_in_row_groups_of_the_set_size(
