@@ -154,9 +154,15 @@ def render(url: str, tmp_path: Path) -> str:
 def test_the_dashboard_renders_every_panel_with_data_in_chromium(
     ui: str, workspace: tuple[Path, list[DecisionFacts]], tmp_path: Path
 ) -> None:
-    dom = render(f"{ui}/projects/{project_id(ui)}", tmp_path)
+    # The DOM is dumped at one moment: on a loaded machine (seen in CI at load ~2 on 2 cores)
+    # the bar chart had not drawn yet once, so a dump whose bar chart is still empty is taken
+    # again, at most three times; every assertion below holds on the dump that is kept.
+    for attempt in range(3):
+        dom = render(f"{ui}/projects/{project_id(ui)}", tmp_path / f"render{attempt}")
+        shown = panels(dom)
+        if PANELS[1] in shown and shown[PANELS[1]]["bar_series"]:
+            break
     assert "currently empty" not in dom
-    shown = panels(dom)
     assert list(shown) == list(PANELS), list(shown)
     share, columns, per_feature, auc, decisions = (shown[t] for t in PANELS)
     # drift share and drifted columns: a series per report kind, a point per decision
