@@ -4,23 +4,15 @@ into an encrypted vault, for as long as its stack config says, with a role AWS B
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
 from stacks.components.backup import MANAGED_POLICIES
 from stacks.config import load_stack_config
-from stacks.offline.plan import Plan
 from tests.conftest import StackPlans
+from tests.support.plans import one
 
 ENVS = ("dev", "staging", "prod")
-
-
-def one(plan: Plan, token: str, name: str | None = None) -> Any:
-    (resource,) = [
-        r for r in plan.resources if r.type == token and (name is None or r.name == name)
-    ]
-    return resource
 
 
 @pytest.mark.parametrize("env", ENVS)

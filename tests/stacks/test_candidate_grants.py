@@ -21,6 +21,7 @@ import pytest
 from pipelines import layout
 from stacks.offline.plan import Plan
 from tests.conftest import StackPlans
+from tests.support.plans import one
 
 ENVS = ("dev", "staging", "prod")
 ACCOUNTS = {"dev": "111111111111", "staging": "222222222222", "prod": "333333333333"}
@@ -39,13 +40,8 @@ SSE = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryption
 BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
 
 
-def resource(plan: Plan, token: str, name: str) -> Any:
-    (found,) = [r for r in plan.resources if r.type == token and r.name == name]
-    return found
-
-
 def document(plan: Plan, token: str, name: str, key: str = "policy") -> dict[str, Any]:
-    parsed: dict[str, Any] = json.loads(resource(plan, token, name).inputs[key])
+    parsed: dict[str, Any] = json.loads(one(plan, token, name).inputs[key])
     return parsed
 
 
@@ -146,7 +142,7 @@ def test_a_move_can_read_everything_it_reads_in_the_other_accounts(
 def test_the_read_check_catches_a_removed_or_misplaced_grant(plans: StackPlans) -> None:
     def with_dev_policy(edit: Any) -> list[str]:
         edited = copy.deepcopy(plans["dev"])
-        policy_resource = resource(edited, BUCKET_POLICY, "storage-curated")
+        policy_resource = one(edited, BUCKET_POLICY, "storage-curated")
         policy = json.loads(policy_resource.inputs["policy"])
         policy["Statement"] = edit(policy["Statement"])
         policy_resource.inputs["policy"] = json.dumps(policy)
@@ -265,7 +261,7 @@ def test_the_pipeline_role_reads_exactly_those_prefixes_of_the_other_buckets(
 def test_the_pipeline_role_is_named_and_decrypts_other_keys_only_through_s3(
     plans: StackPlans, env: str
 ) -> None:
-    role_resource = resource(plans[env], "aws:iam/role:Role", "identity-pipeline")
+    role_resource = one(plans[env], "aws:iam/role:Role", "identity-pipeline")
     assert role_resource.inputs["name"] == f"mlops-{env}-pipeline"
     decrypts = [s for s in pipeline_policy(plans[env]) if "kms:Decrypt" in s["Action"]]
     others = [e for e in ENVS if e != env]
@@ -290,9 +286,9 @@ def test_the_curated_key_is_rotated_and_admits_the_other_roles_only_to_decrypt_t
     plans: StackPlans, env: str
 ) -> None:
     plan = plans[env]
-    key = resource(plan, "aws:kms/key:Key", "curated-key")
+    key = one(plan, "aws:kms/key:Key", "curated-key")
     assert key.inputs["enableKeyRotation"] is True
-    sse = resource(plan, SSE, "storage-curated")
+    sse = one(plan, SSE, "storage-curated")
     (rule,) = sse.inputs["rules"]
     assert rule["bucketKeyEnabled"] is True
     assert rule["applyServerSideEncryptionByDefault"]["kmsMasterKeyId"].endswith(":curated-key")
@@ -318,5 +314,5 @@ def test_the_curated_key_is_rotated_and_admits_the_other_roles_only_to_decrypt_t
     ]
     # the other buckets keep the account's aws/s3 key: nothing reads them from elsewhere
     for kind in ("raw", "artifacts"):
-        default = resource(plan, SSE, f"storage-{kind}").inputs["rules"][0]
+        default = one(plan, SSE, f"storage-{kind}").inputs["rules"][0]
         assert "kmsMasterKeyId" not in default["applyServerSideEncryptionByDefault"]
