@@ -52,12 +52,13 @@ def make_handler(root: Path, faults: Faults, log: Path) -> type[BaseHTTPRequestH
                 handle.write(line + "\n")
 
         def _status(self, status: int, action: str, headers: dict[str, str] | None = None) -> None:
+            # logged before the answer, so a client that saw it finds it in the log
+            self._log(status, action)
             self.send_response(status)
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
             self.send_header("Content-Length", "0")
             self.end_headers()
-            self._log(status, action)
 
         def do_GET(self) -> None:
             action = faults.next(self.path)
@@ -77,6 +78,7 @@ def make_handler(root: Path, faults: Faults, log: Path) -> type[BaseHTTPRequestH
             body = file.read_bytes()
             if action == "corrupt":
                 body = bytes(b ^ 0x5A for b in body[:64]) + body[64:]
+            self._log(200, action)
             self.send_response(200)
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(len(body)))
@@ -89,7 +91,6 @@ def make_handler(root: Path, faults: Faults, log: Path) -> type[BaseHTTPRequestH
                 self.close_connection = True
             else:
                 self.wfile.write(body)
-            self._log(200, action)
 
     return Handler
 
