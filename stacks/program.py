@@ -20,6 +20,11 @@ from stacks.components.cluster_services import ClusterServices, ClusterServicesA
 from stacks.components.database import Database, DatabaseArgs
 from stacks.components.ecr import Registry, RegistryArgs
 from stacks.components.identity import Identity, IdentityArgs, service_accounts
+from stacks.components.image_replication import (
+    ImageReplication,
+    ImageReplicationArgs,
+    digest_statements,
+)
 from stacks.components.monitoring import Monitoring, MonitoringArgs
 from stacks.components.network import Network, NetworkArgs
 from stacks.components.rollouts import Rollouts, RolloutsArgs
@@ -70,6 +75,8 @@ def build(config: StackConfig) -> dict[str, Any]:
     )
     chain = config.chain
     region = aws.get_region().region
+    if chain is not None:  # the serving image: replicated from the chain's first env
+        ImageReplication("serving-replication", ImageReplicationArgs(chain, region))
     curated_key = (
         None
         if chain is None
@@ -127,7 +134,10 @@ def build(config: StackConfig) -> dict[str, Any]:
             tags,
             role_names={"pipeline": pipeline_role_name(config.env)},
             more_statements={
-                "pipeline": [] if chain is None else source_statements(chain.sources, region)
+                "pipeline": [
+                    *([] if chain is None else source_statements(chain.sources, region)),
+                    *digest_statements(config.workflows.settings.get("MLOPS_SERVING_REPOSITORY")),
+                ]
             },
         ),
     )

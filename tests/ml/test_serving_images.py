@@ -5,6 +5,7 @@ stand-in in an env's storage, and the choice between them by ``MLOPS_SERVING_REP
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -21,7 +22,7 @@ HOST = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
 DIGEST = "sha256:" + "c" * 64
 
 
-def ecr(stubbed: list[tuple[dict[str, object], dict[str, object] | str]]) -> images.EcrRepository:
+def ecr(stubbed: list[tuple[dict[str, str], Any]]) -> images.EcrRepository:
     client = boto3.client(
         "ecr", region_name=REGION, aws_access_key_id="AKIATEST", aws_secret_access_key="secret"
     )
@@ -84,6 +85,7 @@ def test_the_stand_in_is_content_addressed_immutable_and_replicated(tmp_path: Pa
     dev, staging = LocalStorage(tmp_path / "dev"), LocalStorage(tmp_path / "staging")
     settings = Settings(home=tmp_path)
     digest = images.push_stand_in(settings, dev, "0123456789ab")
+    assert digest is not None
     assert digest == images.manifest_digest(dev.read_bytes(layout.serving_image_manifest(digest)))
     assert images.push_stand_in(settings, dev, "0123456789ab") == digest  # a re-push: no-op
     repository = images.StandInRepository(dev)
