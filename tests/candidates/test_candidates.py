@@ -193,8 +193,10 @@ def test_a_candidate_rolled_back_in_staging_never_moves_again(world: World) -> N
     move.judge(world.settings("prod"), world.storage("prod"), second.id, "approve", "ok", "al")
     rolled = promotion.rollback(world.settings("staging"), world.storage("staging"))
     assert rolled.decision == "rollback" and rolled.inputs["candidate"] == second.id
-    # staging serves the first candidate again, pinned by the archive's own version
+    # staging serves the first candidate again, pinned by the archive's own version and by the
+    # first candidate's image digest (a pin by digest rolls back to a pin by digest)
     assert rolled.gitops_pin == first.pin
+    assert rolled.gitops_pin.image_digest == first.serving_image_digest is not None
     with pytest.raises(PipelineError, match=r"rolled back in staging .*never moves again"):
         world.promote(second.id, "prod")
     with pytest.raises(PipelineError, match="cannot be approved"):
