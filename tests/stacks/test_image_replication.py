@@ -101,6 +101,6 @@ def test_each_pipeline_role_reads_image_digests_of_its_own_serving_repository(
 
 
 def test_a_serving_repository_setting_that_is_not_one_is_refused() -> None:
-    with pytest.raises(ValueError, match="is not <account>.dkr.ecr.<region>"):
+    with pytest.raises(ValueError, match=r"is not <account>\.dkr\.ecr\.<region>"):
         digest_statements(f"{ACCOUNTS['dev']}.dkr.ecr.{REGION}.amazonaws.com/mlops-dev-serving")
     assert digest_statements(None) == []
