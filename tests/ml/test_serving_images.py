@@ -98,3 +98,34 @@ def test_the_stand_in_is_content_addressed_immutable_and_replicated(tmp_path: Pa
     assert images.replicate_stand_in(dev, staging) == [digest]
     assert target.holds(digest) and target.digest_of("0123456789ab") == digest
     assert images.replicate_stand_in(dev, staging) == []  # nothing new to copy
+
+
+def test_the_replicate_command_copies_into_a_later_env_and_refuses_without_a_stand_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    dev, staging = tmp_path / "dev", tmp_path / "staging"
+    digest = images.push_stand_in(Settings(home=tmp_path), LocalStorage(dev), "0123456789ab")
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    monkeypatch.setenv("MLOPS_ENV", "dev")
+    monkeypatch.setenv("MLOPS_STORAGE_URL", str(dev))
+    monkeypatch.setenv(
+        "MLOPS_CANDIDATE_STAGES", json.dumps({"dev": str(dev), "staging": str(staging)})
+    )
+    done = CliRunner().invoke(app, ["images", "replicate", "--to", "staging", "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout) == {"from": "dev", "to": "staging", "copied": [digest]}
+    assert images.StandInRepository(LocalStorage(staging)).holds(str(digest))
+    refused = CliRunner().invoke(app, ["images", "replicate", "--to", "prod"])
+    assert isinstance(refused.exception, PipelineError)
+    assert "'prod' is not another env" in str(refused.exception)
+    monkeypatch.setenv("MLOPS_SERVING_REPOSITORY", f"{HOST}/mlops-serving")
+    refused = CliRunner().invoke(app, ["images", "replicate", "--to", "staging"])
+    assert isinstance(refused.exception, PipelineError)
+    assert "ECR replicates the serving repository" in str(refused.exception)
+    assert images.replicate_stand_in(LocalStorage(dev), LocalStorage(staging)) == []
