@@ -56,11 +56,13 @@ def build(config: StackConfig) -> dict[str, Any]:
     zones = aws.get_availability_zones(state="available").names
     network = Network("network", NetworkArgs(config.network, zones, tags))
     registry = Registry("registry", RegistryArgs(config.env, tags))
+    chain = config.chain
+    # the images job pushes the serving image only where it is built (the chain's first env);
+    # the later envs' mlops-serving receives it by replication alone
+    builds_serving = chain is None or chain.accounts[0] == chain.account_id
+    pushed = {k: v for k, v in registry.repository_arns.items() if k != "serving" or builds_serving}
     # the deploy role exists before the cluster's access entry that names it
-    ci = Ci(
-        "ci",
-        CiArgs(config.ci, config.env, config.cluster.ci_role_arn, registry.repository_arns, tags),
-    )
+    ci = Ci("ci", CiArgs(config.ci, config.env, config.cluster.ci_role_arn, pushed, tags))
     cluster = Cluster(
         "cluster",
         ClusterArgs(
@@ -73,7 +75,6 @@ def build(config: StackConfig) -> dict[str, Any]:
             after=[ci],
         ),
     )
-    chain = config.chain
     region = aws.get_region().region
     if chain is not None:  # the serving image: replicated from the chain's first env
         ImageReplication("serving-replication", ImageReplicationArgs(chain, region))
