@@ -11,6 +11,7 @@ against the prefixes named here (``PREFIXES``).
     runs/{run_id}/params.json, steps/{step}.json, steps/{step}/shards/{shard}.json, exit.json
     bentos/{name}/{version}.bento                                            exported Bentos
     bentos/{name}/v{model_version}.bentomodel                                model archives
+    bentos/_registry/serving/{manifests/{hex}.json,tags/{tag}}               local image stand-in
     inference/{env}/{model_version}/{date}/{batch}.parquet                   serving log
     reports/{env}/{kind}/{timestamp}/report.{html,json}, summary.json        Evidently
     decisions/{env}/{timestamp}[-{n}]-{kind}.json                            the ledger
@@ -104,6 +105,22 @@ def model_archive(name: str, version: int) -> str:
     """Exported BentoML model archive of registry version `version` of model `name`: what a
     serving pod fetches, checks against the GitOps pin's digest and imports at start."""
     return f"{BENTOS}{name}/v{version}.bentomodel"
+
+
+SERVING_IMAGES = f"{BENTOS}_registry/serving/"
+"""The local stand-in of an env's serving image repository (`pipelines.ml.images`): only where
+no ECR repository is configured (``MLOPS_SERVING_REPOSITORY`` unset). Write-once like the rest
+of ``bentos/``; ``_`` keeps it apart from any model name."""
+
+
+def serving_image_manifest(digest: str) -> str:
+    """The stand-in registry's manifest of image `digest` (``sha256:<hex>``)."""
+    return f"{SERVING_IMAGES}manifests/{digest.removeprefix('sha256:')}.json"
+
+
+def serving_image_tag(tag: str) -> str:
+    """The stand-in registry's tag `tag`: the digest it names (tags are immutable)."""
+    return f"{SERVING_IMAGES}tags/{tag}"
 
 
 def parse_bento_tag(tag: str) -> tuple[str, str]:

@@ -272,6 +272,15 @@ class Settings(BaseSettings):
     artifacts in the env before it; the stacks grant exactly that, docs/deploy.md) and writes
     only its own storage, MLflow and GitOps overlay."""
 
+    serving_repository: str | None = Field(
+        default=None,
+        pattern=r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com/[a-z0-9][a-z0-9._/-]*$",
+    )
+    """This env's ECR repository of the serving image (``MLOPS_SERVING_REPOSITORY``, e.g.
+    ``111111111111.dkr.ecr.eu-west-1.amazonaws.com/mlops-serving``, set by the stack config):
+    where a candidate's image digest is resolved and a move checks it is present. Unset: the
+    local stand-in in this env's storage (`pipelines.ml.images`)."""
+
     candidate_soak_hours: float = Field(default=24.0, ge=0)
     """A candidate moves into this env only after serving this many hours in the stage before
     it, with no rollback (``MLOPS_CANDIDATE_SOAK_HOURS``, per env in the stack config)."""

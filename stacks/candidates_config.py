@@ -100,6 +100,9 @@ class Chain(BaseModel):
     """The other envs, reading this env's bucket (``artifacts``: the env just after)."""
     sources: list[Peer]
     """The other envs, whose buckets this env reads (``artifacts``: the env just before)."""
+    accounts: list[str]
+    """Every env's account, in the chain's order (the first builds the serving image and
+    replicates it to the others: `stacks.components.image_replication`)."""
 
 
 def chain_of(
@@ -168,6 +171,7 @@ def chain_of(
         account_id=accounts[env],
         readers=[peer(e, envs.index(e) == index + 1) for e in others],
         sources=[peer(e, envs.index(e) == index - 1) for e in others],
+        accounts=list(config.accounts),
     )
 
 

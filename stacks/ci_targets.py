@@ -12,7 +12,9 @@ from stacks.config import STACKS_DIR, load_stack_config
 
 def ci_targets(env: str) -> dict[str, object]:
     """What a workflow job of `env` needs, from ``stacks/Pulumi.<env>.yaml``: the region, the
-    registry host, the repositories, the role each job kind assumes, the state bucket.
+    registry host, the repositories, whether it builds the serving image (only the promotion
+    chain's first env: ECR replicates it to the others), the role each job kind assumes, the
+    state bucket.
 
     The role ARNs are the ones `stacks.components.ci` creates (names fixed there and by
     ``cluster.ciRoleArn``), in the one account the stack may touch (``aws:allowedAccountIds``).
@@ -30,12 +32,14 @@ def ci_targets(env: str) -> dict[str, object]:
         )
     account, region = accounts[0], str(document["aws:region"])
     role = f"arn:aws:iam::{account}:role"
+    chain = config.chain  # the serving image is built in the chain's first env, replicated on
     return {
         "stack": env,
         "account": account,
         "region": region,
         "registry": f"{account}.dkr.ecr.{region}.amazonaws.com",
         "repositories": {kind: repository_name(env, kind) for kind in REPOSITORIES},
+        "builds_serving": chain is None or chain.accounts[0] == account,
         "roles": {
             "images": f"{role}/mlops-{env}-ci-images",
             "preview": f"{role}/mlops-{env}-ci-preview",

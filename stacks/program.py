@@ -20,6 +20,11 @@ from stacks.components.cluster_services import ClusterServices, ClusterServicesA
 from stacks.components.database import Database, DatabaseArgs
 from stacks.components.ecr import Registry, RegistryArgs
 from stacks.components.identity import Identity, IdentityArgs, service_accounts
+from stacks.components.image_replication import (
+    ImageReplication,
+    ImageReplicationArgs,
+    digest_statements,
+)
 from stacks.components.monitoring import Monitoring, MonitoringArgs
 from stacks.components.network import Network, NetworkArgs
 from stacks.components.rollouts import Rollouts, RolloutsArgs
@@ -51,11 +56,13 @@ def build(config: StackConfig) -> dict[str, Any]:
     zones = aws.get_availability_zones(state="available").names
     network = Network("network", NetworkArgs(config.network, zones, tags))
     registry = Registry("registry", RegistryArgs(config.env, tags))
+    chain = config.chain
+    # the images job pushes the serving image only where it is built (the chain's first env);
+    # the later envs' mlops-serving receives it by replication alone
+    builds_serving = chain is None or chain.accounts[0] == chain.account_id
+    pushed = {k: v for k, v in registry.repository_arns.items() if k != "serving" or builds_serving}
     # the deploy role exists before the cluster's access entry that names it
-    ci = Ci(
-        "ci",
-        CiArgs(config.ci, config.env, config.cluster.ci_role_arn, registry.repository_arns, tags),
-    )
+    ci = Ci("ci", CiArgs(config.ci, config.env, config.cluster.ci_role_arn, pushed, tags))
     cluster = Cluster(
         "cluster",
         ClusterArgs(
@@ -68,8 +75,9 @@ def build(config: StackConfig) -> dict[str, Any]:
             after=[ci],
         ),
     )
-    chain = config.chain
     region = aws.get_region().region
+    if chain is not None:  # the serving image: replicated from the chain's first env
+        ImageReplication("serving-replication", ImageReplicationArgs(chain, region))
     curated_key = (
         None
         if chain is None
@@ -127,7 +135,10 @@ def build(config: StackConfig) -> dict[str, Any]:
             tags,
             role_names={"pipeline": pipeline_role_name(config.env)},
             more_statements={
-                "pipeline": [] if chain is None else source_statements(chain.sources, region)
+                "pipeline": [
+                    *([] if chain is None else source_statements(chain.sources, region)),
+                    *digest_statements(config.workflows.settings.get("MLOPS_SERVING_REPOSITORY")),
+                ]
             },
         ),
     )

@@ -6,7 +6,9 @@ decision, it
 
 1. reads the candidate from the stage before (its record there, checked against its digests);
 2. refuses unless the gate promoted it, it soaked in the stage before with no rollback, nothing
-   rejected it anywhere, and (where the env says so) it is approved here;
+   rejected it anywhere, (where the env says so) it is approved here, and its serving image —
+   by the manifest digest the candidate records — is in this env's registry (replicated there:
+   `pipelines.ml.images`);
 3. copies each artifact into this env's storage — its sha256 checked as read, write-once at the
    same key (a re-run finds the same bytes; other bytes are refused) — then the record itself;
 4. registers it in this env's MLflow, found again by its `CANDIDATE_TAG` on a re-run;
@@ -32,9 +34,11 @@ from pipelines.decisions import ledger
 from pipelines.decisions.ledger import Decision
 from pipelines.decisions.promotion import apply, current_aliases, prepare, repo_of
 from pipelines.errors import PipelineError
+from pipelines.ml.images import repository_of, require_image
 from pipelines.ml.registry import (
     CANDIDATE_TAG,
     MODEL_DIGEST_TAG,
+    SERVING_IMAGE_DIGEST_TAG,
     SERVING_IMAGE_TAG,
     SERVING_VERSION_TAG,
     keep_one,
@@ -110,6 +114,8 @@ def promote(
             raise PipelineError(
                 f"candidate {candidate.id} may not move into {to}: " + "; ".join(why)
             )
+        image = candidate.serving_image_digest
+        require_image(repository_of(settings, storage), image, to, candidate.id)
         copy_artifacts(previous, storage, to, candidate)
         version = register(settings, storage, candidate, previous.env)
         client = mlflow_client(settings)
@@ -206,6 +212,7 @@ def register(settings: Settings, storage: Storage, candidate: Candidate, source_
         tags={
             **candidate.tags,
             SERVING_IMAGE_TAG: candidate.serving_image,
+            SERVING_IMAGE_DIGEST_TAG: candidate.serving_image_digest,
             MODEL_DIGEST_TAG: candidate.model_sha256,
             SERVING_VERSION_TAG: str(candidate.model_version),
             CANDIDATE_TAG: candidate.id,

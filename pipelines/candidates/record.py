@@ -3,8 +3,10 @@
 Created in the env whose gate promoted the version (`create`): the exported model archive (the
 half of the GitOps pin a pod checks), the dataset files the monitor of a later env needs to
 judge it (manifest, labelled rows, drift calibration), each with its sha256; the serving image
-(the serving code's digest); and what the registry version recorded, so a later env registers
-it without reading this env's MLflow. Every step is write-once or idempotent: a killed creation
+by its tag (the serving code's digest) and its manifest digest, resolved in this env's registry
+when the candidate is created (`pipelines.ml.images`): the exact image every later env pins;
+and what the registry version recorded, so a later env registers it without reading this env's
+MLflow. Every step is write-once or idempotent: a killed creation
 is completed by the next attempt (the gate step's retry, or any re-run of it).
 """
 
@@ -20,6 +22,7 @@ from pipelines.decisions import ledger
 from pipelines.decisions.ledger import Decision
 from pipelines.decisions.pin import ServingPin
 from pipelines.errors import PipelineError
+from pipelines.ml.images import repository_of
 from pipelines.ml.registry import CANDIDATE_TAG
 from pipelines.ml.tracking import client as mlflow_client
 from pipelines.settings import Settings
@@ -72,6 +75,9 @@ class Candidate(BaseModel):
     model_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     serving_image: str = Field(pattern=r"^[0-9a-f]{12}$")
     """The serving image's tag (the serving code's digest) it runs on."""
+    serving_image_digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    """That image's manifest digest in the origin env's registry: what every later env pins
+    (and a move checks is in its registry first)."""
     mlflow_run_id: str | None
     dataset_hash: str | None
     git_commit: str | None
@@ -89,6 +95,7 @@ class Candidate(BaseModel):
         """What serving runs for it, in every env."""
         return ServingPin(
             image_tag=self.serving_image,
+            image_digest=self.serving_image_digest,
             model_version=self.model_version,
             model_sha256=self.model_sha256,
         )
@@ -98,9 +105,11 @@ class Candidate(BaseModel):
         return self.model_dump_json(indent=2).encode()
 
 
-def candidate_id(model_sha256: str, serving_image: str) -> str:
-    """16 hex digits from the digests that say what serving runs."""
-    return hashlib.sha256(f"{model_sha256}\n{serving_image}".encode()).hexdigest()[:16]
+def candidate_id(model_sha256: str, serving_image: str, serving_image_digest: str) -> str:
+    """16 hex digits from the digests that say what serving runs: the model archive's, the
+    serving image's tag and its manifest digest."""
+    text = f"{model_sha256}\n{serving_image}\n{serving_image_digest}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def sha256(data: bytes) -> str:
@@ -112,13 +121,21 @@ def parse(data: bytes, where: str) -> Candidate:
     """A stored candidate record, checked: its id must be its digests'.
 
     Raises:
-        PipelineError: the record does not parse or its id is not its digests'.
+        PipelineError: the record does not parse, predates image digests (refused: it names no
+            exact serving image), or its id is not its digests'.
     """
     try:
         candidate = Candidate.model_validate_json(data)
     except ValueError:
+        if _predates_image_digests(data):
+            raise PipelineError(
+                f"{where} is a candidate record from before candidates carried the serving "
+                "image's manifest digest: refusing it (it names no exact image)",
+                "let the gate promote the version again (a new candidate, with the digest)",
+            ) from None
         raise PipelineError(f"{where} is not a candidate record", "check what wrote it") from None
-    if candidate.id != candidate_id(candidate.model_sha256, candidate.serving_image):
+    digests = (candidate.model_sha256, candidate.serving_image, candidate.serving_image_digest)
+    if candidate.id != candidate_id(*digests):
         raise PipelineError(
             f"{where}: candidate {candidate.id} does not match its digests: refusing it",
             "the record was altered; candidates are write-once",
@@ -191,13 +208,15 @@ def create(settings: Settings, storage: Storage, record_key: str) -> Candidate:
     extra = [f"{prefix}/manifest.json", f"{prefix}/labelled.parquet"] if prefix else []
     extra += [tags["drift_calibration"]] if tags.get("drift_calibration") else []
     artifacts += [_artifact(storage, k, None) for k in extra if storage.exists(k)]
+    image_digest = _image_digest(settings, storage, pin)
     candidate = Candidate(
-        id=candidate_id(pin.model_sha256, pin.image_tag),
+        id=candidate_id(pin.model_sha256, pin.image_tag, image_digest),
         model_name=name,
         origin_env=settings.env,
         model_version=version,
         model_sha256=pin.model_sha256,
         serving_image=pin.image_tag,
+        serving_image_digest=image_digest,
         mlflow_run_id=found.run_id,
         dataset_hash=tags.get("dataset_hash"),
         git_commit=tags.get("git_commit") or None,
@@ -237,10 +256,49 @@ def event_inputs(candidate: Candidate, **more: object) -> dict[str, object]:
         "candidate": candidate.id,
         "model_sha256": candidate.model_sha256,
         "serving_image": candidate.serving_image,
+        "serving_image_digest": candidate.serving_image_digest,
         "origin_env": candidate.origin_env,
         "origin_version": candidate.model_version,
         **more,
     }
+
+
+def _predates_image_digests(data: bytes) -> bool:
+    try:
+        document = json.loads(data)
+    except ValueError:
+        return False
+    return (
+        isinstance(document, dict)
+        and "serving_image" in document
+        and "serving_image_digest" not in document
+    )
+
+
+def _image_digest(settings: Settings, storage: Storage, pin: ServingPin) -> str:
+    """The manifest digest of the pinned serving image, from this env's registry (the gate's
+    pin by digest, when it has one, must be there).
+
+    Raises:
+        PipelineError: the tag is not in the registry (the image was never pushed).
+    """
+    repository = repository_of(settings, storage)
+    if pin.image_digest is not None:
+        if not repository.holds(pin.image_digest):
+            raise PipelineError(
+                f"the gate pinned serving image {pin.image_digest}, which is not in "
+                f"{repository.where}: no candidate"
+            )
+        return pin.image_digest
+    digest = repository.digest_of(pin.image_tag)
+    if digest is None:
+        raise PipelineError(
+            f"serving image tag {pin.image_tag} is not in {repository.where}: no candidate "
+            "without the image's digest",
+            "push the serving image of this commit (the images job; locally the package step "
+            "pushes the stand-in: re-run it), then re-run the gate step",
+        )
+    return digest
 
 
 def _artifact(storage: Storage, key: str, expected: str | None) -> Artifact:

@@ -37,6 +37,7 @@ def describe(candidate: Candidate, found: list[Standing]) -> dict[str, Any]:
         "created_at": candidate.created_at,
         "model_sha256": candidate.model_sha256,
         "serving_image": candidate.serving_image,
+        "serving_image_digest": candidate.serving_image_digest,
         "envs": {s.env: s.model_dump() for s in found},
     }
 

@@ -62,8 +62,9 @@ def bento_digest(
 ) -> None:
     """Print the serving code's digest: the serving image's tag (images/serving/Dockerfile).
 
-    CI builds and pushes ``<ecr>/mlops-<env>-serving:<digest>`` whenever it changes; the
-    package step tags every registry version with it, and the GitOps pin names it.
+    CI builds and pushes ``<ecr>/mlops-serving:<digest>`` in dev whenever it changes (ECR
+    replicates it to the later accounts); the package step tags every registry version with
+    it, and the GitOps pin names it (with the manifest digest, for a candidate moved on).
     """
     from pipelines.ml.packaging import serving_digest
 

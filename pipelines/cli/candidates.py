@@ -73,7 +73,8 @@ def candidates_show(candidate: CandidateArg, json_out: JsonFlag = False) -> None
         return
     record = document["record"]
     out.print(f"candidate {record['id']}: {record['model_name']} {document['origin']}")
-    out.print(f"  model archive sha256 {record['model_sha256']}, image {record['serving_image']}")
+    out.print(f"  model archive sha256 {record['model_sha256']}")
+    out.print(f"  serving image {record['serving_image']}@{record['serving_image_digest']}")
     out.print(f"  run {record['mlflow_run_id']}, dataset {record['dataset_hash']},")
     out.print(f"  commit {record['git_commit']}, gate record {record['gate_record']}")
     for env, state in document["envs"].items():

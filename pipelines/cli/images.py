@@ -1,4 +1,5 @@
-"""``mlops images build``: the pipeline, MLflow and serving images with podman, no daemon."""
+"""``mlops images build``: the pipeline, MLflow and serving images with podman, no daemon.
+``mlops images replicate``: the local stand-in of ECR replication of the serving image."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from pipelines.cli.common import JsonFlag
+from pipelines.cli.common import JsonFlag, load_settings, open_settings_storage
 from pipelines.cli.console import err, out, print_json
 
 images_app = typer.Typer(
@@ -52,3 +53,34 @@ def images_build(
     else:
         for b in built:
             out.print(b.tag, highlight=False)
+
+
+@images_app.command("replicate")
+def images_replicate(
+    to: Annotated[str, typer.Option("--to", help="The env of MLOPS_CANDIDATE_STAGES to copy to.")],
+    json_out: JsonFlag = False,
+) -> None:
+    """Copy this env's stand-in serving images into env TO's storage: what ECR replication does
+    between the accounts (local only: with MLOPS_SERVING_REPOSITORY set there is nothing to do)."""
+    from pipelines.errors import PipelineError
+    from pipelines.ml.images import replicate_stand_in
+    from pipelines.storage import open_storage
+
+    settings = load_settings()
+    if settings.serving_repository:
+        raise PipelineError(
+            f"MLOPS_SERVING_REPOSITORY is set ({settings.serving_repository}): ECR replicates "
+            "the serving repository between the accounts, not this command",
+            "see docs/deploy.md, 'Promoting a candidate through the environments'",
+        )
+    stages = settings.candidate_stages
+    if to == settings.env or to not in stages:
+        raise PipelineError(
+            f"{to!r} is not another env of MLOPS_CANDIDATE_STAGES ({', '.join(stages) or 'unset'})",
+            "name the env to copy to, and run this with the source env's settings",
+        )
+    copied = replicate_stand_in(open_settings_storage(settings), open_storage(stages[to]))
+    if json_out:
+        print_json({"from": settings.env, "to": to, "copied": copied})
+        return
+    out.print(f"{len(copied)} serving image(s) copied from {settings.env} to {to}", highlight=False)

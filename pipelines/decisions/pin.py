@@ -1,7 +1,9 @@
 """The GitOps pin: exactly what an env's serving pods run, in two parts.
 
 - the **serving image**: one per code version, tagged with the serving code's digest
-  (``images[0].newTag`` of ``platform/envs/<env>/kustomization.yaml``);
+  (``images[0].newTag`` of ``platform/envs/<env>/kustomization.yaml``) and, for a candidate
+  moved from another env, also by its manifest digest (``images[0].digest``: kustomize renders
+  ``name:tag@sha256:…`` and the kubelet pulls exactly those bytes; `pipelines.ml.images`);
 - the **model**: its registry version and the sha256 of its exported BentoML model archive
   (``platform/envs/<env>/model.env``, which kustomize turns into the ``serving-model``
   ConfigMap the pods read; a new pin renames the ConfigMap, so the pods roll) — and, while a
@@ -22,7 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipelines.errors import PipelineError
 
-IMAGE_TAG = re.compile(r"^(?P<lead>\s+newTag:\s*)(?P<tag>\S+)\s*$", re.MULTILINE)
+IMAGE_TAG = re.compile(r"^(?P<indent>[ \t]+)newTag:[ \t]*(?P<tag>\S+)[ \t]*$", re.MULTILINE)
+IMAGE_DIGEST = re.compile(r"^[ \t]+digest:[ \t]*(?P<digest>\S+)[ \t]*(?:\n|$)", re.MULTILINE)
+MANIFEST_DIGEST = r"^sha256:[0-9a-f]{64}$"
+"""An image manifest's digest, as registries and kustomize spell it."""
 MODEL_FILE = "model.env"
 """The model half of the pin, next to the overlay's kustomization.yaml."""
 UNRELEASED = "unreleased"
@@ -39,12 +44,17 @@ _HEADER = (
 
 
 class ServingPin(BaseModel):
-    """What serving runs: the image's code digest, the model version and its archive digest."""
+    """What serving runs: the image's code digest (and manifest digest, for a candidate moved
+    here), the model version and its archive digest."""
 
     model_config = ConfigDict(frozen=True)
 
     image_tag: str = Field(pattern=r"^[0-9a-f]{12}$")
     """The serving code's digest (`bentos.build.code_digest`): the serving image's tag."""
+    image_digest: str | None = Field(default=None, pattern=MANIFEST_DIGEST)
+    """The serving image's manifest digest (``sha256:…``): the exact image a candidate was
+    verified on; None for a pin by tag alone (the gate's in the env that built the image, and
+    pins older than image digests)."""
     model_version: int = Field(ge=1)
     model_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     challenger_version: int | None = Field(default=None, ge=1)
@@ -60,9 +70,11 @@ class ServingPin(BaseModel):
         return self
 
     def describe(self) -> str:
-        """One line for messages and the ledger: ``v3 (sha256 1a2b…) on image 0123abcd4567``,
-        with ``, v4 (sha256 …) in shadow`` while a challenger is shadowed."""
-        line = f"v{self.model_version} (sha256 {self.model_sha256[:12]}…) on image {self.image_tag}"
+        """One line for messages and the ledger: ``v3 (sha256 1a2b…) on image 0123abcd4567``
+        (``…@sha256:9f8e…`` when pinned by digest), with ``, v4 (sha256 …) in shadow`` while a
+        challenger is shadowed."""
+        image = self.image_tag + (f"@{self.image_digest[:19]}…" if self.image_digest else "")
+        line = f"v{self.model_version} (sha256 {self.model_sha256[:12]}…) on image {image}"
         if self.challenger_sha256 is not None:
             line += (
                 f", v{self.challenger_version} (sha256 {self.challenger_sha256[:12]}…) in shadow"
@@ -97,9 +109,13 @@ def read_pin(overlay: Path) -> ServingPin | None:
         PipelineError: the overlay does not hold exactly one image tag and one complete model
             pin, or holds values no pin can have (naming the file).
     """
-    tags = IMAGE_TAG.findall(overlay.read_text())
-    if len(tags) != 1:
-        raise PipelineError(f"{overlay}: expected exactly one images[].newTag")
+    text = overlay.read_text()
+    tags = [m["tag"] for m in IMAGE_TAG.finditer(text)]
+    digests = [m["digest"] for m in IMAGE_DIGEST.finditer(text)]
+    if len(tags) != 1 or len(digests) > 1:
+        raise PipelineError(
+            f"{overlay}: expected exactly one images[].newTag and at most one images[].digest"
+        )
     model_path = overlay.with_name(MODEL_FILE)
     if not model_path.is_file():
         raise PipelineError(
@@ -111,7 +127,7 @@ def read_pin(overlay: Path) -> ServingPin | None:
         if (match := _MODEL_LINE.match(line.strip())) is not None:
             values[match["key"]] = match["value"].strip()
     version, digest = values.get(VERSION_KEY), values.get(DIGEST_KEY)
-    if UNRELEASED in (tags[0][1], version, digest):
+    if UNRELEASED in (tags[0], version, digest):
         return None
     shadow = {
         "challenger_version": values.get(CHALLENGER_VERSION_KEY),
@@ -119,7 +135,8 @@ def read_pin(overlay: Path) -> ServingPin | None:
     }
     try:
         return ServingPin(
-            image_tag=tags[0][1],
+            image_tag=tags[0],
+            image_digest=digests[0] if digests else None,
             model_version=version,  # type: ignore[arg-type]
             model_sha256=digest,  # type: ignore[arg-type]
             **shadow,  # type: ignore[arg-type]
@@ -127,7 +144,8 @@ def read_pin(overlay: Path) -> ServingPin | None:
     except ValueError as error:
         raise PipelineError(
             f"{overlay.parent}: the pin is not valid ({error.__class__.__name__}): image tag "
-            f"{tags[0][1]!r}, {VERSION_KEY}={version!r}, {DIGEST_KEY}={digest!r}, "
+            f"{tags[0]!r}, image digest {digests[0] if digests else None!r}, "
+            f"{VERSION_KEY}={version!r}, {DIGEST_KEY}={digest!r}, "
             f"{CHALLENGER_VERSION_KEY}={shadow['challenger_version']!r}, "
             f"{CHALLENGER_DIGEST_KEY}={shadow['challenger_sha256']!r}",
             "fix it by hand, or pin a version: mlops decisions rollback --to VERSION",
@@ -135,11 +153,16 @@ def read_pin(overlay: Path) -> ServingPin | None:
 
 
 def write_pin(overlay: Path, pin: ServingPin) -> list[Path]:
-    """Write `pin` into the overlay (image tag and ``model.env``, each atomically); returns the
-    files changed."""
+    """Write `pin` into the overlay (image tag, the digest line when the pin has one, and
+    ``model.env``, each atomically); returns the files changed."""
     from pipelines.storage import write_file_atomic
 
-    text = IMAGE_TAG.sub(lambda m: f"{m.group('lead')}{pin.image_tag}", overlay.read_text())
+    def image(match: re.Match[str]) -> str:
+        indent = match["indent"]
+        digest = f"\n{indent}digest: {pin.image_digest}" if pin.image_digest else ""
+        return f"{indent}newTag: {pin.image_tag}{digest}"
+
+    text = IMAGE_TAG.sub(image, IMAGE_DIGEST.sub("", overlay.read_text()))
     write_file_atomic(overlay, text.encode())
     model_path = overlay.with_name(MODEL_FILE)
     write_file_atomic(model_path, pin.model_env().encode())

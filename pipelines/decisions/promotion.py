@@ -26,6 +26,7 @@ from pipelines.errors import PipelineError
 from pipelines.ml.registry import (
     CANDIDATE_TAG,
     MODEL_DIGEST_TAG,
+    SERVING_IMAGE_DIGEST_TAG,
     SERVING_IMAGE_TAG,
     serving_version,
 )
@@ -73,7 +74,8 @@ def set_aliases(client: Any, name: str, wanted: dict[str, int | None]) -> None:
 
 
 def pin_of(client: Any, name: str, version: int) -> ServingPin:
-    """What serving runs for a registry version: the tags its package step set.
+    """What serving runs for a registry version: the tags its package step set (and, for a
+    version a candidate move registered, the serving image's digest: its pin names it).
 
     Raises:
         PipelineError: the version was never packaged (or its tags are not a valid pin).
@@ -88,6 +90,7 @@ def pin_of(client: Any, name: str, version: int) -> ServingPin:
     try:
         return ServingPin(
             image_tag=tags[SERVING_IMAGE_TAG],
+            image_digest=tags.get(SERVING_IMAGE_DIGEST_TAG) or None,
             model_version=serving_version(tags, version),
             model_sha256=tags[MODEL_DIGEST_TAG],
         )

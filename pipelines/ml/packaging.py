@@ -66,7 +66,12 @@ def export_requirements() -> tuple[Path, str]:
 
 
 def package(settings: Settings, storage: Storage, version: int) -> PackageResult:
-    """The package step: build the version's Bento and export it to storage."""
+    """The package step: build the version's Bento and export it to storage. Where no ECR
+    repository is configured, it also pushes the serving image's local stand-in
+    (`pipelines.ml.images`), which the images job's push is on the clusters."""
     from bentos.build import package as package_bento
+    from pipelines.ml.images import push_stand_in
 
-    return PackageResult.model_validate(package_bento(settings, storage, version))
+    result = PackageResult.model_validate(package_bento(settings, storage, version))
+    push_stand_in(settings, storage, result.image_tag)
+    return result

@@ -19,6 +19,9 @@ BENTO_TAG = "bento"
 """Registry version tag: the Bento built for the version (``name:v<version>-<code digest>``)."""
 SERVING_IMAGE_TAG = "serving_image"
 """Registry version tag: the serving image (the serving code's digest) it was packaged on."""
+SERVING_IMAGE_DIGEST_TAG = "serving_image_digest"
+"""Registry version tag of a version registered by a candidate move: the serving image's
+manifest digest (``sha256:…``) its pins name (rollback to it pins by digest too)."""
 MODEL_DIGEST_TAG = "model_sha256"
 """Registry version tag: the sha256 of the version's exported model archive."""
 

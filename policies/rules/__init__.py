@@ -11,8 +11,9 @@ them domain by domain, in `DOMAINS` order. This package imports nothing of the p
 
 from __future__ import annotations
 
-from policies.rules import eks, iam, kubernetes, network, placeholders, rds, s3, tags_cost
+from policies.rules import ecr, eks, iam, kubernetes, network, placeholders, rds, s3, tags_cost
 from policies.rules.base import WORLD, Kind, Level, Report, Rule, collect, rule
+from policies.rules.ecr import ecr_registry_policy_replicate_only
 from policies.rules.eks import eks_endpoint, eks_logging, eks_node_imds, eks_secrets_encryption
 from policies.rules.iam import (
     ADMIN_POLICIES,
@@ -52,7 +53,7 @@ from policies.rules.s3 import (
 )
 from policies.rules.tags_cost import REQUIRED_TAGS, TAGGABLE, cost_guard, required_tags
 
-DOMAINS = (s3, rds, eks, network, iam, tags_cost, kubernetes, placeholders)
+DOMAINS = (s3, rds, eks, ecr, network, iam, tags_cost, kubernetes, placeholders)
 """The domain modules, in report order."""
 
 RULES: list[Rule] = collect(module.__name__ for module in DOMAINS)
@@ -78,6 +79,7 @@ __all__ = [
     "ci_oidc_trust",
     "cost_guard",
     "cron_workflow_guardrails",
+    "ecr_registry_policy_replicate_only",
     "eks_endpoint",
     "eks_logging",
     "eks_node_imds",

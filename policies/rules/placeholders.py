@@ -89,6 +89,27 @@ CONFIG_KEYS: tuple[tuple[str | None, str | None, str | None, str], ...] = (
         r"^arn:aws:kms:[a-z0-9-]+:\d{12}:key/\*$",
         "candidates.accounts",
     ),
+    # the serving image's replication from the chain's first account to the later ones, and
+    # their registry policies admitting it (stacks/components/image_replication.py)
+    (
+        r"^aws:ecr/replicationConfiguration:ReplicationConfiguration$",
+        r"\.registryId$",
+        None,
+        "candidates.accounts",
+    ),
+    (r"^aws:ecr/registryPolicy:RegistryPolicy$", r"^policy$", None, "candidates.accounts"),
+    (
+        r"^aws:iam/rolePolicy:RolePolicy$",
+        r"^policy$",
+        r"^arn:aws:ecr:[a-z0-9-]+:\d{12}:repository/mlops-serving$",
+        "workflows.settings.MLOPS_SERVING_REPOSITORY",
+    ),
+    (
+        r":ConfigMap$",
+        r"^data\.MLOPS_SERVING_REPOSITORY$",
+        None,
+        "workflows.settings.MLOPS_SERVING_REPOSITORY",
+    ),
     # the write-once statements exempt the operators' roles (stacks/components/buckets.py)
     (
         r"^aws:s3/bucketPolicy:BucketPolicy$",

@@ -14,15 +14,22 @@ REPOSITORIES = ("pipeline", "serving", "mlflow")
 Deployment (``platform/envs/<env>`` ``images[].newName``) and MLflow (``images/mlflow``)."""
 
 
+SHARED = frozenset({"serving"})
+"""Kinds whose repository has the same name in every account: the serving image is built once,
+in the chain's first env, and reaches the others by ECR replication, which keeps the name
+(`stacks.components.image_replication`)."""
+
+
 def repository_name(env: str, kind: str) -> str:
-    """The ECR repository of image `kind` in `env`: ``mlops-<env>-<kind>``.
+    """The ECR repository of image `kind` in `env`: ``mlops-<env>-<kind>``, and ``mlops-serving``
+    for the serving image in every env (`SHARED`).
 
     The one spelling of the name: the stack creates it, and the tests check every image the
     overlays and the workloads pull against it.
     """
     if kind not in REPOSITORIES:
         raise ValueError(f"unknown image kind {kind!r}; one of {', '.join(REPOSITORIES)}")
-    return f"mlops-{env}-{kind}"
+    return f"mlops-{kind}" if kind in SHARED else f"mlops-{env}-{kind}"
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,7 @@
 """Candidates through dev → staging → prod on local stand-ins of three accounts: a storage root,
-an MLflow (sqlite) and a GitOps working copy per env. The settable clock (`promote(now=…)`)
+an MLflow (sqlite), a GitOps working copy and a stand-in serving image registry per env (the
+serving image pushed in dev, replicated to the later envs as ECR replication does, unless a test
+says otherwise: then a move is refused until it is). The settable clock (`promote(now=…)`)
 shows the soak; approvals, rejections and rollbacks stop what they must; a tampered artifact is
 refused; and a move killed (SIGKILL) between its steps leaves storage, registry and ledger
 consistent, completed by the same command. The same chain on the real services, from a real
@@ -27,6 +29,7 @@ from pipelines.decisions import ledger, promotion
 from pipelines.decisions.ledger import Decision
 from pipelines.decisions.pin import ServingPin
 from pipelines.errors import PipelineError
+from pipelines.ml import images
 from pipelines.ml.registry import CANDIDATE_TAG, MODEL_DIGEST_TAG, SERVING_IMAGE_TAG
 from pipelines.settings import Settings
 from pipelines.storage import LocalStorage
@@ -66,13 +69,22 @@ class World:
         return move.promote(self.settings(to, **more), self.storage(to), ref, to, now=now)
 
 
-def gate_promotes(world: World, version: int, payload: bytes) -> record.Candidate:
-    """What the gate step does in dev when it promotes `version`: a packaged archive, a
-    registry version with its tags, the gate's ledger record; then the candidate."""
+IMAGE = "0123456789ab"
+
+
+def gate_promotes(
+    world: World, version: int, payload: bytes, replicate: bool = True
+) -> record.Candidate:
+    """What the gate step does in dev when it promotes `version`: a packaged archive and the
+    serving image pushed (the stand-in; replicated to staging and prod unless `replicate` is
+    false), a registry version with its tags, the gate's ledger record; then the candidate."""
     storage, settings = world.storage("dev"), world.settings("dev")
     storage.create(layout.model_archive(NAME, version), payload)
+    images.push_stand_in(settings, storage, IMAGE)
+    for env in ENVS[1:] if replicate else ():
+        images.replicate_stand_in(storage, world.storage(env))
     pin = ServingPin(
-        image_tag="0123456789ab",
+        image_tag=IMAGE,
         model_version=version,
         model_sha256=hashlib.sha256(payload).hexdigest(),
     )
@@ -109,6 +121,11 @@ def gate_promotes(world: World, version: int, payload: bytes) -> record.Candidat
     return record.create(settings, storage, gate.key)
 
 
+def held_beside_images(storage: LocalStorage) -> list[str]:
+    """What `storage` holds besides its stand-in image registry."""
+    return [k for k in storage.list("") if not k.startswith(layout.SERVING_IMAGES)]
+
+
 @pytest.fixture(scope="module")
 def empty_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An MLflow sqlite store with its schema migrated once (~10 s), copied for every env."""
@@ -136,7 +153,7 @@ def test_a_candidate_moves_after_its_soak_and_into_prod_only_approved(world: Wor
     assert world.client("dev").get_model_version(NAME, "1").tags[CANDIDATE_TAG] == candidate.id
     with pytest.raises(PipelineError, match=r"served 1\.00 h in dev; staging needs 24 h"):
         world.promote(candidate.id, "staging", soak=24, now=created + timedelta(hours=1))
-    assert world.storage("staging").list("") == []  # a refusal copies nothing
+    assert held_beside_images(world.storage("staging")) == []  # a refusal copies nothing
     staged = world.promote(candidate.id[:8], "staging", soak=24, now=created + timedelta(hours=25))
     assert staged.version == 1 and not staged.reused
     assert world.promote(candidate.id, "staging").reused  # the same move again: a no-op
@@ -176,8 +193,10 @@ def test_a_candidate_rolled_back_in_staging_never_moves_again(world: World) -> N
     move.judge(world.settings("prod"), world.storage("prod"), second.id, "approve", "ok", "al")
     rolled = promotion.rollback(world.settings("staging"), world.storage("staging"))
     assert rolled.decision == "rollback" and rolled.inputs["candidate"] == second.id
-    # staging serves the first candidate again, pinned by the archive's own version
+    # staging serves the first candidate again, pinned by the archive's own version and by the
+    # first candidate's image digest (a pin by digest rolls back to a pin by digest)
     assert rolled.gitops_pin == first.pin
+    assert rolled.gitops_pin.image_digest == first.serving_image_digest is not None
     with pytest.raises(PipelineError, match=r"rolled back in staging .*never moves again"):
         world.promote(second.id, "prod")
     with pytest.raises(PipelineError, match="cannot be approved"):
@@ -191,6 +210,81 @@ def test_a_candidate_rolled_back_in_staging_never_moves_again(world: World) -> N
     # the candidate rolled back *to* is not stopped: approved, it moves on
     move.judge(world.settings("prod"), world.storage("prod"), first.id, "approve", "ok", "al")
     assert world.promote(first.id, "prod").env == "prod"
+
+
+def test_a_move_waits_until_the_serving_image_is_in_the_targets_registry(world: World) -> None:
+    candidate = gate_promotes(world, 1, b"model archive v1", replicate=False)
+    digest = candidate.serving_image_digest
+    dev = images.StandInRepository(world.storage("dev"))
+    assert dev.digest_of(IMAGE) == digest  # resolved in dev when the candidate was created
+    assert candidate.pin.image_digest == digest
+    with pytest.raises(PipelineError) as refused:
+        world.promote(candidate.id, "staging")
+    message = str(refused.value)
+    assert f"serving image {digest} is not in {world.storage('staging').url}/" in message
+    assert "nothing was changed" in message and "mlops images replicate --to staging" in message
+    staging = world.storage("staging")
+    assert staging.list("") == []  # nothing copied, registered, recorded or pinned
+    assert world.client("staging").search_registered_models() == []
+    repo = promotion.repo_of(world.settings("staging"))
+    assert repo.pinned("staging") is None
+    # "replicated": dev's registry copied into staging's; the move then pins the same digest
+    assert images.replicate_stand_in(world.storage("dev"), staging) == [digest]
+    moved = world.promote(candidate.id, "staging")
+    assert moved.version == 1 and not moved.reused
+    pinned = repo.pinned("staging")
+    assert pinned == candidate.pin and pinned is not None and pinned.image_digest == digest
+    overlay = repo.overlay("staging").read_text()
+    assert f"newTag: {IMAGE}\n    digest: {digest}\n" in overlay
+    # prod got nothing yet: dev replicates to every later account, so staging is no source
+    move.judge(world.settings("prod"), world.storage("prod"), candidate.id, "approve", "ok", "a")
+    with pytest.raises(PipelineError, match=f"serving image {digest} is not in"):
+        world.promote(candidate.id, "prod")
+
+
+def test_the_candidate_id_covers_the_image_digest_and_older_records_are_refused(
+    world: World,
+) -> None:
+    candidate = gate_promotes(world, 1, b"model archive v1")
+    key = layout.candidate("dev", candidate.id)
+    document = json.loads(world.storage("dev").read_bytes(key))
+    other = {**document, "serving_image_digest": "sha256:" + "0" * 64}
+    with pytest.raises(PipelineError, match="does not match its digests"):
+        record.parse(json.dumps(other).encode(), key)
+    del document["serving_image_digest"]  # a record written before image digests
+    with pytest.raises(PipelineError, match="from before candidates carried the serving image"):
+        record.parse(json.dumps(document).encode(), key)
+    digests = (candidate.model_sha256, IMAGE)
+    assert candidate.id == record.candidate_id(*digests, candidate.serving_image_digest)
+    assert candidate.id != record.candidate_id(*digests, "sha256:" + "1" * 64)
+
+
+def test_no_candidate_without_the_serving_image_in_the_origins_registry(world: World) -> None:
+    storage = world.storage("dev")
+    storage.create(layout.model_archive(NAME, 1), b"model archive v1")
+    pin = ServingPin(
+        image_tag="fedcba987654",  # never pushed
+        model_version=1,
+        model_sha256=hashlib.sha256(b"model archive v1").hexdigest(),
+    )
+    world.client("dev").create_registered_model(NAME)
+    world.client("dev").create_model_version(NAME, source="file:///nowhere/1")
+    gate = ledger.write(
+        storage,
+        Decision(
+            kind="gate",
+            env="dev",
+            model_name=NAME,
+            decision="promote",
+            reasons=["test"],
+            decision_id="gate-1",
+            gitops_pin=pin,
+            started_at=ledger.now_iso(),
+        ),
+    )
+    with pytest.raises(PipelineError, match="serving image tag fedcba987654 is not in"):
+        record.create(world.settings("dev"), storage, gate.key)
+    assert storage.list(layout.candidates_prefix("dev")) == []
 
 
 def test_a_rejected_candidate_never_moves_and_a_reason_is_required(world: World) -> None:

@@ -3,9 +3,10 @@ is one): created in dev by a real gate promotion (``mlops run``: S3 storage, the
 then moved by ``mlops candidates`` run with each target env's own settings — its own bucket on
 the services' S3, its own MLflow (a sqlite store: the services run one MLflow server, which is
 dev's; staging's and prod's never see it), its own overlay in the GitOps remote. A move waits for
-the soak and, into prod, for an approval; the bytes read back from every env's bucket are the
-artifact's digest; the lineage prints the chain env by env; a second candidate rolled back in
-staging is refused for prod."""
+the soak, for its serving image in the target's registry (the stand-in in each env's bucket:
+refused until ``mlops images replicate`` copies it from dev) and, into prod, for an approval;
+the bytes read back from every env's bucket are the artifact's digest; the lineage prints the
+chain env by env; a second candidate rolled back in staging is refused for prod."""
 
 from __future__ import annotations
 
@@ -112,6 +113,13 @@ def chain(
         soaking, "candidates", "promote", first["id"], "--to", "staging", ok=False
     )
     found["staging_bucket_after_refusal"] = services.keys("staging", f"{layout_root}/")
+    found["refused_image"] = cli(
+        staging, "candidates", "promote", first["id"], "--to", "staging", ok=False
+    )
+    found["staging_bucket_after_image_refusal"] = services.keys("staging", f"{layout_root}/")
+    found["replicated"] = {  # what ECR replication does from dev to every later account
+        env: cli(dev, "images", "replicate", "--to", env, "--json") for env in ("staging", "prod")
+    }
     found["staging"] = cli(
         staging, "candidates", "promote", first["id"], "--to", "staging", "--json"
     )
@@ -173,6 +181,18 @@ def test_staging_waits_for_the_soak_then_holds_the_same_bytes(
         assert hashlib.sha256(bucket_bytes(services, chain["urls"]["dev"], key)).hexdigest() == sha
     pin = remote_pin(chain["root"], chain["remote"], "staging")
     assert pin.model_sha256 == digest and pin.model_version == 1
+
+
+def test_a_move_waits_for_the_serving_image_in_the_targets_registry(chain: dict[str, Any]) -> None:
+    digest = chain["first"]["serving_image_digest"]
+    refused = chain["refused_image"]
+    assert f"serving image {digest} is not in {chain['urls']['staging']}/" in refused
+    assert "mlops images replicate --to staging" in refused
+    assert chain["staging_bucket_after_image_refusal"] == {}  # nothing changed in staging
+    assert all(r["copied"] == [digest] for r in chain["replicated"].values())
+    for env in ("staging", "prod"):  # the exact image dev's candidate was created on
+        pin = remote_pin(chain["root"], chain["remote"], env)
+        assert pin.image_digest == digest and pin.image_tag == chain["first"]["serving_image"]
 
 
 def test_prod_needs_an_approval_and_registers_with_lineage_in_its_own_mlflow(

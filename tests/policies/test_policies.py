@@ -140,6 +140,27 @@ PLANTED: list[tuple[str, str, str | None, Mutation, str]] = [
         ),
         "s3:PutObject",
     ),
+    (  # dev's replication into prod widened to every repository
+        "ecr-registry-policy-replicate-only",
+        "aws:ecr/registryPolicy:RegistryPolicy",
+        "serving-replication",
+        lambda p: p.update(
+            policy=_edit_grant(
+                p["policy"],
+                lambda s: s.update(Resource=["arn:aws:ecr:eu-west-1:333333333333:repository/*"]),
+            )
+        ),
+        "repository/*",
+    ),
+    (  # … or allowed to create repositories (without the stack's settings)
+        "ecr-registry-policy-replicate-only",
+        "aws:ecr/registryPolicy:RegistryPolicy",
+        "serving-replication",
+        lambda p: p.update(
+            policy=_edit_grant(p["policy"], lambda s: s["Action"].append("ecr:CreateRepository"))
+        ),
+        "ecr:CreateRepository",
+    ),
     (
         "eks-endpoint-restricted",
         "eks:index:Cluster",
@@ -305,6 +326,13 @@ def test_the_shipped_cross_account_grants_pass_their_rule(plans: StackPlans, env
     policy = find(captured(plans[env]), "aws:s3/bucketPolicy:BucketPolicy", "storage-curated")
     grants = [s for s in json.loads(policy.props["policy"])["Statement"] if s["Effect"] == "Allow"]
     assert len(grants) == 4  # get and list, for each of the two other envs
+    violations, _ = evaluate([policy], load_pack_config(env))
+    assert violations == []
+
+
+@pytest.mark.parametrize("env", ["staging", "prod"])
+def test_the_shipped_registry_policies_pass_their_rule(plans: StackPlans, env: str) -> None:
+    policy = find(captured(plans[env]), "aws:ecr/registryPolicy:RegistryPolicy")
     violations, _ = evaluate([policy], load_pack_config(env))
     assert violations == []
 

@@ -196,9 +196,11 @@ def test_image_check_catches_planted_mismatches(plans: StackPlans) -> None:
     plan, region, account = plans["dev"], stack_region("dev"), stack_account("dev")
     # the overlay pulling the repository the stack used to create
     planted = copy.deepcopy(overlay("dev"))
-    planted["images"][0]["newName"] = planted["images"][0]["newName"].replace("-serving", "-bento")
+    planted["images"][0]["newName"] = planted["images"][0]["newName"].replace(
+        "mlops-serving", "mlops-dev-serving"
+    )
     (problem,) = image_problems(plan.resources, planted, region, account)
-    assert "pulls mlops-dev-bento, which the stack does not create" in problem
+    assert "pulls mlops-dev-serving, which the stack does not create" in problem
     # the stack no longer creating the serving repository
     resources = [
         r
@@ -206,7 +208,7 @@ def test_image_check_catches_planted_mismatches(plans: StackPlans) -> None:
         if not (r.type == "aws:ecr/repository:Repository" and r.name.endswith("serving"))
     ]
     (problem,) = image_problems(resources, overlay("dev"), region, account)
-    assert "pulls mlops-dev-serving, which the stack does not create" in problem
+    assert "pulls mlops-serving, which the stack does not create" in problem
     # a CronWorkflow step pulling an image from a repository nobody creates
     resources = copy.deepcopy(plan.resources)
     cron = next(r for r in resources if r.type.endswith(":CronWorkflow"))
