@@ -5,9 +5,10 @@ feature is dominated by the minute-level volatility clustering, so two stable da
 varies widely and its calibrated tail sits 7-8x above its median (benchmarks/README.md). The
 *level* of the volatility moves far less between stable days, so this statistic compares it
 directly: for each symbol, the mean log absolute one-bar return (``log_return_1``: the level of
-the day's volatility, each minute counted once) in the window minus the same over the last day
-of the reference (`LEVEL_REFERENCE`), averaged over the symbols (each symbol's volatility moves
-on its own, so averaging adds evidence). A volatility x2 shift adds ``log 2 = 0.69`` to it.
+the day's volatility, each minute counted once) in the window minus the same over the same bars
+of the day before (the reference's last day, `LEVEL_REFERENCE`), averaged over the symbols
+(each symbol's volatility moves on its own, so averaging adds evidence). A volatility x2
+shift adds ``log 2 = 0.69`` to it.
 
 Its null distribution is calibrated exactly as the PSI's (`pipelines.reports.calibration`:
 the same window positions over stable history, each against the reference days just before
@@ -83,14 +84,28 @@ def _groups(frame: pd.DataFrame, other: pd.DataFrame) -> np.ndarray:
     return np.zeros(len(frame), dtype=int)
 
 
+def _day_before(ref_times: np.ndarray, cur_times: np.ndarray) -> np.ndarray:
+    """Which reference rows are a window row's time less `LEVEL_REFERENCE` (the same bars of
+    the day before: a window missing hours is compared with the same hours, so the intraday
+    seasonality cancels); all rows of the day before the window's first when none is."""
+    step = np.int64(LEVEL_REFERENCE.value)
+    same = np.isin(ref_times, cur_times - step)
+    return same if same.any() else ref_times >= cur_times.min() - step
+
+
+def _nanoseconds(times: pd.Series) -> np.ndarray:
+    return np.asarray(pd.to_datetime(times, utc=True).dt.as_unit("ns").astype("int64"))
+
+
 def volatility_shift(reference: pd.DataFrame, current: pd.DataFrame, feature: str) -> float:
     """The statistic: per symbol, the mean log absolute `feature` (a one-bar return) in
-    `current` minus the same over the reference's `LEVEL_REFERENCE` before `current`'s first
-    row (all of `reference` when either frame has no ``open_time``), averaged over the
-    symbols; ``inf`` when `current` has no value for any symbol of the reference (it broke)."""
+    `current` minus the same over the reference's rows one `LEVEL_REFERENCE` before
+    `current`'s (`_day_before`; all of `reference` when either frame has no ``open_time``),
+    averaged over the symbols; ``inf`` when `current` has no value for any symbol of the
+    reference (it broke)."""
     if "open_time" in reference.columns and "open_time" in current.columns and len(current):
         reference = reference[
-            reference["open_time"] >= current["open_time"].min() - LEVEL_REFERENCE
+            _day_before(_nanoseconds(reference["open_time"]), _nanoseconds(current["open_time"]))
         ]
     return _shift(
         reference[feature].to_numpy(dtype=float),
@@ -108,11 +123,12 @@ def null_shifts(
     `volatility_shift` computes it."""
     values = rows[feature].to_numpy(dtype=float)
     groups = _groups(rows, rows)
-    times = rows["open_time"]
+    times = _nanoseconds(rows["open_time"])
     found = []
     for first, lo, hi in bounds:
-        since = max(first, int(times.searchsorted(times.iloc[lo] - LEVEL_REFERENCE)))
-        found.append(_shift(values[since:lo], groups[since:lo], values[lo:hi], groups[lo:hi]))
+        since = max(first, int(np.searchsorted(times, times[lo] - LEVEL_REFERENCE.value)))
+        keep = since + np.flatnonzero(_day_before(times[since:lo], times[lo:hi]))
+        found.append(_shift(values[keep], groups[keep], values[lo:hi], groups[lo:hi]))
     return found
 
 

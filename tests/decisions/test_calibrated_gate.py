@@ -156,7 +156,8 @@ def test_the_gates_drift_reference_is_the_days_just_before_the_window(tmp_path: 
     start = pd.Timestamp(evaluated.eval_start)
     expected = rows[rows["open_time"] >= start].reset_index(drop=True)
     pd.testing.assert_frame_equal(window, expected[window.columns], check_like=True)
-    assert list(reference.columns) == ["realized_vol_12", "taker_buy_ratio"]
+    # the drift-tested features, and the symbol and time the volatility level compares by
+    assert list(reference.columns) == ["open_time", "symbol", "realized_vol_12", "taker_buy_ratio"]
     # the 3 whole days before the window (2024-03-08..10), every row, in time order
     days = rows[(rows["open_time"] >= start - pd.Timedelta(days=3)) & (rows["open_time"] < start)]
     assert len(reference) == 3 * 288
