@@ -5,7 +5,8 @@ Both models are scored on the same latest out-of-sample window (the run's evalua
 Promote only when the challenger's ROC-AUC beats the champion's by at least
 ``gate_min_auc_delta`` AND the lower bound of a block-bootstrap interval of that difference is
 above zero (better by more than noise), AND the features did not drift (Evidently) between the
-days just before the window (``MLOPS_DRIFT_REFERENCE_DAYS``) and the window. Otherwise reject,
+days just before the window (``MLOPS_DRIFT_REFERENCE_DAYS``) and the window, nor the market's
+volatility level (`pipelines.reports.volatility`). Otherwise reject,
 with each reason. Every decision is a ledger record with its report; a promotion moves the
 aliases and the env's GitOps pin in one transaction (`pipelines.decisions.promotion`). The
 same question asked twice is answered from the ledger.
@@ -272,7 +273,6 @@ def _drift(
     calibrated = drift_test(settings, calibration.thresholds("gate") if calibration else None)
     tested = drift_features(info.features)
     used = calibration if calibrated["column_thresholds"] else None  # calibrated PSI only
-    statistics = statistic_checks(used, "gate", reference, window, tested)
     return data_drift(
         reference,
         window,
@@ -287,7 +287,7 @@ def _drift(
             "drift_calibration": calibration_key,
             "reference_days": settings.drift_reference_days,
         },
-        statistics=statistics,
+        statistics=statistic_checks(used, "gate", reference, window, tested),
         # no workspace: it gets the report once decided, with the outcome (`.publish`)
         **calibrated,
     )

@@ -15,9 +15,11 @@ window is slid over the latest `MAX_HISTORY_DAYS` of the training rows (at most
 `MAX_HISTORY_ROWS`: the cost is bounded whatever the dataset's size) and each position is
 compared with the reference days just before it — the statistic the decision computes.
 
-A decision drifts when ANY feature exceeds its threshold, so the thresholds share the target
-false-alarm rate ``alpha`` between the ``m`` features (Bonferroni: each at ``alpha / m``, which
-bounds the decision's rate by ``alpha`` whatever the features' correlation). With tens of
+A decision drifts when ANY feature exceeds its threshold, or the volatility level
+(`pipelines.reports.volatility`, calibrated on the same windows) exceeds its own, so the
+thresholds share the target false-alarm rate ``alpha`` (weighted Bonferroni: ``SHARE`` of it to
+the volatility level, the rest split equally between the ``m`` features, which bounds the
+decision's rate by ``alpha`` whatever the statistics' correlation). With tens of
 windows an empirical ``1 - alpha/m`` quantile does not exist, so each feature's tail is a
 log-normal fitted to its null samples. The samples of a market whose volatility regimes persist
 ~10 days are far from independent, so one fit understates how high a new day goes: the
