@@ -245,9 +245,10 @@ class Settings(BaseSettings):
     """A window is flagged (``degraded`` in the record, for reading) when its live ROC-AUC is
     this far below the champion's recorded; the rollback does not use it."""
 
-    monitor_log_loss_sd: float = Field(default=0.02, gt=0)
+    monitor_log_loss_sd: float = Field(default=0.0263, gt=0)
     """Standard deviation of one window's live log-loss minus the recorded one for a healthy
-    champion: the unit of the CUSUM (0.0206 over 64 windows of 16 backtest champions,
+    champion: the unit of the CUSUM (0.0263 over the 600 windows of the backtest's 150
+    ``healthy-champion`` trials of 2026-12-01; it was 0.02, from 64 windows of 16 champions,
     docs/decisions.md)."""
 
     monitor_cusum_threshold: float = Field(default=3.0, gt=0)

@@ -25,7 +25,7 @@ from pipelines.reports.calibration import METHOD
 from pipelines.settings import Settings
 from pipelines.synthetic.market import Regime
 
-BACKTEST_VERSION = 4
+BACKTEST_VERSION = 5
 """Bump when a trial's meaning changes: part of the settings digest."""
 DECISION_PREFIXES = ("gate_", "monitor_", "drift_")
 WITHIN_WINDOWS = 3

@@ -27,7 +27,13 @@ from pipelines.decisions.gate import compare_predictions, judge
 from pipelines.decisions.monitor import judge_windows
 from pipelines.ml.features import FeatureConfig, feature_names, symbol_rows
 from pipelines.ml.modeling import make_model
-from pipelines.reports.calibration import calibrate, drifted, feature_psi, trailing
+from pipelines.reports.calibration import (
+    calibrate,
+    drifted,
+    feature_psi,
+    statistic_checks,
+    trailing,
+)
 from pipelines.reports.drift import drift_features
 from pipelines.settings import Settings
 from pipelines.synthetic.market import Regime, minute_bars
@@ -146,8 +152,13 @@ def drift_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
         current = _window(served, start, hours, scenario.missing_hours)
         reference = trailing(served, start, settings.drift_reference_days)
         flagged = drifted(feature_psi(reference, current, features), thresholds["monitor"])
+        checks = statistic_checks(
+            thresholds["calibration"], "monitor", reference, current, features
+        )
         outcome.windows += 1
-        if _is_drift(settings, flagged, len(features), thresholds["calibrated"]):
+        if _is_drift(settings, flagged, len(features), thresholds["calibrated"]) or any(
+            c.drifted for c in checks
+        ):
             outcome.alarms += 1
             if outcome.first_alarm is None:
                 outcome.first_alarm = k
@@ -157,7 +168,8 @@ def drift_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
 def _thresholds(
     settings: Settings, history: pd.DataFrame, features: list[str], windows: dict[str, float]
 ) -> dict[str, Any]:
-    """Per-decision thresholds: calibrated (``null``) or the fixed line for every feature."""
+    """Per-decision thresholds: calibrated (``null``; ``calibration`` holds the other
+    statistics' thresholds) or the fixed line for every feature."""
     if settings.drift_calibration == "null" and (settings.drift_method or "") == "psi":
         calibration = calibrate(
             history,
@@ -169,9 +181,10 @@ def _thresholds(
         )
         found = {d: calibration.thresholds(d) for d in windows}
         if all(found.values()):
-            return {**found, "calibrated": True}
+            return {**found, "calibrated": True, "calibration": calibration}
     fixed = settings.drift_threshold if settings.drift_threshold is not None else 0.1
-    return {**{d: dict.fromkeys(features, fixed) for d in windows}, "calibrated": False}
+    fixed_lines = {d: dict.fromkeys(features, fixed) for d in windows}
+    return {**fixed_lines, "calibrated": False, "calibration": None}
 
 
 def _is_drift(settings: Settings, flagged: list[str], features: int, calibrated: bool) -> bool:
@@ -230,14 +243,18 @@ def gate_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
     thresholds = _thresholds(settings, history, tested, {"gate": 24.0})
     reference = trailing(history, window_start, settings.drift_reference_days)
     flagged = drifted(feature_psi(reference, window, tested), thresholds["gate"])
+    checks = statistic_checks(thresholds["calibration"], "gate", reference, window, tested)
     limit = 1 / len(tested) if thresholds["calibrated"] else settings.gate_max_drift_share
-    _, promote = judge(settings, evidence, flagged, len(tested), limit)
+    _, promote = judge(settings, evidence, flagged, len(tested), limit, checks)
     truth = _auc(challenger, fresh) - _auc(champion, fresh)
     return Outcome(
         scenario.name,
         seed,
         windows=1,
-        alarms=int(bool(flagged) and len(flagged) / len(tested) >= limit),
+        alarms=int(
+            (bool(flagged) and len(flagged) / len(tested) >= limit)
+            or any(c.drifted for c in checks)
+        ),
         promoted=promote,
         truly_worse=truth < 0,
         extra={"fresh_auc_delta": truth, "window_auc_delta": evidence["roc_auc_delta"]},

@@ -5,7 +5,8 @@ Both models are scored on the same latest out-of-sample window (the run's evalua
 Promote only when the challenger's ROC-AUC beats the champion's by at least
 ``gate_min_auc_delta`` AND the lower bound of a block-bootstrap interval of that difference is
 above zero (better by more than noise), AND the features did not drift (Evidently) between the
-days just before the window (``MLOPS_DRIFT_REFERENCE_DAYS``) and the window. Otherwise reject,
+days just before the window (``MLOPS_DRIFT_REFERENCE_DAYS``) and the window, nor the market's
+volatility level (`pipelines.reports.volatility`). Otherwise reject,
 with each reason. Every decision is a ledger record with its report; a promotion moves the
 aliases and the env's GitOps pin in one transaction (`pipelines.decisions.promotion`). The
 same question asked twice is answered from the ledger.
@@ -13,6 +14,7 @@ same question asked twice is answered from the ledger.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,7 @@ from pipelines.ml.rows import Selection
 from pipelines.ml.tracking import client as mlflow_client
 from pipelines.ml.tracking import load_model_safely
 from pipelines.ml.train import EvaluateResult
+from pipelines.reports.volatility import StatisticCheck, describe
 from pipelines.settings import Settings
 from pipelines.storage import Storage
 
@@ -203,7 +206,12 @@ def _decide(
         key = record.thresholds.get("drift_calibration")
         drift = _drift(settings, storage, reference, window, info, challenger, key)
         reasons, promote = judge(
-            settings, evidence, drift.drifted_columns, len(drift.columns), drift.threshold
+            settings,
+            evidence,
+            drift.drifted_columns,
+            len(drift.columns),
+            drift.threshold,
+            drift.statistics,
         )
         record = record.model_copy(
             update={
@@ -213,6 +221,7 @@ def _decide(
                     **evidence,
                     "drift_share": drift.drift_share,
                     "drifted_columns": drift.drifted_columns,
+                    "drift_statistics": [c.model_dump() for c in drift.statistics],
                 },
                 "reports": [drift.prefix],
             }
@@ -231,7 +240,8 @@ def gate_rows(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The evaluation window (the columns the models and the bootstrap need) and the drift
     reference: the ``MLOPS_DRIFT_REFERENCE_DAYS`` days just before the window (the latest of
-    the challenger's training rows), with only the drift-tested features."""
+    the challenger's training rows), with the drift-tested features, the symbol and the time
+    (the volatility level compares each symbol with its last day)."""
     from pipelines.reports.drift import drift_features
 
     selection = Selection(storage, info.prefix)
@@ -239,7 +249,10 @@ def gate_rows(
     window = selection.between(["open_time", "symbol", "label", *info.features], start, end)
     first = start - pd.Timedelta(days=settings.drift_reference_days)
     reference = selection.between(
-        drift_features(info.features), first, start - pd.Timedelta(milliseconds=1), last=True
+        ["open_time", "symbol", *drift_features(info.features)],
+        first,
+        start - pd.Timedelta(milliseconds=1),
+        last=True,
     )
     return window, reference
 
@@ -253,14 +266,17 @@ def _drift(
     challenger: int,
     calibration_key: str | None,
 ) -> Any:
-    from pipelines.reports.calibration import load
+    from pipelines.reports.calibration import load, statistic_checks
     from pipelines.reports.drift import data_drift, drift_features, drift_test
 
-    calibrated = load(storage, calibration_key).thresholds("gate") if calibration_key else None
+    calibration = load(storage, calibration_key) if calibration_key else None
+    calibrated = drift_test(settings, calibration.thresholds("gate") if calibration else None)
+    tested = drift_features(info.features)
+    used = calibration if calibrated["column_thresholds"] else None  # calibrated PSI only
     return data_drift(
         reference,
         window,
-        drift_features(info.features),
+        tested,
         storage=storage,
         env=settings.env,
         kind="data_drift",
@@ -271,8 +287,9 @@ def _drift(
             "drift_calibration": calibration_key,
             "reference_days": settings.drift_reference_days,
         },
+        statistics=statistic_checks(used, "gate", reference, window, tested),
         # no workspace: it gets the report once decided, with the outcome (`.publish`)
-        **drift_test(settings, calibrated),
+        **calibrated,
     )
 
 
@@ -295,7 +312,7 @@ def calibrated_drift(
     if settings.drift_calibration != "null" or (settings.drift_method or "") != "psi":
         return {"drift_threshold": settings.drift_threshold, "drift_method": settings.drift_method}
     training, before = Selection(storage, info.prefix).latest_days_before(
-        ["open_time", *drift_features(info.features)],
+        ["open_time", "symbol", *drift_features(info.features)],
         pd.Timestamp(evaluated.eval_start),
         settings.reference_rows,
         last=True,
@@ -324,10 +341,11 @@ def judge(
     drifted_columns: list[str],
     columns: int,
     drift_limit: float,
+    statistics: Sequence[StatisticCheck] = (),
 ) -> tuple[list[str], bool]:
     """The gate's rule: (reasons, promote). Promote when the challenger is better by more than
-    noise and the share of drifted features is below `drift_limit` (calibrated: any drifted
-    feature is drift)."""
+    noise, the share of drifted features is below `drift_limit` (calibrated: any drifted
+    feature is drift) and none of the other drift `statistics` (the volatility level) drifted."""
     delta = evidence["roc_auc_delta"]
     low, high = evidence["roc_auc_delta_interval"]
     reasons = []
@@ -339,7 +357,7 @@ def judge(
         + ("better by more than noise" if better else "not better by more than noise")
     )
     share = len(drifted_columns) / max(1, columns)
-    calm = share < drift_limit
+    calm = share < drift_limit and not any(s.drifted for s in statistics)
     reasons.append(
         f"data drift: {len(drifted_columns)} of {columns} features drifted"
         + (
@@ -348,8 +366,9 @@ def judge(
             else f" (share {share:.2f}, limit {drift_limit:.2f})"
         )
         + (f": {', '.join(drifted_columns)}" if drifted_columns else "")
-        + (" — below the limit" if calm else " — at or above the limit")
+        + (" — below the limit" if share < drift_limit else " — at or above the limit")
     )
+    reasons += [describe(found) for found in statistics]
     return reasons, better and calm
 
 

@@ -256,11 +256,12 @@ def _reports(
     start = pd.Timestamp(judged[-1]["start"])
     end = pd.Timestamp(judged[-1]["end"])
     latest = joined[(joined["open_time"] >= start) & (joined["open_time"] < end)]
+    from pipelines.reports.calibration import Calibration, load, statistic_checks
+
     key = tags.get("drift_calibration")
     calibrated, days = None, settings.drift_reference_days
+    calibration: Calibration | None = None
     if key:
-        from pipelines.reports.calibration import load
-
         calibration = load(storage, key)
         calibrated = calibration.thresholds("monitor")
         days = calibration.reference_days or days  # the reference its thresholds are for
@@ -285,6 +286,8 @@ def _reports(
     )
     usable = [f for f in names if f in reference.columns and reference[f].notna().any()]
     if names and usable == names and np.all([latest[f].notna().any() for f in names]):
+        test = drift_test(settings, calibrated)
+        used = calibration if test["column_thresholds"] else None  # calibrated PSI only
         drift = data_drift(
             reference,
             latest,
@@ -294,7 +297,8 @@ def _reports(
             kind="live_drift",
             model_version=version,
             metadata={**window, "reference": [str(first), str(start)]},
-            **drift_test(settings, calibrated),  # no workspace: published with the decision
+            statistics=statistic_checks(used, "monitor", reference, latest, names),
+            **test,  # no workspace: published with the decision
         )
         out.append(drift.prefix)
     return out

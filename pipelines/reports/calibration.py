@@ -15,9 +15,11 @@ window is slid over the latest `MAX_HISTORY_DAYS` of the training rows (at most
 `MAX_HISTORY_ROWS`: the cost is bounded whatever the dataset's size) and each position is
 compared with the reference days just before it — the statistic the decision computes.
 
-A decision drifts when ANY feature exceeds its threshold, so the thresholds share the target
-false-alarm rate ``alpha`` between the ``m`` features (Bonferroni: each at ``alpha / m``, which
-bounds the decision's rate by ``alpha`` whatever the features' correlation). With tens of
+A decision drifts when ANY feature exceeds its threshold, or the volatility level
+(`pipelines.reports.volatility`, calibrated on the same windows) exceeds its own, so the
+thresholds share the target false-alarm rate ``alpha`` (weighted Bonferroni: ``SHARE`` of it to
+the volatility level, the rest split equally between the ``m`` features, which bounds the
+decision's rate by ``alpha`` whatever the statistics' correlation). With tens of
 windows an empirical ``1 - alpha/m`` quantile does not exist, so each feature's tail is a
 log-normal fitted to its null samples. The samples of a market whose volatility regimes persist
 ~10 days are far from independent, so one fit understates how high a new day goes: the
@@ -42,10 +44,22 @@ from scipy.stats import norm
 
 from pipelines import layout
 from pipelines.errors import PipelineError
+from pipelines.reports.volatility import (
+    SHARE,
+    STATISTIC,
+    StatisticCheck,
+    check,
+    null_shifts,
+    shift_threshold,
+    volatility_feature,
+)
 from pipelines.settings import Settings
 from pipelines.storage import Storage
 
-METHOD = "psi-trailing-days/60d-capped/lognormal-tail-block-bootstrap-q95/bonferroni/v3"
+METHOD = (
+    "psi+volatility-level-trailing-days/60d-capped/"
+    "lognormal-or-normal-tail-block-bootstrap-q95/weighted-bonferroni/v4"
+)
 """Names the calibration procedure; part of every calibration and of the settings digest."""
 MIN_WINDOWS = 8
 """Fewer null windows than this and a window length keeps the fixed threshold."""
@@ -99,6 +113,9 @@ class WindowCalibration(BaseModel):
     """Null windows the thresholds were estimated from (0: too few; the fixed threshold)."""
     thresholds: dict[str, float]
     null_median: dict[str, float]
+    statistics: dict[str, float] = {}
+    """Thresholds of the other drift statistics (`pipelines.reports.volatility`), by name."""
+    statistics_null_median: dict[str, float] = {}
 
 
 class Calibration(BaseModel):
@@ -110,6 +127,9 @@ class Calibration(BaseModel):
     training rows, from before the trailing reference; its thresholds are not used)."""
     false_alarm_rate: float
     per_feature_rate: float
+    statistic_rate: float = 0.0
+    """Two-sided rate of the volatility-level statistic (0: calibrated without it)."""
+    volatility_feature: str | None = None
     fixed_threshold: float | None
     history: list[str]
     """First and last time of the stable history."""
@@ -121,6 +141,11 @@ class Calibration(BaseModel):
         """The per-feature thresholds of `decision`, or None when it was not calibrated."""
         found = self.decisions.get(decision)
         return found.thresholds if found and found.windows and self.reference_days else None
+
+    def statistic_thresholds(self, decision: str) -> dict[str, float]:
+        """The thresholds of `decision`'s other drift statistics (empty: none calibrated)."""
+        found = self.decisions.get(decision)
+        return dict(found.statistics) if found and found.windows and self.reference_days else {}
 
     @property
     def digest(self) -> str:
@@ -170,20 +195,12 @@ def trailing(rows: pd.DataFrame, start: pd.Timestamp, days: int) -> pd.DataFrame
     return rows[(times >= start - pd.Timedelta(days=days)) & (times < start)]
 
 
-def null_samples(
-    rows: pd.DataFrame,
-    features: Sequence[str],
-    window: pd.Timedelta,
-    step: pd.Timedelta,
-    reference_days: int,
-) -> pd.DataFrame:
-    """One row per window position (every `step` from the first position that has
-    `reference_days` of history before it, at most `MAX_WINDOWS`): each feature's PSI between
-    the window and the `reference_days` days just before it (`trailing`), as a decision
-    computes it."""
-    rows = rows.sort_values("open_time", kind="stable")
-    if rows.empty:
-        return pd.DataFrame(columns=list(features))
+def positions(
+    rows: pd.DataFrame, window: pd.Timedelta, step: pd.Timedelta, reference_days: int
+) -> list[tuple[int, int, int]]:
+    """Window positions over `rows` (in time order): every `step` from the first one that has
+    `reference_days` of history before it, at most `MAX_WINDOWS`, as row indices ``(first, lo,
+    hi)``: the reference is ``rows[first:lo]``, the window ``rows[lo:hi]``."""
     times = rows["open_time"]
     reference = pd.Timedelta(days=reference_days)
     last = times.iloc[-1]
@@ -195,6 +212,25 @@ def null_samples(
         if hi > lo > first:
             bounds.append((first, lo, hi))
         start += step
+    return bounds
+
+
+def null_samples(
+    rows: pd.DataFrame,
+    features: Sequence[str],
+    window: pd.Timedelta,
+    step: pd.Timedelta,
+    reference_days: int,
+    volatility: str | None = None,
+) -> pd.DataFrame:
+    """One row per window position (`positions`): each feature's PSI between the window and the
+    `reference_days` days just before it (`trailing`), as a decision computes it; with a
+    `volatility` feature, the volatility-level statistic too (column `STATISTIC`)."""
+    rows = rows.sort_values("open_time", kind="stable")
+    columns = list(features) + ([STATISTIC] if volatility else [])
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    bounds = positions(rows, window, step, reference_days)
     samples: dict[str, list[float]] = {name: [] for name in features}
     for name in features:
         values = rows[name].to_numpy(dtype=float)
@@ -202,7 +238,9 @@ def null_samples(
             ref, cur = values[first:lo], values[lo:hi]
             ref, cur = ref[~np.isnan(ref)], cur[~np.isnan(cur)]
             samples[name].append(psi(ref, cur) if len(ref) and len(cur) else float("inf"))
-    return pd.DataFrame(samples, columns=list(features))
+    if volatility:
+        samples[STATISTIC] = null_shifts(rows, volatility, bounds)
+    return pd.DataFrame(samples, columns=columns)
 
 
 def tail_threshold(samples: np.ndarray, rate: float) -> float:
@@ -242,23 +280,41 @@ def calibrate(
     `reference_days` days just before them."""
     used = capped(rows)
     stable, excluded = stable_days(used)
-    rate = false_alarm_rate / max(1, len(features))
+    volatility = volatility_feature(features)
+    shared = SHARE if volatility else 0.0
+    rate = false_alarm_rate * (1 - shared) / max(1, len(features))
     decisions = {}
     for decision, hours in windows.items():
         window = pd.Timedelta(hours=hours)
         step = max(pd.Timedelta(hours=12), window / 2)
-        null = null_samples(stable, features, window, step, reference_days)
+        null = null_samples(stable, features, window, step, reference_days, volatility)
         enough = len(null) >= MIN_WINDOWS
+        block = max(1, int(BLOCK / step))
+        statistics = (
+            {
+                STATISTIC: shift_threshold(
+                    null[STATISTIC].to_numpy(dtype=float),
+                    false_alarm_rate * shared,
+                    block,
+                    BOOTSTRAP_RESAMPLES,
+                    BOOTSTRAP_QUANTILE,
+                )
+            }
+            if enough and volatility
+            else {}
+        )
         decisions[decision] = WindowCalibration(
             window_hours=hours,
             windows=len(null) if enough else 0,
             thresholds={
-                f: bootstrap_threshold(null[f].to_numpy(), rate, max(1, int(BLOCK / step)))
+                f: bootstrap_threshold(null[f].to_numpy(), rate, block)
                 if enough
                 else (fixed_threshold or 0.2)
                 for f in features
             },
             null_median={f: float(null[f].median()) if enough else 0.0 for f in features},
+            statistics=statistics,
+            statistics_null_median={s: float(null[s].median()) for s in statistics},
         )
     times = used["open_time"]
     return Calibration(
@@ -266,6 +322,8 @@ def calibrate(
         reference_days=reference_days,
         false_alarm_rate=false_alarm_rate,
         per_feature_rate=rate,
+        statistic_rate=false_alarm_rate * shared,
+        volatility_feature=volatility,
         fixed_threshold=fixed_threshold,
         history=[str(times.min()), str(times.max())],
         excluded_days=excluded,
@@ -281,6 +339,21 @@ def decision_windows(settings: Settings) -> dict[str, float]:
 def drifted(scores: dict[str, float], thresholds: dict[str, float]) -> list[str]:
     """The features at or above their threshold (the decision drifted when any is)."""
     return [f for f, score in scores.items() if score >= thresholds[f]]
+
+
+def statistic_checks(
+    calibration: Calibration | None,
+    decision: str,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    features: Sequence[str],
+) -> list[StatisticCheck]:
+    """`decision`'s other drift statistics (the volatility level) of `current` against
+    `reference`, each against its threshold in `calibration` (empty: none calibrated)."""
+    if calibration is None:
+        return []
+    found = calibration.statistic_thresholds(decision)
+    return check(reference, current, found, volatility_feature(features)) if found else []
 
 
 def store(storage: Storage, dataset_prefix: str, calibration: Calibration) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import pandas as pd
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from pipelines.errors import PipelineError
 from pipelines.reports.store import (
@@ -20,6 +20,7 @@ from pipelines.reports.store import (
     utc,
     write_summary,
 )
+from pipelines.reports.volatility import StatisticCheck
 from pipelines.settings import Settings
 from pipelines.storage import Storage
 
@@ -127,13 +128,16 @@ class DriftReport(ReportSummary):
     """Share of the features that drifted (0..1)."""
     drifted_columns: list[str]
     dataset_drift: bool
-    """``drift_share >= threshold``."""
+    """``drift_share >= threshold``, or any of `statistics` drifted."""
     threshold: float
     """The drift-share threshold used."""
     columns: list[ColumnDrift]
     """One per feature, in the order the features were given."""
     reference_rows: int
     current_rows: int
+    statistics: list[StatisticCheck] = Field(default_factory=list)
+    """The decision's other drift statistics against their calibrated thresholds (the
+    volatility level, `pipelines.reports.volatility`); empty when not calibrated."""
 
 
 def data_drift(
@@ -148,6 +152,7 @@ def data_drift(
     method: str | None = None,
     column_threshold: float | None = None,
     column_thresholds: dict[str, float] | None = None,
+    statistics: Sequence[StatisticCheck] = (),
     model_version: str | None = None,
     metadata: dict[str, Any] | None = None,
     workspace: Path | None = None,
@@ -167,6 +172,9 @@ def data_drift(
         method: Evidently stattest for every feature (None: Evidently picks per column).
         column_threshold: that stattest's threshold (None: the stattest's default).
         column_thresholds: a threshold per feature (calibrated), over `column_threshold`.
+        statistics: other drift statistics of the same frames, already checked against their
+            calibrated thresholds (`pipelines.reports.volatility.check`): recorded in the
+            summary and in its metadata; any drifted one makes the dataset drift.
         model_version: the model version the report concerns, recorded in the summary.
         metadata: extra fields recorded in the summary (and, as strings, in the snapshot).
         workspace: a local Evidently Workspace directory to add the snapshot to.
@@ -196,7 +204,12 @@ def data_drift(
         current_data=Dataset.from_pandas(current[names], data_definition=definition),
         reference_data=Dataset.from_pandas(reference[names], data_definition=definition),
         timestamp=moment.replace(tzinfo=None),
-        metadata=snapshot_metadata(env, kind, model_version, metadata),
+        metadata=snapshot_metadata(
+            env,
+            kind,
+            model_version,
+            {**(metadata or {}), **{s.name: _shown(s) for s in statistics}},
+        ),
         tags=[env, kind],
     )
     columns = _column_drift(snapshot.dict(), names)
@@ -213,16 +226,23 @@ def data_drift(
         **where,
         drift_share=share,
         drifted_columns=drifted,
-        dataset_drift=share >= drift_share,
+        dataset_drift=share >= drift_share or any(s.drifted for s in statistics),
         threshold=drift_share,
         columns=columns,
         reference_rows=len(reference),
         current_rows=len(current),
+        statistics=list(statistics),
         model_version=model_version,
         metadata=dict(metadata or {}),
     )
     write_summary(storage, report)
     return report
+
+
+def _shown(found: StatisticCheck) -> str:
+    """A statistic against its threshold, as the snapshot's metadata shows it."""
+    verdict = "drifted" if found.drifted else "within"
+    return f"{found.score:+.3f} (line ±{found.threshold:.3f}, {verdict})"
 
 
 def _check_drift_inputs(

@@ -156,8 +156,54 @@ def test_the_gates_drift_reference_is_the_days_just_before_the_window(tmp_path: 
     start = pd.Timestamp(evaluated.eval_start)
     expected = rows[rows["open_time"] >= start].reset_index(drop=True)
     pd.testing.assert_frame_equal(window, expected[window.columns], check_like=True)
-    assert list(reference.columns) == ["realized_vol_12", "taker_buy_ratio"]
+    # the drift-tested features, and the symbol and time the volatility level compares by
+    assert list(reference.columns) == ["open_time", "symbol", "realized_vol_12", "taker_buy_ratio"]
     # the 3 whole days before the window (2024-03-08..10), every row, in time order
     days = rows[(rows["open_time"] >= start - pd.Timedelta(days=3)) & (rows["open_time"] < start)]
     assert len(reference) == 3 * 288
     assert reference["realized_vol_12"].tolist() == days["realized_vol_12"].tolist()
+
+
+def _with_returns(rows: pd.DataFrame, multiplier: float) -> pd.DataFrame:
+    """`rows` with a one-bar return whose day-level volatility wanders a little (log-s.d. 0.05)
+    and is x`multiplier` from 2024-03-11 (the evaluation window) on."""
+    rng = np.random.default_rng(8)
+    days = (rows["open_time"] - rows["open_time"].iloc[0]).dt.days.to_numpy()
+    level = np.exp(0.05 * rng.standard_normal(days.max() + 1))[days]
+    level = (
+        np.where(rows["open_time"] >= pd.Timestamp("2024-03-11", tz="UTC"), multiplier, 1.0) * level
+    )
+    return rows.assign(log_return_1=0.001 * level * rng.standard_normal(len(rows)))
+
+
+@pytest.mark.parametrize("multiplier", [1.0, 2.0])
+def test_the_gate_judges_the_volatility_level_against_its_calibrated_line(
+    tmp_path: Path, multiplier: float
+) -> None:
+    from pipelines.decisions.gate import _drift, gate_rows
+
+    settings, storage, info, evaluated = _setup(tmp_path)
+    rows = _with_returns(_rows(12), multiplier)
+    buffer = io.BytesIO()
+    rows.to_parquet(buffer, index=False)
+    storage.write_bytes("features/5m/abc/labelled.parquet", buffer.getvalue())
+    info = info.model_copy(update={"features": ["log_return_1", "taker_buy_ratio"]})
+    named = calibrated_drift(settings, storage, FakeRegistry(), info, evaluated, 7)
+    line = load(storage, named["drift_calibration"]).statistic_thresholds("gate")[
+        "volatility_level"
+    ]
+    window, reference = gate_rows(settings, storage, info, evaluated)
+    report = _drift(settings, storage, reference, window, info, 7, named["drift_calibration"])
+    (found,) = report.statistics
+    start = pd.Timestamp(evaluated.eval_start)
+    day_before = rows[
+        (rows["open_time"] >= start - pd.Timedelta(days=1)) & (rows["open_time"] < start)
+    ]
+    expected = (
+        np.log(np.abs(window["log_return_1"])).mean()
+        - np.log(np.abs(day_before["log_return_1"])).mean()
+    )
+    assert found.score == pytest.approx(expected) and found.threshold == line
+    assert found.drifted is (multiplier == 2.0) and report.dataset_drift is found.drifted
+    summary = storage.read_bytes(f"{report.prefix}/summary.json").decode()
+    assert "volatility_level" in summary

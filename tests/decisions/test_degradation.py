@@ -14,9 +14,11 @@ from pipelines.decisions.monitor import judge_windows, trailing_degraded
 from pipelines.settings import Settings
 
 RECORDED = 0.69
+SD = Settings.model_fields["monitor_log_loss_sd"].default
+"""The CUSUM's unit the tests' settings use (the default)."""
 
 
-def _windows(excess_sd: list[float | None], sd: float = 0.02) -> list[dict[str, Any]]:
+def _windows(excess_sd: list[float | None], sd: float = SD) -> list[dict[str, Any]]:
     """Windows whose log-loss is `RECORDED` plus the excess (None: not judged)."""
     return [
         {
@@ -36,9 +38,10 @@ def test_cusum_accumulates_and_forgets() -> None:
 
 def test_a_sustained_excess_rolls_back_and_noise_does_not() -> None:
     settings = Settings.model_construct(monitor_windows=3)
-    sustained = judge(_windows([2.5, 2.5, 2.5]), RECORDED, settings)
+    # a hair above 2.5 s.d.: 3 x (2.5 - k) is exactly the line, which rounding could miss
+    sustained = judge(_windows([2.51, 2.51, 2.51]), RECORDED, settings)
     assert sustained.rollback and sustained.first_crossing == 2
-    assert sustained.excess == pytest.approx([2.5, 2.5, 2.5])
+    assert sustained.excess == pytest.approx([2.51, 2.51, 2.51])
     noise = judge(_windows([1.2, -0.8, 1.5, 0.3, 1.1, -0.2]), RECORDED, settings)
     assert not noise.rollback and noise.statistic < noise.threshold
 
