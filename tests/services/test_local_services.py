@@ -75,15 +75,14 @@ class Services:
 @pytest.fixture(scope="module")
 def services() -> Iterator[Services]:
     """The services, up once for the module; stopped (and checked gone) at the end."""
-    # .ci/run starts them in its own home (and always stops them); alone, the module makes one
-    # under /tmp (searchable), not pytest's 0700 tmp tree: PostgreSQL runs as an unprivileged
-    # account that must reach its data folder.
-    given = os.environ.get("MLOPS_TEST_SERVICES_HOME")
-    home = Path(given) if given else Path(tempfile.mkdtemp(prefix="mlops-svc-", dir="/tmp"))
+    # Always an instance of its own, never the CI's shared one (MLOPS_TEST_SERVICES_HOME): this
+    # module stops and restarts what it uses, and other modules run beside it on xdist workers.
+    # Its home is under /tmp (searchable), not pytest's 0700 tmp tree: PostgreSQL runs as an
+    # unprivileged account that must reach its data folder.
+    home = Path(tempfile.mkdtemp(prefix="mlops-svc-", dir="/tmp"))
     home.chmod(0o711)
-    base = os.environ.get("MLOPS_SERVICES_PORT_BASE") if given else None
     env = {k: v for k, v in os.environ.items() if k not in INHERITED}
-    env.update({"MLOPS_HOME": str(home), "MLOPS_SERVICES_PORT_BASE": base or str(free_base())})
+    env.update({"MLOPS_HOME": str(home), "MLOPS_SERVICES_PORT_BASE": str(free_base())})
     svc = Services(home, env, 0.0)
     began = time.monotonic()
     code, _, err = svc.cli("services", "up")
@@ -96,8 +95,7 @@ def services() -> Iterator[Services]:
         pids = svc.pids()
         code, _, err = svc.cli("services", "down")
         left = {name: group_members(pid) for name, pid in pids.items() if group_members(pid)}
-        if not given:
-            shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
         assert code == 0 and not left, f"{err} / still running: {left}"
 
 
