@@ -103,7 +103,13 @@ def gate_promotes(
     for tag, value in tags.items():
         client.set_model_version_tag(NAME, str(version), tag, value)
     client.set_registered_model_alias(NAME, "champion", str(version))
-    gate = ledger.write(
+    gate = gate_record(storage, version, pin, aliases_after={"champion": version})
+    return record.create(settings, storage, gate.key)
+
+
+def gate_record(storage: LocalStorage, version: int, pin: ServingPin, **more: Any) -> Decision:
+    """The gate's ledger record of its promotion of `version` to `pin` in dev."""
+    return ledger.write(
         storage,
         Decision(
             kind="gate",
@@ -113,12 +119,11 @@ def gate_promotes(
             reasons=["test"],
             decision_id=f"gate-{version}",
             inputs={"challenger": version},
-            aliases_after={"champion": version},
             gitops_pin=pin,
             started_at=ledger.now_iso(),
+            **more,
         ),
     )
-    return record.create(settings, storage, gate.key)
 
 
 def held_beside_images(storage: LocalStorage) -> list[str]:
@@ -269,19 +274,7 @@ def test_no_candidate_without_the_serving_image_in_the_origins_registry(world: W
     )
     world.client("dev").create_registered_model(NAME)
     world.client("dev").create_model_version(NAME, source="file:///nowhere/1")
-    gate = ledger.write(
-        storage,
-        Decision(
-            kind="gate",
-            env="dev",
-            model_name=NAME,
-            decision="promote",
-            reasons=["test"],
-            decision_id="gate-1",
-            gitops_pin=pin,
-            started_at=ledger.now_iso(),
-        ),
-    )
+    gate = gate_record(storage, 1, pin)
     with pytest.raises(PipelineError, match="serving image tag fedcba987654 is not in"):
         record.create(world.settings("dev"), storage, gate.key)
     assert storage.list(layout.candidates_prefix("dev")) == []
