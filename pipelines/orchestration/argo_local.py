@@ -33,9 +33,10 @@ ENDPOINTS = (
     "MLOPS_GITOPS_REMOTE",
 )
 """Declared variables that name cluster services: replaced by this shell's values."""
-OPTIONAL_ENDPOINTS = ("MLOPS_METRICS_PUSHGATEWAY",)
+OPTIONAL_ENDPOINTS = ("MLOPS_METRICS_PUSHGATEWAY", "MLOPS_SERVING_REPOSITORY")
 """Cluster services a pod can do without: this shell's value, or dropped when it sets none
-(the pod then keeps its metrics in its own textfile only)."""
+(the pod then keeps its metrics in its own textfile only, and finds the serving image in the
+env's stand-in registry in its storage instead of ECR: `pipelines.ml.images`)."""
 INJECTED = (
     "AWS_ENDPOINT_URL_S3",
     "MLFLOW_S3_ENDPOINT_URL",

@@ -96,6 +96,8 @@ def test_a_pod_sees_only_its_env_with_cluster_endpoints_replaced(tmp_path: Path)
     assert env["AWS_ACCESS_KEY_ID"] == "local-key" and "UNRELATED_SECRET" not in env
     assert "MLOPS_METRICS_PUSHGATEWAY" in monitor.env, "the cluster's Pushgateway is declared"
     assert "MLOPS_METRICS_PUSHGATEWAY" not in env, "and dropped when this shell names none"
+    assert "MLOPS_SERVING_REPOSITORY" in monitor.env, "the env's ECR serving repository too"
+    assert "MLOPS_SERVING_REPOSITORY" not in env, "dropped: the stand-in registry serves instead"
     pushgateway = {**shell, "MLOPS_METRICS_PUSHGATEWAY": "http://127.0.0.1:9091"}
     replaced = Pods(tmp_path, Path(sys.executable), pushgateway, lambda n, e: None).environment(
         monitor, {"workflow.name": "w"}, mapping
