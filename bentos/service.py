@@ -46,6 +46,7 @@ from bentos.contract import (
 )
 from bentos.middleware import BodyLimit, KnownRoutesService
 from bentos.request_log import RequestLog, configure_serving_logs
+from bentos.retry import scores_asked_again_once
 from bentos.runtime import (
     SERVICE_ENVS,
     Scorer,
@@ -254,7 +255,7 @@ class MarketDirection:
     async def predict_batch(self, rows: list[BaseModel], ctx: bentoml.Context) -> list[Prediction]:
         """Same contract as ``/predict``; concurrent requests are batched by the runner."""
         matrix = rows_matrix(rows, FEATURES)
-        probability = np.asarray(await self.runner.to_async.predict_proba(matrix))
+        probability = await scores_asked_again_once(self.runner.to_async.predict_proba, matrix)
         return self._rows_answer("predict_batch", rows, matrix, probability, ctx)  # type: ignore[return-value]
 
     @bentoml.api(input_spec=KlinesRequest)
