@@ -200,11 +200,14 @@ class Settings(BaseSettings):
     gate_min_auc_delta: float = Field(default=0.0, ge=0)
     """Promote only if the challenger's ROC-AUC beats the champion's by at least this much…"""
 
-    gate_confidence: float = Field(default=0.9, gt=0, lt=1)
-    """…and the lower bound of this two-sided bootstrap interval of the difference is above 0."""
+    gate_confidence: float = Field(default=0.98, gt=0, lt=1)
+    """…and the lower bound of this two-sided bootstrap interval of the difference is above 0
+    (0.98: its lower bound is the 1% quantile; at 0.9 the backtest's gate promoted 12% of
+    truly worse challengers, docs/decisions.md)."""
 
     gate_bootstrap_samples: int = Field(default=300, ge=50)
-    """Block-bootstrap resamples of the evaluation window (blocks of `horizon` bars)."""
+    """Block-bootstrap resamples of the evaluation window (blocks of 6 hours of bars,
+    `pipelines.decisions.bootstrap.BLOCK_HOURS`)."""
 
     gate_max_drift_share: float = Field(default=0.5, gt=0, le=1)
     """Reject when this share (or more) of the features drifted between the days just before
@@ -245,15 +248,20 @@ class Settings(BaseSettings):
     """A window is flagged (``degraded`` in the record, for reading) when its live ROC-AUC is
     this far below the champion's recorded; the rollback does not use it."""
 
-    monitor_log_loss_sd: float = Field(default=0.0263, gt=0)
-    """Standard deviation of one window's live log-loss minus the recorded one for a healthy
-    champion: the unit of the CUSUM (0.0263 over the 600 windows of the backtest's 150
-    ``healthy-champion`` trials of 2026-12-01; it was 0.02, from 64 windows of 16 champions,
-    docs/decisions.md)."""
+    monitor_auc_sd: float = Field(default=0.0408, gt=0)
+    """Standard deviation of one window's live ROC-AUC below the recorded one for a healthy
+    champion: the unit of the ROC-AUC CUSUM (`pipelines.decisions.degradation`; 0.0408 over the
+    1,200 windows of the backtest's 300 ``healthy-champion`` tuning trials, seeds 0-299, of
+    2026-12-02, each recorded on its 7-day evaluation window, docs/decisions.md)."""
 
-    monitor_cusum_threshold: float = Field(default=3.0, gt=0)
-    """Roll back when the one-sided CUSUM of the windows' log-loss excess reaches this (in
-    `monitor_log_loss_sd` units; its false-rollback rate is measured by the backtest)."""
+    monitor_log_loss_sd: float = Field(default=0.0185, gt=0)
+    """Standard deviation of one window's live log-loss above the recorded one for a healthy
+    champion: the unit of the log-loss CUSUM (0.0185, measured the same way; 0.0263 before
+    the backtest recorded its champions on the 7-day evaluation window the platform uses)."""
+
+    monitor_cusum_threshold: float = Field(default=3.5, gt=0)
+    """Roll back when either CUSUM (ROC-AUC deficit, log-loss excess, each in its unit above)
+    reaches this; their false-rollback rate is measured by the backtest."""
 
     monitor_min_rows: int = Field(default=100, ge=10)
     """Windows with fewer joined predictions are not judged."""

@@ -25,9 +25,12 @@ from pipelines.reports.calibration import METHOD
 from pipelines.settings import Settings
 from pipelines.synthetic.market import Regime
 
-BACKTEST_VERSION = 5
+BACKTEST_VERSION = 6
 """Bump when a trial's meaning changes: part of the settings digest."""
 DECISION_PREFIXES = ("gate_", "monitor_", "drift_")
+DECISION_FIELDS = ("eval_days",)
+"""Other settings the trials read: the gate decides on, and the monitor's champion is recorded
+on, the last ``MLOPS_EVAL_DAYS``."""
 WITHIN_WINDOWS = 3
 """A shift is detected, a degraded champion rolled back, only within this many windows."""
 ONLY_VOL = {"volume": 1.0, "daily_drift": 0.0, "taker_bias": 0.0}
@@ -108,11 +111,12 @@ BY_NAME = {s.name: s for s in SCENARIOS}
 
 
 def decision_settings(settings: Settings) -> dict[str, Any]:
-    """Every ``MLOPS_GATE_*``, ``MLOPS_MONITOR_*`` and ``MLOPS_DRIFT_*`` value, by field."""
+    """Every ``MLOPS_GATE_*``, ``MLOPS_MONITOR_*`` and ``MLOPS_DRIFT_*`` value and the
+    `DECISION_FIELDS`, by field."""
     return {
         name: getattr(settings, name)
         for name in sorted(Settings.model_fields)
-        if name.startswith(DECISION_PREFIXES)
+        if name.startswith(DECISION_PREFIXES) or name in DECISION_FIELDS
     }
 
 
@@ -168,9 +172,11 @@ class ScenarioResult(BaseModel):
     detection_delay_windows: float | None = None
     drift_false_alarm: Rate | None = None
     excess_sd: float | None = None
+    """Monitor scenarios: s.d. of a window's ROC-AUC deficit below the recorded one."""
+    log_loss_sd: float | None = None
     """Monitor scenarios: s.d. of a window's log-loss excess over the recorded one."""
     effect: float | None = None
-    """``champion-degrades``: mean rise of a window's log-loss the degradation itself caused."""
+    """``champion-degrades``: mean fall of a window's ROC-AUC the degradation itself caused."""
 
     def public(self) -> dict[str, Any]:
         """The JSON row of `mlops decisions backtest --json`."""
@@ -229,8 +235,8 @@ def aggregate(scenario: Scenario, outcomes: Sequence[Outcome]) -> ScenarioResult
             sum(k + 1 for k in caught) / len(caught) if caught else None
         )
     else:
-        excess = [e for o in outcomes for e in o.extra.get("excess_log_loss", [])]
-        result.excess_sd = float(np.std(excess, ddof=1)) if len(excess) > 1 else None
+        result.excess_sd = _sd([e for o in outcomes for e in o.extra.get("auc_deficit", [])])
+        result.log_loss_sd = _sd([e for o in outcomes for e in o.extra.get("excess_log_loss", [])])
         result.false_rollback = Rate(
             events=sum(o.rolled_back_at is not None for o in outcomes), trials=len(outcomes)
         )
@@ -239,6 +245,10 @@ def aggregate(scenario: Scenario, outcomes: Sequence[Outcome]) -> ScenarioResult
 
 def _mean(values: Sequence[float]) -> float | None:
     return float(np.mean(values)) if values else None
+
+
+def _sd(values: Sequence[float]) -> float | None:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else None
 
 
 def _single_threaded() -> None:
@@ -260,10 +270,11 @@ def run_matrix(
     drift_seeds: int | None = None,
     workers: int = 2,
     on_trial: Callable[[], None] | None = None,
+    first_seed: int = 0,
 ) -> list[ScenarioResult]:
-    """Every trial of `scenarios` (``seeds`` each; the no-change drift-only scenarios
-    `drift_seeds`: they are cheap, and a false-alarm bound needs many windows) on at most
-    `workers` (<= 2) processes; one result per scenario, in order."""
+    """Every trial of `scenarios` (``seeds`` each, from `first_seed`; the no-change drift-only
+    scenarios `drift_seeds`: they are cheap, and a false-alarm bound needs many windows) on at
+    most `workers` (<= 2) processes; one result per scenario, in order."""
     unknown = [n for n in scenarios if n not in BY_NAME]
     if unknown:
         raise PipelineError(
@@ -273,7 +284,7 @@ def run_matrix(
     jobs = [
         (name, seed, values)
         for name in scenarios
-        for seed in range(_seeds(BY_NAME[name], seeds, drift_seeds))
+        for seed in range(first_seed, first_seed + _seeds(BY_NAME[name], seeds, drift_seeds))
     ]
     outcomes: list[Outcome] = []
     with ProcessPoolExecutor(

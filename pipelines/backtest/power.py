@@ -14,13 +14,14 @@ an upper bound:
   are correlated (the generalized-least-squares test over ``n`` windows);
 * against the days just before the window (the decisions' trailing reference,
   ``MLOPS_DRIFT_REFERENCE_DAYS``; the oracle knows the last day's level), by the innovations
-  only. The
-  likelihood-ratio test over ``n`` windows gains little from the windows after the first: the
-  AR(1) absorbs a level shift, so each later innovation carries only ``(1 - persistence) log k``.
+  only. The likelihood-ratio test over ``n`` windows gains little from the windows after the
+  first: the AR(1) absorbs a level shift, so each later innovation carries only
+  ``(1 - persistence) log k``.
 
-**Champion degradation.** With the measured effect of the degradation on a window's log-loss and
-the s.d. of a healthy champion's excess, the best one-sided test on ``n`` windows (if they were
-independent: an upper bound, since a recorded evaluation's noise is common to all) has power
+**Champion degradation.** With the measured effect of the degradation on a window's ROC-AUC
+and the s.d. of a healthy champion's ROC-AUC deficit, the best one-sided test on ``n`` windows
+(if they were independent: an upper bound, since a recorded evaluation's noise is common to
+all) has power
 ``Phi(sqrt(n) * effect / sd - z(rate))``.
 """
 

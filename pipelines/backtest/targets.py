@@ -106,16 +106,18 @@ def markdown(
     day: str,
     seeds: int,
     drift_seeds: int,
+    first_seed: int = 0,
 ) -> str:
     """The figures as Markdown: the matrix, then the targets."""
     drift = any(r.drift_false_alarm is not None for r in results)
     counts = [f"{drift_seeds} per no-change drift scenario (4 windows each)"] if drift else []
     if not all(r.drift_false_alarm is not None for r in results):
         counts.append(f"{seeds} per {'other ' if drift else ''}scenario")
+    start = f", from seed {first_seed}" if first_seed else ""
     lines = [
         f"#### {label} — settings digest `{digest}` ({day})",
         "",
-        f"Seeds: {', '.join(counts)}. Each cell: "
+        f"Seeds: {', '.join(counts)}{start}. Each cell: "
         "rate (events/trials, one-sided 95% Clopper-Pearson upper bound).",
         "",
         "| scenario | seeds | promotion | false promotion | false rollback | missed rollback "
@@ -151,8 +153,8 @@ def power_lines(results: Sequence[ScenarioResult]) -> list[str]:
         effect = degrades.effect / healthy.excess_sd
         p = degradation_power(effect, ROLLBACK_LIMIT, WITHIN_WINDOWS)
         rows.append(
-            f"| champion-degrades: a window's log-loss rises by {degrades.effect:+.4f} "
-            f"(healthy excess s.d. {healthy.excess_sd:.4f}, i.e. {effect:+.2f} s.d.), "
+            f"| champion-degrades: a window's ROC-AUC falls by {degrades.effect:.4f} "
+            f"(healthy deficit s.d. {healthy.excess_sd:.4f}, i.e. {effect:.2f} s.d.), "
             f"{p.test} at {ROLLBACK_LIMIT:.0%} false rollbacks | {p.z:.2f} | {p.power:.1%} "
             f"| {p.needed:.2f} s.d. |"
         )

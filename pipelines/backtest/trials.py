@@ -23,11 +23,13 @@ import numpy as np
 import pandas as pd
 
 from pipelines.decisions import degradation
+from pipelines.decisions.bootstrap import bootstrap_block
 from pipelines.decisions.gate import compare_predictions, judge
 from pipelines.decisions.monitor import judge_windows
 from pipelines.ml.features import FeatureConfig, feature_names, symbol_rows
 from pipelines.ml.modeling import make_model
 from pipelines.reports.calibration import (
+    MIN_WINDOWS,
     calibrate,
     drifted,
     feature_psi,
@@ -40,17 +42,20 @@ from pipelines.synthetic.market import Regime, minute_bars
 
 START = date(2024, 1, 1)
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
+INTERVAL = "1m"
+"""The trials' bars: the generator's minutes."""
 DRIFT_HISTORY_DAYS = 60
 """Stable history a drift trial calibrates on (the envs' `MLOPS_LOOKBACK_DAYS`)."""
 LIVE_WINDOWS = 4
 """Windows replayed after the history (the shift or the degradation starts with the first)."""
 MODEL_HISTORY_DAYS = 8
-"""Days a gate or monitor trial's models see (the last one is the evaluation window)."""
-FRESH_DAYS = 2
-"""Generator days after the gate's window that decide which model is truly better."""
-GATE_NULL_DAYS = 10
-"""Days of a gate trial's drift history beyond the reference days (>= 8 null windows): its
-models see only the last `MODEL_HISTORY_DAYS`, its drift calibration all of them."""
+"""Days a shadow trial's models see (`pipelines.backtest.shadow`)."""
+TRAIN_DAYS = 7
+"""Days a gate or monitor trial's models train on, just before their evaluation window."""
+FRESH_DAYS = 14
+"""Generator days after the gate's window whose ROC-AUC decides which model is truly better
+(the ground truth: twice the evaluation window, so the truth is less noisy than the gate's
+evidence)."""
 FAST_MODEL = {"max_iter": 40}
 NO_SHIFT = Regime(vol=1.0, volume=1.0, daily_drift=0.0, taker_bias=0.0)
 
@@ -211,23 +216,40 @@ def _auc(model: Any, rows: pd.DataFrame) -> float:
     return float(roc_auc_score(rows["label"], p))
 
 
+def gate_history_days(settings: Settings) -> int:
+    """Days of stable history before a gate trial's window: enough for its drift calibration
+    to have `MIN_WINDOWS` null windows of the gate's length (``MLOPS_EVAL_DAYS``) each after its
+    ``MLOPS_DRIFT_REFERENCE_DAYS`` (`pipelines.reports.calibration.calibrate`), and at least
+    the models' training days."""
+    window = settings.eval_days
+    step = max(0.5, window / 2)
+    needed = settings.drift_reference_days + window + (MIN_WINDOWS - 1) * step
+    return max(TRAIN_DAYS + 1, int(np.ceil(needed)) + 1)
+
+
 def gate_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
-    """Champion trained on the days before the last one but one, challenger on all days
-    before the window (embargoed), both on the last `MODEL_HISTORY_DAYS`; the gate decides on
-    the window (drift: against the reference days just before it, calibrated on the longer
-    history before it); fresh days are the truth."""
-    history_days = settings.drift_reference_days + GATE_NULL_DAYS
-    rows = market_rows(seed, history_days + 1 + FRESH_DAYS, None, None)
+    """The gate as the platform runs it: its evaluation window is the last ``MLOPS_EVAL_DAYS``
+    days, the champion is yesterday's challenger (trained on the `TRAIN_DAYS` before the
+    window less a day, embargoed), the challenger is trained on the `TRAIN_DAYS` just before
+    the window (embargoed); the gate decides on the window (drift: against the reference days
+    just before it, calibrated on the history before it for windows of its length); the
+    `FRESH_DAYS` after the window are the truth."""
+    history_days = gate_history_days(settings)
+    window_days = pd.Timedelta(days=settings.eval_days)
+    total = history_days + int(np.ceil(settings.eval_days)) + FRESH_DAYS
+    rows = market_rows(seed, total, None, None)
     first = rows["open_time"].min().normalize()
     window_start = first + pd.Timedelta(days=history_days)
-    fresh_start = window_start + pd.Timedelta(days=1)
+    fresh_start = window_start + window_days
     embargo = pd.Timedelta(minutes=settings.effective_embargo)
+    day = pd.Timedelta(days=1)
     history = rows[rows["open_time"] < window_start]
-    recent = rows[rows["open_time"] >= window_start - pd.Timedelta(days=MODEL_HISTORY_DAYS - 1)]
-    challenger_rows = recent[recent["open_time"] < window_start - embargo]
-    champion_rows = recent[recent["open_time"] < window_start - pd.Timedelta(days=1) - embargo]
-    window = rows[(rows["open_time"] >= window_start) & (rows["open_time"] < fresh_start)]
-    fresh = rows[rows["open_time"] >= fresh_start]
+    challenger_rows = _between(rows, window_start - TRAIN_DAYS * day, window_start - embargo)
+    champion_rows = _between(
+        rows, window_start - (TRAIN_DAYS + 1) * day, window_start - day - embargo
+    )
+    window = _between(rows, window_start, fresh_start)
+    fresh = _between(rows, fresh_start, fresh_start + FRESH_DAYS * day)
     champion = _fit(champion_rows, scenario.champion_noise, seed)
     challenger = _fit(challenger_rows, scenario.challenger_noise, seed + 1)
     features = feature_names(FeatureConfig())
@@ -237,10 +259,10 @@ def gate_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
         y,
         challenger.predict_proba(window[features])[:, 1],
         champion.predict_proba(window[features])[:, 1],
-        settings.horizon * len(SYMBOLS),
+        bootstrap_block(settings.horizon, INTERVAL, len(SYMBOLS)),
     )
     tested = drift_features(features)
-    thresholds = _thresholds(settings, history, tested, {"gate": 24.0})
+    thresholds = _thresholds(settings, history, tested, {"gate": settings.eval_days * 24})
     reference = trailing(history, window_start, settings.drift_reference_days)
     flagged = drifted(feature_psi(reference, window, tested), thresholds["gate"])
     checks = statistic_checks(thresholds["calibration"], "gate", reference, window, tested)
@@ -257,31 +279,41 @@ def gate_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
         ),
         promoted=promote,
         truly_worse=truth < 0,
-        extra={"fresh_auc_delta": truth, "window_auc_delta": evidence["roc_auc_delta"]},
+        extra={
+            "fresh_auc_delta": truth,
+            "window_auc_delta": evidence["roc_auc_delta"],
+            "calibrated": thresholds["calibrated"],
+        },
     )
 
 
+def _between(rows: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    return rows[(rows["open_time"] >= start) & (rows["open_time"] < end)]
+
+
 def monitor_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
-    """A champion trained before its evaluation day (its recorded ROC-AUC and log-loss), then the
-    monitor's windows over the live days after it, in which the market changes (`regime`) or
-    its serving features break (`broken`) when it degrades. ``extra`` keeps each window's
-    log-loss excess (the CUSUM's input) and, when it degrades, how much the change itself
-    raised each window's log-loss (the same champion on the same seed's unchanged market,
-    served right), the size of the effect to detect."""
+    """A champion trained on the `TRAIN_DAYS` before its evaluation window (the last
+    ``MLOPS_EVAL_DAYS``: its recorded ROC-AUC and log-loss, as the platform records them),
+    then the monitor's windows over the live days after it, in which the market changes
+    (`regime`) or its serving features break (`broken`) when it degrades. ``extra`` keeps each
+    judged window's ROC-AUC deficit (the CUSUM's input) and, when it degrades, how much the
+    change itself lowered each window's ROC-AUC (the same champion on the same seed's unchanged
+    market, served right), the size of the effect to detect."""
     from sklearn.metrics import log_loss
 
     hours = settings.monitor_window_hours
     live_days = int(np.ceil(LIVE_WINDOWS * hours / 24))
-    days = MODEL_HISTORY_DAYS + live_days
-    shift = START + timedelta(days=MODEL_HISTORY_DAYS) if scenario.regime else None
+    eval_days = int(np.ceil(settings.eval_days))
+    days = TRAIN_DAYS + eval_days + live_days
+    first = pd.Timestamp(START, tz="UTC")
+    live_start = first + pd.Timedelta(days=TRAIN_DAYS + eval_days)
+    shift = START + timedelta(days=TRAIN_DAYS + eval_days) if scenario.regime else None
     unchanged = market_rows(seed, days, None, None)
     rows = market_rows(seed, days, shift, scenario.regime) if shift else unchanged
-    first = rows["open_time"].min().normalize()
-    eval_start = first + pd.Timedelta(days=MODEL_HISTORY_DAYS - 1)
-    live_start = eval_start + pd.Timedelta(days=1)
+    eval_start = live_start - pd.Timedelta(days=settings.eval_days)
     embargo = pd.Timedelta(minutes=settings.effective_embargo)
-    champion = _fit(rows[rows["open_time"] < eval_start - embargo], 0.0, seed)
-    evaluation = rows[(rows["open_time"] >= eval_start) & (rows["open_time"] < live_start)]
+    champion = _fit(_between(rows, first, eval_start - embargo), 0.0, seed)
+    evaluation = _between(rows, eval_start, live_start)
     names = feature_names(FeatureConfig())
     recorded_p = champion.predict_proba(evaluation[names])[:, 1]
     recorded = _auc(champion, evaluation)
@@ -292,10 +324,15 @@ def monitor_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
     windows = judge_windows(
         joined, hours, settings.monitor_min_rows, recorded, settings.monitor_max_auc_drop
     )[:LIVE_WINDOWS]
-    verdict = degradation.judge(windows, recorded_log_loss, settings)
+    verdict = degradation.judge(
+        windows, {"roc_auc": recorded, "log_loss": recorded_log_loss}, settings
+    )
+    judged = [w for w in windows if w["judged"]]
     extra: dict[str, Any] = {
         "recorded": recorded,
-        "excess_log_loss": [w["log_loss"] - recorded_log_loss for w in windows if w["judged"]],
+        "recorded_log_loss": recorded_log_loss,
+        "auc_deficit": [recorded - w["roc_auc"] for w in judged],
+        "excess_log_loss": [w["log_loss"] - recorded_log_loss for w in judged],
     }
     if scenario.degrades:
         before = unchanged[unchanged["open_time"] >= live_start]
@@ -304,12 +341,12 @@ def monitor_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
             right, hours, settings.monitor_min_rows, recorded, settings.monitor_max_auc_drop
         )[:LIVE_WINDOWS]
         extra["effect"] = [
-            w["log_loss"] - h["log_loss"] for w, h in zip(windows, healthy, strict=True)
+            h["roc_auc"] - w["roc_auc"] for w, h in zip(windows, healthy, strict=True)
         ]
     outcome = Outcome(scenario.name, seed, windows=len(windows), extra=extra)
     if verdict.first_crossing is not None:
-        judged = [k for k, w in enumerate(windows) if w["judged"]]
-        outcome.rolled_back_at = judged[verdict.first_crossing]
+        positions = [k for k, w in enumerate(windows) if w["judged"]]
+        outcome.rolled_back_at = positions[verdict.first_crossing]
     return outcome
 
 

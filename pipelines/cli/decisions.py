@@ -130,6 +130,15 @@ def backtest(
             help="Seeds per no-change drift-only scenario (4 windows each; default: --seeds).",
         ),
     ] = None,
+    first_seed: Annotated[
+        int,
+        typer.Option(
+            "--first-seed",
+            min=0,
+            help="Seed of each scenario's first trial: check settings tuned on some seeds on "
+            "seeds the tuning never saw.",
+        ),
+    ] = 0,
     markdown: Annotated[
         bool, typer.Option("--markdown", help="Print the figures as Markdown (benchmarks).")
     ] = False,
@@ -154,14 +163,18 @@ def backtest(
     names = [n.strip() for n in scenarios.split(",") if n.strip()] if scenarios else list(BY_NAME)
     with progress_bars() as add:
         advance = add("backtest trials", trial_count(names, seeds, drift_seeds))
-        results = run_matrix(settings, names, seeds, drift_seeds, on_trial=advance)
+        results = run_matrix(
+            settings, names, seeds, drift_seeds, on_trial=advance, first_seed=first_seed
+        )
     digest = settings_digest(settings)
     if json_out:
         print_json({"settings_digest": digest, "scenarios": [r.public() for r in results]})
     elif markdown:
         day = datetime.now(UTC).date().isoformat()
         # plain stdout: rich would wrap the table rows at the terminal's width
-        sys.stdout.write(render(results, digest, label, day, seeds, drift_seeds or seeds))
+        sys.stdout.write(
+            render(results, digest, label, day, seeds, drift_seeds or seeds, first_seed)
+        )
     else:
         _show_backtest(results, targets(results), digest)
 

@@ -1,22 +1,28 @@
-"""Has the serving champion degraded? A one-sided CUSUM over its judged live windows.
+"""Has the serving champion degraded? One-sided CUSUMs over its judged live windows.
 
 The monitor used to roll back after ``MLOPS_MONITOR_WINDOWS`` windows in a row whose live ROC-AUC
 was below the recorded one minus ``MLOPS_MONITOR_MAX_AUC_DROP``. A 1-day window's ROC-AUC has a
-standard deviation of about 0.04 on the synthetic market, so that rule can tell neither a small
+standard deviation of about 0.03 on the synthetic market, so that rule can tell neither a small
 drop from noise nor, when it is loosened, noise from a drop.
 
-This module accumulates evidence instead. Each judged window gives ``z``: the excess of the
-champion's mean per-row log-loss over the log-loss recorded at its evaluation, in units of
-``MLOPS_MONITOR_LOG_LOSS_SD`` (the standard deviation of that excess for a healthy champion in
-one window, measured by ``mlops decisions backtest``: it holds the market's day-to-day variation
-and the recorded evaluation's own noise, far more than the rows' sampling noise), clipped at
-``CLIP``. Page's CUSUM ``S_w = max(0, S_{w-1} + z_w - k)``, ``k = CUSUM_K``, runs over the judged
-windows since the champion was promoted (its inference log holds only its own windows); the
-champion is degraded when ``S_w`` reaches ``MLOPS_MONITOR_CUSUM_THRESHOLD`` once at least
+This module accumulates evidence instead, on two statistics of each judged window, each in units
+of its standard deviation for a healthy champion in one window (measured by
+``mlops decisions backtest``: it holds the market's day-to-day variation and the recorded
+evaluation's own noise, far more than the rows' sampling noise), clipped at ``CLIP``:
+
+- the **ROC-AUC deficit**, the champion's recorded ROC-AUC less the window's, in units of
+  ``MLOPS_MONITOR_AUC_SD``: a model whose signal weakens or reverses ranks worse;
+- the **log-loss excess**, the window's mean per-row log-loss less the recorded one, in units of
+  ``MLOPS_MONITOR_LOG_LOSS_SD``: a model that ranks as well but whose probabilities are no longer
+  calibrated (overconfident, shifted).
+
+For each, Page's CUSUM ``S_w = max(0, S_{w-1} + z_w - k)``, ``k`` its `ALLOWANCE`, runs over the
+judged windows since the champion was promoted (its inference log holds only its own windows);
+the champion is degraded when either reaches ``MLOPS_MONITOR_CUSUM_THRESHOLD`` once at least
 ``MLOPS_MONITOR_WINDOWS`` windows are judged. A healthy champion's windows pull ``S`` down by
-``k`` each, so one noisy window does not trigger it; a sustained excess adds up. The
-threshold's false-rollback rate is measured by the backtest's ``healthy-champion`` scenario
-(docs/decisions.md).
+``k`` each, so one noisy window does not trigger it; a sustained deficit adds up. The pair's
+false-rollback rate is measured by the backtest's ``healthy-champion`` scenario, their power by
+``champion-degrades`` (docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -28,38 +34,58 @@ from pydantic import BaseModel
 
 from pipelines.settings import Settings
 
-CUSUM_K = 1.5
-"""Allowance per window, in standard deviations. Not the textbook 0.5: part of a healthy
-champion's excess is common to all its windows (its recorded evaluation's own noise: about 0.75
-of the s.d. on the backtest's champions), and an allowance below that offset would let the CUSUM
-of a healthy champion with an unlucky evaluation climb without end."""
+ALLOWANCE = {"roc_auc": 1.0, "log_loss": 1.5}
+"""Each CUSUM's allowance per window ``k``, in standard deviations. Not the textbook 0.5: part
+of a healthy champion's deficit is common to all its windows (its recorded evaluation's own
+noise, and the market's regimes outlasting a week: on the backtest's healthy champions a
+third of the ROC-AUC deficit's variance, half of the log-loss excess's, is common to a
+champion's windows), and an allowance below that offset would let a healthy champion's CUSUM
+climb without end. Chosen with `MLOPS_MONITOR_CUSUM_THRESHOLD` on the backtest's tuning seeds
+(docs/decisions.md)."""
+CUSUM_K = ALLOWANCE["roc_auc"]
+"""The default allowance of `cusum`."""
 CLIP = 3.5
-"""A window adds at most this many standard deviations (less `CUSUM_K`): with a threshold above
-``CLIP - CUSUM_K`` no single window, however bad (a glitch), rolls a champion back."""
+"""A window adds at most this many standard deviations (less the allowance): with a threshold
+above ``CLIP - k`` no single window, however bad (a glitch), rolls a champion back."""
+
+
+STATISTICS = ("roc_auc", "log_loss")
+"""The statistics, by the window metric each reads."""
 
 
 class Verdict(BaseModel):
-    """The sequential test's state after the latest judged window."""
+    """The sequential tests' state after the latest judged window."""
 
     judged: int
-    """Judged windows the test ran over."""
+    """Judged windows the tests ran over."""
     statistic: float
-    """CUSUM after the latest judged window (0 without any)."""
+    """The larger CUSUM after the latest judged window (0 without any)."""
+    statistics: dict[str, float]
+    """Each CUSUM after the latest judged window, by statistic (`STATISTICS`)."""
     threshold: float
     rollback: bool
     first_crossing: int | None
-    """Index, among the judged windows, of the first that reached the threshold."""
-    excess: list[float]
-    """Each judged window's log-loss excess over the recorded one, in standard deviations."""
+    """Index, among the judged windows, of the first at which a CUSUM reached the threshold."""
+    crossed: str | None
+    """The statistic whose CUSUM reached it first (``roc_auc`` when both did at once)."""
+    excess: dict[str, list[float]]
+    """Each judged window's standardized ROC-AUC deficit and log-loss excess, by statistic."""
 
-    def reason(self, recorded_log_loss: float) -> str:
+    def reason(self, recorded: dict[str, float]) -> str:
         """One line for the decision record."""
         verdict = "roll back" if self.rollback else "hold"
-        return (
-            f"live log-loss against the recorded {recorded_log_loss:.4f}: CUSUM "
-            f"{self.statistic:.2f} over {self.judged} judged window(s) (rollback at "
-            f"{self.threshold:g}): {verdict}"
+        paths = ", ".join(
+            f"{LABELS[name]} against the recorded {recorded[name]:.4f}: {self.statistics[name]:.2f}"
+            for name in STATISTICS
         )
+        why = f" ({LABELS[self.crossed]})" if self.crossed else ""
+        return (
+            f"live CUSUMs over {self.judged} judged window(s), {paths} (rollback at "
+            f"{self.threshold:g}): {verdict}{why}"
+        )
+
+
+LABELS = {"roc_auc": "ROC-AUC deficit", "log_loss": "log-loss excess"}
 
 
 def cusum(excess: Sequence[float], k: float = CUSUM_K) -> list[float]:
@@ -72,23 +98,44 @@ def cusum(excess: Sequence[float], k: float = CUSUM_K) -> list[float]:
     return path
 
 
+def standardized(
+    windows: Sequence[dict[str, Any]], recorded: dict[str, float], settings: Settings
+) -> dict[str, list[float]]:
+    """The judged windows' ROC-AUC deficit and log-loss excess, each in its healthy s.d."""
+    judged = [w for w in windows if w["judged"]]
+    return {
+        "roc_auc": [(recorded["roc_auc"] - w["roc_auc"]) / settings.monitor_auc_sd for w in judged],
+        "log_loss": [
+            (w["log_loss"] - recorded["log_loss"]) / settings.monitor_log_loss_sd for w in judged
+        ],
+    }
+
+
 def judge(
-    windows: Sequence[dict[str, Any]], recorded_log_loss: float, settings: Settings
+    windows: Sequence[dict[str, Any]], recorded: dict[str, float], settings: Settings
 ) -> Verdict:
     """The verdict on the champion's windows (`pipelines.decisions.monitor.judge_windows`),
-    judged ones only, against its recorded evaluation log-loss: degraded once at least
-    ``MLOPS_MONITOR_WINDOWS`` windows are judged and the CUSUM has reached its threshold."""
-    sd = settings.monitor_log_loss_sd
-    excess = [(w["log_loss"] - recorded_log_loss) / sd for w in windows if w["judged"]]
-    path = cusum(excess)
+    judged ones only, against its recorded evaluation (``roc_auc`` and ``log_loss``): degraded
+    once at least ``MLOPS_MONITOR_WINDOWS`` windows are judged and either CUSUM has reached
+    its threshold."""
+    excess = standardized(windows, recorded, settings)
+    paths = {name: cusum(values, ALLOWANCE[name]) for name, values in excess.items()}
     threshold = settings.monitor_cusum_threshold
     least = settings.monitor_windows - 1
-    first = next((i for i, value in enumerate(path) if value >= threshold and i >= least), None)
+    crossings = {
+        name: next((i for i, v in enumerate(path) if v >= threshold and i >= least), None)
+        for name, path in paths.items()
+    }
+    found = [(i, STATISTICS.index(name), name) for name, i in crossings.items() if i is not None]
+    first = min(found) if found else None
+    finals = {name: path[-1] if path else 0.0 for name, path in paths.items()}
     return Verdict(
-        judged=len(excess),
-        statistic=path[-1] if path else 0.0,
+        judged=len(excess["roc_auc"]),
+        statistic=max(finals.values()),
+        statistics=finals,
         threshold=threshold,
         rollback=first is not None,
-        first_crossing=first,
+        first_crossing=first[0] if first else None,
+        crossed=first[2] if first else None,
         excess=excess,
     )

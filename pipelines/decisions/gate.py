@@ -3,13 +3,14 @@ replaces the champion.
 
 Both models are scored on the same latest out-of-sample window (the run's evaluation window).
 Promote only when the challenger's ROC-AUC beats the champion's by at least
-``gate_min_auc_delta`` AND the lower bound of a block-bootstrap interval of that difference is
-above zero (better by more than noise), AND the features did not drift (Evidently) between the
-days just before the window (``MLOPS_DRIFT_REFERENCE_DAYS``) and the window, nor the market's
-volatility level (`pipelines.reports.volatility`). Otherwise reject,
-with each reason. Every decision is a ledger record with its report; a promotion moves the
-aliases and the env's GitOps pin in one transaction (`pipelines.decisions.promotion`). The
-same question asked twice is answered from the ledger.
+``gate_min_auc_delta`` AND the lower bound of a block-bootstrap interval of that difference
+(``MLOPS_GATE_CONFIDENCE``, `pipelines.decisions.bootstrap`) is above zero (better by more than
+noise), AND the features did not drift (Evidently) between the days just before the window
+(``MLOPS_DRIFT_REFERENCE_DAYS``) and the window, nor the market's volatility level
+(`pipelines.reports.volatility`). Otherwise reject, with each reason. Every decision is a ledger
+record with its report; a promotion moves the aliases and the env's GitOps pin in one
+transaction (`pipelines.decisions.promotion`). The same question asked twice is answered from
+the ledger.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from pipelines.decisions import ledger
+from pipelines.decisions.bootstrap import block_bootstrap_auc_delta, bootstrap_block
 from pipelines.decisions.ledger import Decision
 from pipelines.decisions.pin import ServingPin
 from pipelines.decisions.promotion import apply, current_aliases, prepare, repo_of
@@ -39,44 +41,6 @@ from pipelines.settings import Settings
 from pipelines.storage import Storage
 
 
-def fast_auc(y: np.ndarray, p: np.ndarray) -> float:
-    """ROC-AUC as the Mann-Whitney statistic (average ranks for ties): the number
-    ``sklearn.metrics.roc_auc_score`` returns, without its per-call validation, which cost
-    ~20 ms per call, i.e. seconds per bootstrap."""
-    from scipy.stats import rankdata
-
-    positives = y == 1
-    n1 = int(positives.sum())
-    n0 = len(y) - n1
-    ranks = rankdata(p)
-    return float((ranks[positives].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def block_bootstrap_auc_delta(
-    y: np.ndarray,
-    challenger: np.ndarray,
-    champion: np.ndarray,
-    block: int,
-    samples: int,
-    seed: int = 0,
-) -> np.ndarray:
-    """ROC-AUC(challenger) - ROC-AUC(champion) over `samples` moving-block resamples of the
-    rows (in time order; blocks keep the overlap of labels that share a horizon together)."""
-    n = len(y)
-    block = max(1, min(block, n))
-    starts = np.arange(n - block + 1)
-    rng = np.random.default_rng(seed)
-    deltas = []
-    for _ in range(samples):
-        picks = rng.choice(starts, size=int(np.ceil(n / block)))
-        idx = (picks[:, None] + np.arange(block)[None, :]).ravel()[:n]
-        ys = y[idx]
-        if ys.min() == ys.max():
-            continue
-        deltas.append(fast_auc(ys, challenger[idx]) - fast_auc(ys, champion[idx]))
-    return np.asarray(deltas)
-
-
 def _probabilities(settings: Settings, version: int, frame: pd.DataFrame) -> np.ndarray:
     model = load_model_safely(settings, f"models:/{settings.model_name}/{version}")
     return np.asarray(model.predict_proba(frame)[:, 1])
@@ -89,15 +53,17 @@ def compare(
     champion: int,
     challenger: int,
     horizon: int,
+    interval: str,
 ) -> dict[str, Any]:
-    """Both models on the same rows: metrics, the AUC difference and its bootstrap interval."""
+    """Both models on the same rows (bars of `interval`): metrics, the AUC difference and its
+    bootstrap interval."""
     rows = rows.sort_values("open_time", kind="stable")
     y = rows["label"].to_numpy(dtype=int)
     if y.min() == y.max():
         raise PipelineError("the evaluation window has one class only; the gate cannot compare")
     p_new = _probabilities(settings, challenger, rows[features])
     p_old = _probabilities(settings, champion, rows[features])
-    block = horizon * max(1, rows["symbol"].nunique())
+    block = bootstrap_block(horizon, interval, rows["symbol"].nunique())
     return compare_predictions(settings, y, p_new, p_old, block)
 
 
@@ -202,7 +168,9 @@ def _decide(
             message = f"gate: serve {name} v{challenger} in {env} (bootstrap; decision {{record}})"
             return _result(apply(settings, storage, record, {}, pin, message))
         window, reference = gate_rows(settings, storage, info, evaluated)
-        evidence = compare(settings, window, info.features, champion, challenger, info.horizon)
+        evidence = compare(
+            settings, window, info.features, champion, challenger, info.horizon, info.interval
+        )
         key = record.thresholds.get("drift_calibration")
         drift = _drift(settings, storage, reference, window, info, challenger, key)
         reasons, promote = judge(

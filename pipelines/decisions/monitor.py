@@ -12,9 +12,9 @@ Only predictions the monitor can re-derive are judged (`pipelines.decisions.trus
 with features equal to those recomputed from curated klines. The others are counted by reason in
 the result and the record; they can neither force a rollback nor hold one back.
 
-The rollback rule is a sequential test (`pipelines.decisions.degradation`): a one-sided CUSUM of
-each judged window's log-loss excess over the recorded evaluation's, over the windows since the
-champion was promoted. Each window's ROC-AUC against the recorded one minus
+The rollback rule is a sequential test (`pipelines.decisions.degradation`): one-sided CUSUMs of
+each judged window's ROC-AUC deficit and log-loss excess against the recorded evaluation's, over
+the windows since the champion was promoted. Each window's ROC-AUC against the recorded one minus
 ``monitor_max_auc_drop`` is still flagged in the record (``degraded``), for reading.
 """
 
@@ -130,6 +130,7 @@ def _decide(settings: Settings, storage: Storage, run_id: str | None) -> Monitor
         "min_rows": settings.monitor_min_rows,
         "recorded_roc_auc": recorded,
         "recorded_log_loss": recorded_log_loss,
+        "auc_sd": settings.monitor_auc_sd,
         "log_loss_sd": settings.monitor_log_loss_sd,
         "cusum_threshold": settings.monitor_cusum_threshold,
         "drift_calibration": tags.get("drift_calibration"),
@@ -163,8 +164,11 @@ def _decide(settings: Settings, storage: Storage, run_id: str | None) -> Monitor
     thresholds.update(trust_thresholds())
     degraded = trailing_degraded(windows)
     verdict: Verdict | None = None
-    if windows and recorded_log_loss is not None:
-        verdict = judge(windows, float(recorded_log_loss), settings)
+    why = "hold"  # the verdict's line for the record
+    if windows and recorded is not None and recorded_log_loss is not None:
+        evaluation = {"roc_auc": float(recorded), "log_loss": float(recorded_log_loss)}
+        verdict = judge(windows, evaluation, settings)
+        why = verdict.reason(evaluation)
     metrics.update(
         {
             "windows": windows,
@@ -179,7 +183,7 @@ def _decide(settings: Settings, storage: Storage, run_id: str | None) -> Monitor
         return _result(done, reused=True)
     judged = sum(1 for w in windows if w["judged"])
     if verdict is not None and verdict.rollback and aliases.get("previous") is not None:
-        reasons = [verdict.reason(float(recorded_log_loss)), *trust_reasons(trust)]
+        reasons = [why, *trust_reasons(trust)]
         record = rollback(
             settings,
             storage,
@@ -193,15 +197,9 @@ def _decide(settings: Settings, storage: Storage, run_id: str | None) -> Monitor
             },
         )
         return _result(record)
-    reasons = [
-        f"{judged} judged window(s), rollback once {settings.monitor_windows} are; "
-        + (verdict.reason(float(recorded_log_loss)) if verdict else "hold")
-    ]
+    reasons = [f"{judged} judged window(s), rollback once {settings.monitor_windows} are; " + why]
     if verdict is not None and verdict.rollback:
-        reasons = [
-            f"{verdict.reason(float(recorded_log_loss))}, but there is no 'previous' to roll "
-            "back to: hold"
-        ]
+        reasons = [f"{why}, but there is no 'previous' to roll back to: hold"]
     if recorded is None:
         reasons = [f"version {champion} has no recorded ROC-AUC to compare with: hold"]
     elif recorded_log_loss is None:

@@ -305,7 +305,7 @@ def test_a_storage_outage_costs_few_retries_and_no_answered_row(
         attempts = metric(url, failures) - first
         assert 1 <= attempts <= most_attempts(time.monotonic() - start), attempts
         assert metric(url, 'mlops_inference_log_dropped_rows_total{model_version="1"}') == 0
-        os.killpg(process.pid, signal.SIGTERM)
+        os.kill(process.pid, signal.SIGTERM)
         assert process.wait(timeout=60) == 0, "a clean shutdown"
     spilled = LocalStorage(spill)
     assert spilled.list("inference/local/1/"), "the answered rows were spilled"

@@ -42,7 +42,7 @@ def test_serving_lines_are_json_and_a_request_line_joins_its_logged_prediction(
         minted = httpx.post(f"{url}/predict_batch", json=one_row)
         refused = httpx.post(f"{url}/predict", content=b"x", headers={"content-type": "text/plain"})
         assert (given.status_code, minted.status_code, refused.status_code) == (200, 200, 415)
-        os.killpg(process.pid, signal.SIGTERM)  # the inference log is written at shutdown
+        os.kill(process.pid, signal.SIGTERM)  # the inference log is written at shutdown
         assert process.wait(timeout=60) == 0
     ids = {r.headers["x-request-id"] for r in (given, minted)}
     assert "join-me-1" in ids and len(ids) == 2

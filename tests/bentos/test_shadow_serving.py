@@ -133,7 +133,7 @@ def test_the_response_is_the_champions_and_the_log_holds_both_answers(
             body = answer.json()
             assert {a["model_version"] for a in body} == {"1"}
             np.testing.assert_allclose([a["probability_up"] for a in body], expected_champion)
-        os.killpg(process.pid, signal.SIGTERM)  # rows are written at shutdown (flush: 1 h)
+        os.kill(process.pid, signal.SIGTERM)  # rows are written at shutdown (flush: 1 h)
         assert process.wait(timeout=60) == 0
     finally:
         stop(process)

@@ -76,10 +76,13 @@ def test_small_matrix_from_the_cli(tmp_path) -> None:  # type: ignore[no-untyped
 
 @pytest.mark.integration
 def test_a_planted_broken_setting_is_caught() -> None:
-    # a CUSUM whose unit is a tenth of a healthy window's noise and whose line is a hair above
-    # zero rolls a healthy champion back on its first unlucky window
+    # CUSUMs whose units are a tenth of a healthy window's noise and whose line is a hair above
+    # zero roll a healthy champion back on its first unlucky window
     broken = Settings.model_construct(
-        monitor_windows=1, monitor_log_loss_sd=0.002, monitor_cusum_threshold=0.01
+        monitor_windows=1,
+        monitor_auc_sd=0.002,
+        monitor_log_loss_sd=0.002,
+        monitor_cusum_threshold=0.01,
     )
     results = run_matrix(broken, ["healthy-champion"], seeds=3)
     (goal,) = targets(results)

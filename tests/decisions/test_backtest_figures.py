@@ -1,9 +1,9 @@
-"""Changing a threshold is a reviewed decision: every decision setting an env runs with
-(defaults, then each stack's ``workflows.settings``) must have backtest figures in
-benchmarks/README.md, found by its settings digest. Change any ``MLOPS_GATE_*``,
-``MLOPS_MONITOR_*`` or ``MLOPS_DRIFT_*`` default or per-env value, or the calibration method,
-and this fails until `mlops decisions backtest --markdown` has been run for it and its figures
-checked in."""
+"""Changing a threshold is a reviewed decision: every decision setting an env runs with (defaults,
+then each stack's ``workflows.settings``) must have backtest figures in benchmarks/README.md,
+found by its settings digest. Change any ``MLOPS_GATE_*``, ``MLOPS_MONITOR_*`` or
+``MLOPS_DRIFT_*`` default or per-env value, ``MLOPS_EVAL_DAYS`` (the gate's window, the
+monitor's recorded evaluation), or the calibration method, and this fails until `mlops decisions
+backtest --markdown` has been run for it and its figures checked in."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter
 
-from pipelines.backtest.matrix import DECISION_PREFIXES, digest_of
+from pipelines.backtest.matrix import DECISION_FIELDS, DECISION_PREFIXES, digest_of
 from pipelines.settings import REPO_ROOT, Settings
 
 README = REPO_ROOT / "benchmarks" / "README.md"
@@ -25,7 +25,7 @@ def defaults() -> dict[str, Any]:
     return {
         name: _adapter(name).dump_python(fields[name].default, mode="json")
         for name in sorted(fields)
-        if name.startswith(DECISION_PREFIXES)
+        if name.startswith(DECISION_PREFIXES) or name in DECISION_FIELDS
     }
 
 
@@ -100,3 +100,11 @@ def test_the_calibration_method_is_part_of_the_digest(monkeypatch: Any) -> None:
     before = digest_of(defaults())
     monkeypatch.setattr(matrix, "METHOD", "another-method/v9")
     assert digest_of(defaults()) != before
+
+
+def test_the_evaluation_window_is_part_of_the_digest() -> None:
+    # the gate decides on, and the monitor's champion is recorded on, the last MLOPS_EVAL_DAYS
+    readme = README.read_text()
+    planted = {**defaults(), "eval_days": 3.0}
+    assert digest_of(planted) != digest_of(defaults())
+    assert missing(readme, {"defaults": digest_of(planted)}) != []

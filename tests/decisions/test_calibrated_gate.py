@@ -120,7 +120,7 @@ def test_fixed_calibration_keeps_the_fixed_line(tmp_path: Path) -> None:
 def test_the_gates_fast_auc_is_sklearns() -> None:
     from sklearn.metrics import roc_auc_score
 
-    from pipelines.decisions.gate import fast_auc
+    from pipelines.decisions.bootstrap import fast_auc
 
     rng = np.random.default_rng(2)
     for _ in range(20):

@@ -1,5 +1,5 @@
-"""The monitor's rollback rule: a one-sided CUSUM of each judged window's log-loss excess over
-the recorded evaluation's (`pipelines.decisions.degradation`)."""
+"""The monitor's rollback rule: one-sided CUSUMs of each judged window's ROC-AUC deficit and
+log-loss excess against the recorded evaluation's (`pipelines.decisions.degradation`)."""
 
 from __future__ import annotations
 
@@ -13,42 +13,56 @@ from pipelines.decisions.degradation import CLIP, CUSUM_K, cusum, judge
 from pipelines.decisions.monitor import judge_windows, trailing_degraded
 from pipelines.settings import Settings
 
-RECORDED = 0.69
-SD = Settings.model_fields["monitor_log_loss_sd"].default
-"""The CUSUM's unit the tests' settings use (the default)."""
+RECORDED = {"roc_auc": 0.55, "log_loss": 0.69}
+AUC_SD = Settings.model_fields["monitor_auc_sd"].default
+LL_SD = Settings.model_fields["monitor_log_loss_sd"].default
+"""The CUSUMs' units the tests' settings use (the defaults)."""
 
 
-def _windows(excess_sd: list[float | None], sd: float = SD) -> list[dict[str, Any]]:
-    """Windows whose log-loss is `RECORDED` plus the excess (None: not judged)."""
+def _windows(
+    deficit_sd: list[float | None], excess_sd: list[float] | None = None
+) -> list[dict[str, Any]]:
+    """Windows whose ROC-AUC is the recorded one less `deficit_sd` (None: not judged) and
+    whose log-loss is the recorded one plus `excess_sd` (default: none)."""
+    excess = excess_sd or [0.0] * len(deficit_sd)
     return [
         {
-            "log_loss": RECORDED + (z or 0.0) * sd,
+            "roc_auc": RECORDED["roc_auc"] - (z or 0.0) * AUC_SD,
+            "log_loss": RECORDED["log_loss"] + e * LL_SD,
             "judged": z is not None,
             "degraded": False,
         }
-        for z in excess_sd
+        for z, e in zip(deficit_sd, excess, strict=True)
     ]
 
 
 def test_cusum_accumulates_and_forgets() -> None:
-    assert cusum([2.0, 2.5, -5.0, 3.0]) == pytest.approx([0.5, 1.5, 0.0, 1.5])
+    k = CUSUM_K
+    assert cusum([2.0, 2.5, -5.0, 3.0]) == pytest.approx([2.0 - k, 4.5 - 2 * k, 0.0, 3.0 - k])
     # one window adds at most CLIP - k, however bad
     assert cusum([100.0]) == pytest.approx([CLIP - CUSUM_K])
 
 
-def test_a_sustained_excess_rolls_back_and_noise_does_not() -> None:
+def test_a_sustained_auc_deficit_rolls_back_and_noise_does_not() -> None:
     settings = Settings.model_construct(monitor_windows=3)
-    # a hair above 2.5 s.d.: 3 x (2.5 - k) is exactly the line, which rounding could miss
-    sustained = judge(_windows([2.51, 2.51, 2.51]), RECORDED, settings)
+    # a hair above the line after 3 windows: 3 x (z - k) = threshold
+    z = settings.monitor_cusum_threshold / 3 + CUSUM_K + 0.01
+    sustained = judge(_windows([z, z, z]), RECORDED, settings)
     assert sustained.rollback and sustained.first_crossing == 2
-    assert sustained.excess == pytest.approx([2.51, 2.51, 2.51])
+    assert sustained.crossed == "roc_auc"
+    assert sustained.excess["roc_auc"] == pytest.approx([z, z, z])
+    assert sustained.statistics["log_loss"] == 0.0
     noise = judge(_windows([1.2, -0.8, 1.5, 0.3, 1.1, -0.2]), RECORDED, settings)
     assert not noise.rollback and noise.statistic < noise.threshold
+    # the same windows a hair below the line hold
+    below = settings.monitor_cusum_threshold / 3 + CUSUM_K - 0.01
+    assert not judge(_windows([below] * 3), RECORDED, settings).rollback
 
 
 def test_one_catastrophic_window_is_not_a_rollback() -> None:
     settings = Settings.model_construct(monitor_windows=1)
-    verdict = judge(_windows([0.0, 0.0, 80.0]), RECORDED, settings)
+    assert settings.monitor_cusum_threshold > CLIP - CUSUM_K
+    verdict = judge(_windows([0.0, 0.0, 80.0], [0.0, 0.0, 80.0]), RECORDED, settings)
     assert not verdict.rollback and verdict.statistic == pytest.approx(CLIP - CUSUM_K)
     assert judge(_windows([0.0, 80.0, 80.0]), RECORDED, settings).rollback
 
@@ -78,11 +92,39 @@ def test_a_log_loss_degradation_the_auc_rule_missed_is_caught() -> None:
         return judge_windows(joined, 24.0, 100, 0.0, settings.monitor_max_auc_drop)
 
     before = windows(healthy)
-    recorded_auc = float(np.mean([w["roc_auc"] for w in before]))
-    recorded_log_loss = float(np.mean([w["log_loss"] for w in before]))
+    recorded = {
+        "roc_auc": float(np.mean([w["roc_auc"] for w in before])),
+        "log_loss": float(np.mean([w["log_loss"] for w in before])),
+    }
     after = windows(overconfident)
     for window in after:  # as judged against the recorded ROC-AUC
-        window["degraded"] = window["roc_auc"] < recorded_auc - settings.monitor_max_auc_drop
+        window["degraded"] = window["roc_auc"] < recorded["roc_auc"] - settings.monitor_max_auc_drop
     assert trailing_degraded(after) < settings.monitor_windows  # the old rule: hold
-    assert judge(after, recorded_log_loss, settings).rollback
-    assert not judge(before, recorded_log_loss, settings).rollback
+    verdict = judge(after, recorded, settings)
+    assert verdict.rollback and verdict.crossed == "log_loss"
+    assert verdict.statistics["roc_auc"] < settings.monitor_cusum_threshold  # same ranking
+    assert not judge(before, recorded, settings).rollback
+
+
+def test_a_reversed_signal_is_caught_by_its_ranking() -> None:
+    """Predictions whose signal reverses for three days while staying close to 0.5: their
+    log-loss barely rises, their ROC-AUC falls below 0.5; the ROC-AUC CUSUM rolls back."""
+    rng = np.random.default_rng(5)
+    times = pd.date_range("2024-05-01", periods=6 * 1440, freq="1min", tz="UTC")
+    signal = rng.standard_normal(len(times))
+    label = (signal + 8.0 * rng.standard_normal(len(times)) > 0).astype(int)
+    p = 1 / (1 + np.exp(-0.1 * signal))  # a weak model: ROC-AUC about 0.54
+    reversed_label = np.where(times >= times[3 * 1440], 1 - label, label)
+    settings = Settings.model_construct()
+    joined = pd.DataFrame({"open_time": times, "label": reversed_label, "probability_up": p})
+    windows = judge_windows(joined, 24.0, 100, 0.0, settings.monitor_max_auc_drop)
+    before, after = windows[:3], windows[3:]
+    recorded = {
+        "roc_auc": float(np.mean([w["roc_auc"] for w in before])),
+        "log_loss": float(np.mean([w["log_loss"] for w in before])),
+    }
+    assert 0.52 < recorded["roc_auc"] < 0.58
+    assert not judge(before, recorded, settings).rollback
+    verdict = judge(after, recorded, settings)
+    assert verdict.rollback and verdict.crossed == "roc_auc"
+    assert verdict.statistics["log_loss"] < settings.monitor_cusum_threshold

@@ -179,8 +179,8 @@ def _scene(
     # the champion now fails live, with no previous version to roll back to: the monitor holds
     # (it used to fail on the missing rollback target) and asks for a retrain, in the cool-down
     log_live_day(scene, live, 1, good=False, after_ms=95_000)
-    # one live day is one judged window, whose clipped CUSUM step is at most 2 (3.5 s.d. less
-    # the 1.5 allowance: pipelines.decisions.degradation), under the default line of 3; the line
+    # one live day is one judged window, whose clipped CUSUM steps are at most 2.5 (3.5 s.d.
+    # less the allowance: pipelines.decisions.degradation), under the default line of 3.5; the line
     # is lowered so that this one bad day makes the rollback due
     degraded_env = {**env, "MLOPS_MONITOR_CUSUM_THRESHOLD": "1"}
     seen["degraded"] = run_cli(["decisions", "monitor", "--json"], degraded_env)
