@@ -18,6 +18,10 @@ END = MIRROR_START + timedelta(days=MIRROR_DAYS - 1)
 def training_env(home: Path) -> dict[str, str]:
     return {
         "MLOPS_HOME": str(home),
+        # named, not inherited: a test that used BentoML in this worker's own process left
+        # BENTOML_HOME pointing at its store, and a run that inherited it built its Bento there
+        # (a CI run on 2026-12-02: the next server found no Bento under this home)
+        "BENTOML_HOME": str(home / "bentoml"),
         "MLOPS_EVAL_DAYS": "1",
         "MLOPS_CV_FOLDS": "2",
         "MLOPS_CHAMPION_MIN_ROC_AUC": "0",
