@@ -50,6 +50,10 @@ SHORT = rules.Windows(
 """The production rules with windows of seconds."""
 AVAILABILITY_BURNS = {a.name for a in rules.burn_alerts(SHORT) if "Availability" in a.name}
 """The availability SLO's burn-rate alerts: a burst of 5xx spends that budget at every rate."""
+CALLERS = 32
+"""Concurrent callers of the 5xx burst. With 16, a quiet machine answered so many in time that
+the 5xx ratio over the shortest burn windows stayed under their lines (CI, 2026-12-02: 111
+shed in 3,328); twice as many queue twice as deep behind the same runner."""
 SERIES = re.compile(r"\b((?:mlops|bentoml)_[a-z0-9_]+|mlops:[a-z0-9_:]+)")
 
 
@@ -232,7 +236,8 @@ def test_prometheus_fires_the_alert_of_each_injected_fault_and_only_it(
             assert firing(url) == {"MlopsDriftOverLimit"}
 
             # fault 2, a burst of 5xx and nothing else: a latency budget (10 ms) the model runner
-            # cannot keep for 16 concurrent callers, so BentoML sheds requests with a fast 503.
+            # cannot keep for `CALLERS` concurrent callers, so BentoML sheds requests with a
+            # fast 503.
             # One row per request: no large body slows the server, and an admitted request
             # waits at most the budget, so the answered ones stay fast and no latency alert may
             # join (the latency SLI counts answers that are not 5xx: docs/slo.md).
@@ -248,8 +253,8 @@ def test_prometheus_fires_the_alert_of_each_injected_fault_and_only_it(
             while agreed_since is None or time.monotonic() - agreed_since < 8:
                 # the whole expected set, and only it, for 8 s of the burst
                 assert time.monotonic() < deadline, f"fired {sorted(fired)}; answers {codes}"
-                with concurrent.futures.ThreadPoolExecutor(16) as pool:
-                    codes.update(pool.map(ask, range(64)))
+                with concurrent.futures.ThreadPoolExecutor(CALLERS) as pool:
+                    codes.update(pool.map(ask, range(4 * CALLERS)))
                 fired = firing(url)
                 assert fired <= expected, f"{sorted(fired - expected)} fired too; answers {codes}"
                 if fired != expected:
