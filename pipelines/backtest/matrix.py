@@ -173,8 +173,6 @@ class ScenarioResult(BaseModel):
     drift_false_alarm: Rate | None = None
     excess_sd: float | None = None
     """Monitor scenarios: s.d. of a window's ROC-AUC deficit below the recorded one."""
-    log_loss_sd: float | None = None
-    """Monitor scenarios: s.d. of a window's log-loss excess over the recorded one."""
     effect: float | None = None
     """``champion-degrades``: mean fall of a window's ROC-AUC the degradation itself caused."""
 
@@ -236,7 +234,6 @@ def aggregate(scenario: Scenario, outcomes: Sequence[Outcome]) -> ScenarioResult
         )
     else:
         result.excess_sd = _sd([e for o in outcomes for e in o.extra.get("auc_deficit", [])])
-        result.log_loss_sd = _sd([e for o in outcomes for e in o.extra.get("excess_log_loss", [])])
         result.false_rollback = Rate(
             events=sum(o.rolled_back_at is not None for o in outcomes), trials=len(outcomes)
         )

@@ -279,11 +279,7 @@ def gate_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
         ),
         promoted=promote,
         truly_worse=truth < 0,
-        extra={
-            "fresh_auc_delta": truth,
-            "window_auc_delta": evidence["roc_auc_delta"],
-            "calibrated": thresholds["calibrated"],
-        },
+        extra={"fresh_auc_delta": truth, "window_auc_delta": evidence["roc_auc_delta"]},
     )
 
 
@@ -330,7 +326,6 @@ def monitor_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
     judged = [w for w in windows if w["judged"]]
     extra: dict[str, Any] = {
         "recorded": recorded,
-        "recorded_log_loss": recorded_log_loss,
         "auc_deficit": [recorded - w["roc_auc"] for w in judged],
         "excess_log_loss": [w["log_loss"] - recorded_log_loss for w in judged],
     }
