@@ -76,7 +76,9 @@ class Settings(BaseSettings):
     source_url: str = "https://data.binance.vision"
     """Archive root in the data.binance.vision layout: ``https://``, ``http://`` or ``file://``."""
 
-    symbols: Annotated[Symbols, NoDecode] = Field(default=["BTCUSDT", "ETHUSDT"])
+    symbols: Annotated[Symbols, NoDecode] = Field(
+        default=["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT"]
+    )
     """Symbols to fetch and train on (comma-separated in the environment)."""
 
     interval: Interval = "1m"

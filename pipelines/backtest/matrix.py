@@ -25,12 +25,13 @@ from pipelines.reports.calibration import METHOD
 from pipelines.settings import Settings
 from pipelines.synthetic.market import Regime
 
-BACKTEST_VERSION = 6
+BACKTEST_VERSION = 7
 """Bump when a trial's meaning changes: part of the settings digest."""
 DECISION_PREFIXES = ("gate_", "monitor_", "drift_")
-DECISION_FIELDS = ("eval_days",)
+DECISION_FIELDS = ("eval_days", "symbols")
 """Other settings the trials read: the gate decides on, and the monitor's champion is recorded
-on, the last ``MLOPS_EVAL_DAYS``."""
+on, the last ``MLOPS_EVAL_DAYS``; every trial's market has ``MLOPS_SYMBOLS`` (each symbol adds
+independent evidence to every window)."""
 WITHIN_WINDOWS = 3
 """A shift is detected, a degraded champion rolled back, only within this many windows."""
 ONLY_VOL = {"volume": 1.0, "daily_drift": 0.0, "taker_bias": 0.0}

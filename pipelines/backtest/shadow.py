@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from pipelines.backtest.trials import FAST_MODEL, MODEL_HISTORY_DAYS, SYMBOLS, market_rows
+from pipelines.backtest.trials import FAST_MODEL, MODEL_HISTORY_DAYS, market_rows
 from pipelines.decisions.sequential import difference_interval, first_crossing
 from pipelines.decisions.shadow import block_differences, row_differences
 from pipelines.errors import PipelineError
@@ -106,7 +106,9 @@ def shadow_trial(scenario: ShadowScenario, seed: int, settings: Settings) -> Sha
     """Train both models, shadow the challenger over the live windows, decide."""
     hours = settings.monitor_window_hours
     live_days = int(np.ceil(SHADOW_WINDOWS * hours / 24))
-    rows = market_rows(seed, MODEL_HISTORY_DAYS + live_days + FRESH_DAYS, None, None)
+    rows = market_rows(
+        settings.symbols, seed, MODEL_HISTORY_DAYS + live_days + FRESH_DAYS, None, None
+    )
     first = rows["open_time"].min().normalize()
     live_start = first + pd.Timedelta(days=MODEL_HISTORY_DAYS)
     live_end = live_start + pd.Timedelta(hours=hours * SHADOW_WINDOWS)
@@ -230,7 +232,7 @@ def markdown(results: Sequence[ShadowResult], settings: Settings) -> str:
     """The figures as a Markdown table (benchmarks/README.md)."""
     lines = [
         f"alpha {settings.shadow_alpha}, loss bound {settings.shadow_loss_bound}, windows of "
-        f"{settings.monitor_window_hours:g} h ({len(SYMBOLS)} symbols, 1-minute bars), "
+        f"{settings.monitor_window_hours:g} h ({len(settings.symbols)} symbols, 1-minute bars), "
         f"{SHADOW_WINDOWS} windows",
         "",
         "| scenario | seeds | expected | promoted | rejected | undecided | false decisions "

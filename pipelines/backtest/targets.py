@@ -14,7 +14,6 @@ from pydantic import BaseModel
 
 from pipelines.backtest.matrix import WITHIN_WINDOWS, Rate, ScenarioResult, upper_bound
 from pipelines.backtest.power import degradation_power, vol_shift_power
-from pipelines.backtest.trials import SYMBOLS
 
 DRIFT_LIMIT = 0.02
 """The drift false-alarm target."""
@@ -107,8 +106,10 @@ def markdown(
     seeds: int,
     drift_seeds: int,
     first_seed: int = 0,
+    symbols: int = 2,
 ) -> str:
-    """The figures as Markdown: the matrix, then the targets."""
+    """The figures as Markdown: the matrix, then the targets (and what `symbols` symbols'
+    evidence allows any test to reach)."""
     drift = any(r.drift_false_alarm is not None for r in results)
     counts = [f"{drift_seeds} per no-change drift scenario (4 windows each)"] if drift else []
     if not all(r.drift_false_alarm is not None for r in results):
@@ -117,7 +118,7 @@ def markdown(
     lines = [
         f"#### {label} — settings digest `{digest}` ({day})",
         "",
-        f"Seeds: {', '.join(counts)}{start}. Each cell: "
+        f"Seeds: {', '.join(counts)}{start}; {symbols} symbols. Each cell: "
         "rate (events/trials, one-sided 95% Clopper-Pearson upper bound).",
         "",
         "| scenario | seeds | promotion | false promotion | false rollback | missed rollback "
@@ -134,18 +135,19 @@ def markdown(
     lines += ["", "| target | rate | trials | 95% upper bound | status |", "|---|---|---|---|---|"]
     for t in targets(results):
         lines.append(f"| {t.name} | {t.rate:.1%} | {t.trials} | {t.upper:.1%} | {t.status} |")
-    return "\n".join(lines + power_lines(results)) + "\n"
+    return "\n".join(lines + power_lines(results, symbols)) + "\n"
 
 
-def power_lines(results: Sequence[ScenarioResult]) -> list[str]:
-    """What any test could reach (`pipelines.backtest.power`), for the scenarios present."""
+def power_lines(results: Sequence[ScenarioResult], symbols: int) -> list[str]:
+    """What any test could reach on `symbols` symbols (`pipelines.backtest.power`), for the
+    scenarios present."""
     by = {r.name: r for r in results}
     rows = []
     if "vol-x2" in by:
-        for p in vol_shift_power(2.0, DRIFT_LIMIT, len(SYMBOLS), WITHIN_WINDOWS):
+        for p in vol_shift_power(2.0, DRIFT_LIMIT, symbols, WITHIN_WINDOWS):
             rows.append(
                 f"| volatility x2 within {WITHIN_WINDOWS} windows at {DRIFT_LIMIT:.0%} false "
-                f"alarms, {len(SYMBOLS)} symbols: {p.test} | {p.z:.2f} | {p.power:.1%} "
+                f"alarms, {symbols} symbols: {p.test} | {p.z:.2f} | {p.power:.1%} "
                 f"| volatility x{p.needed:.2f} |"
             )
     healthy, degrades = by.get("healthy-champion"), by.get("champion-degrades")

@@ -15,6 +15,7 @@ break.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -41,7 +42,6 @@ from pipelines.settings import Settings
 from pipelines.synthetic.market import Regime, minute_bars
 
 START = date(2024, 1, 1)
-SYMBOLS = ("BTCUSDT", "ETHUSDT")
 INTERVAL = "1m"
 """The trials' bars: the generator's minutes."""
 DRIFT_HISTORY_DAYS = 60
@@ -96,11 +96,13 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def market_rows(seed: int, days: int, shift_at: date | None, regime: Regime | None) -> pd.DataFrame:
-    """Labelled model rows (default features) of both symbols over `days` from `START`."""
+def market_rows(
+    symbols: Sequence[str], seed: int, days: int, shift_at: date | None, regime: Regime | None
+) -> pd.DataFrame:
+    """Labelled model rows (default features) of `symbols` over `days` from `START`."""
     config = FeatureConfig()
     parts = []
-    for symbol in SYMBOLS:
+    for symbol in symbols:
         bars = pd.concat(
             [
                 minute_bars(symbol, START + timedelta(days=d), seed, shift_at, regime or NO_SHIFT)
@@ -144,7 +146,9 @@ def drift_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
     hours = settings.monitor_window_hours
     live_days = int(np.ceil(LIVE_WINDOWS * hours / 24))
     shift = START + timedelta(days=DRIFT_HISTORY_DAYS)
-    rows = market_rows(seed, DRIFT_HISTORY_DAYS + live_days + 1, shift, scenario.regime)
+    rows = market_rows(
+        settings.symbols, seed, DRIFT_HISTORY_DAYS + live_days + 1, shift, scenario.regime
+    )
     boundary = pd.Timestamp(shift, tz="UTC")
     history = rows[rows["open_time"] < boundary]
     features = drift_features(feature_names(FeatureConfig()))
@@ -237,7 +241,7 @@ def gate_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
     history_days = gate_history_days(settings)
     window_days = pd.Timedelta(days=settings.eval_days)
     total = history_days + int(np.ceil(settings.eval_days)) + FRESH_DAYS
-    rows = market_rows(seed, total, None, None)
+    rows = market_rows(settings.symbols, seed, total, None, None)
     first = rows["open_time"].min().normalize()
     window_start = first + pd.Timedelta(days=history_days)
     fresh_start = window_start + window_days
@@ -259,7 +263,7 @@ def gate_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
         y,
         challenger.predict_proba(window[features])[:, 1],
         champion.predict_proba(window[features])[:, 1],
-        bootstrap_block(settings.horizon, INTERVAL, len(SYMBOLS)),
+        bootstrap_block(settings.horizon, INTERVAL, len(settings.symbols)),
     )
     tested = drift_features(features)
     thresholds = _thresholds(settings, history, tested, {"gate": settings.eval_days * 24})
@@ -304,8 +308,8 @@ def monitor_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
     first = pd.Timestamp(START, tz="UTC")
     live_start = first + pd.Timedelta(days=TRAIN_DAYS + eval_days)
     shift = START + timedelta(days=TRAIN_DAYS + eval_days) if scenario.regime else None
-    unchanged = market_rows(seed, days, None, None)
-    rows = market_rows(seed, days, shift, scenario.regime) if shift else unchanged
+    unchanged = market_rows(settings.symbols, seed, days, None, None)
+    rows = market_rows(settings.symbols, seed, days, shift, scenario.regime) if shift else unchanged
     eval_start = live_start - pd.Timedelta(days=settings.eval_days)
     embargo = pd.Timedelta(minutes=settings.effective_embargo)
     champion = _fit(_between(rows, first, eval_start - embargo), 0.0, seed)

@@ -173,7 +173,16 @@ def backtest(
         day = datetime.now(UTC).date().isoformat()
         # plain stdout: rich would wrap the table rows at the terminal's width
         sys.stdout.write(
-            render(results, digest, label, day, seeds, drift_seeds or seeds, first_seed)
+            render(
+                results,
+                digest,
+                label,
+                day,
+                seeds,
+                drift_seeds or seeds,
+                first_seed,
+                len(settings.symbols),
+            )
         )
     else:
         _show_backtest(results, targets(results), digest)

@@ -27,6 +27,7 @@ false-rollback rate is measured by the backtest's ``healthy-champion`` scenario,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,6 +49,10 @@ CLIP = 3.5
 """A window adds at most this many standard deviations (less the allowance): with a threshold
 above ``CLIP - k`` no single window, however bad (a glitch), rolls a champion back."""
 
+
+UNIT_SYMBOL_DAYS = 2.0
+"""The evidence ``MLOPS_MONITOR_AUC_SD`` and ``MLOPS_MONITOR_LOG_LOSS_SD`` are stated for: a
+window of two symbols' day (what they were measured on)."""
 
 STATISTICS = ("roc_auc", "log_loss")
 """The statistics, by the window metric each reads."""
@@ -103,11 +108,31 @@ def standardized(
 ) -> dict[str, list[float]]:
     """The judged windows' ROC-AUC deficit and log-loss excess, each in its healthy s.d."""
     judged = [w for w in windows if w["judged"]]
+    unit = [units(settings, w.get("symbols")) for w in judged]
     return {
-        "roc_auc": [(recorded["roc_auc"] - w["roc_auc"]) / settings.monitor_auc_sd for w in judged],
-        "log_loss": [
-            (w["log_loss"] - recorded["log_loss"]) / settings.monitor_log_loss_sd for w in judged
+        "roc_auc": [
+            (recorded["roc_auc"] - w["roc_auc"]) / u["roc_auc"]
+            for w, u in zip(judged, unit, strict=True)
         ],
+        "log_loss": [
+            (w["log_loss"] - recorded["log_loss"]) / u["log_loss"]
+            for w, u in zip(judged, unit, strict=True)
+        ],
+    }
+
+
+def units(settings: Settings, symbols: int | None = None) -> dict[str, float]:
+    """Each statistic's healthy s.d. in one window of `symbols` symbols (None: as many as
+    ``MLOPS_SYMBOLS``) over ``MLOPS_MONITOR_WINDOW_HOURS``: its setting is stated for
+    `UNIT_SYMBOL_DAYS`, and such a window holds ``symbols x hours / 24`` symbol-days of evidence,
+    so the s.d. scales by ``sqrt(UNIT_SYMBOL_DAYS / symbol-days)`` (the synthetic market's
+    symbols move independently; symbols that move together add less, docs/decisions.md)."""
+    count = symbols or len(settings.symbols)
+    evidence = count * settings.monitor_window_hours / 24
+    scale = math.sqrt(UNIT_SYMBOL_DAYS / evidence)
+    return {
+        "roc_auc": settings.monitor_auc_sd * scale,
+        "log_loss": settings.monitor_log_loss_sd * scale,
     }
 
 

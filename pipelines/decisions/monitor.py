@@ -28,7 +28,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from pipelines.decisions import ledger
-from pipelines.decisions.degradation import Verdict, judge
+from pipelines.decisions.degradation import Verdict, judge, units
 from pipelines.decisions.inference import read_inference
 from pipelines.decisions.ledger import Decision
 from pipelines.decisions.promotion import current_aliases, rollback
@@ -55,8 +55,9 @@ from pipelines.storage import Storage
 def judge_windows(
     joined: pd.DataFrame, hours: float, min_rows: int, recorded_auc: float, max_drop: float
 ) -> list[dict[str, Any]]:
-    """Per window of predictions (by bar time): rows, live ROC-AUC, and whether it is judged
-    (enough rows, both classes) and degraded (below the recorded AUC by more than `max_drop`)."""
+    """Per window of predictions (by bar time): rows, symbols, live ROC-AUC, and whether it is
+    judged (enough rows, both classes) and degraded (below the recorded AUC by more than
+    `max_drop`)."""
     from sklearn.metrics import log_loss, roc_auc_score
 
     if joined.empty:
@@ -75,6 +76,7 @@ def judge_windows(
                 "start": str(start),
                 "end": str(start + width),
                 "rows": len(rows),
+                "symbols": int(rows["symbol"].nunique()) if "symbol" in rows else None,
                 "roc_auc": auc,
                 "log_loss": float(log_loss(y, p, labels=[0, 1])),
                 "judged": judged,
@@ -130,8 +132,8 @@ def _decide(settings: Settings, storage: Storage, run_id: str | None) -> Monitor
         "min_rows": settings.monitor_min_rows,
         "recorded_roc_auc": recorded,
         "recorded_log_loss": recorded_log_loss,
-        "auc_sd": settings.monitor_auc_sd,
-        "log_loss_sd": settings.monitor_log_loss_sd,
+        "auc_sd": units(settings)["roc_auc"],
+        "log_loss_sd": units(settings)["log_loss"],
         "cusum_threshold": settings.monitor_cusum_threshold,
         "drift_calibration": tags.get("drift_calibration"),
     }

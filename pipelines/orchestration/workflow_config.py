@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from pipelines.settings import Settings
+
 
 class WorkflowSettings(BaseModel):
     """Per-environment values of the rendered CronWorkflows (``workflows`` in the stack config)."""
@@ -28,7 +30,9 @@ class WorkflowSettings(BaseModel):
     """Root of ``raw/`` and ``quarantine/`` when they live in their own bucket."""
     mlflow_tracking_uri: str = "http://mlflow.mlflow.svc.cluster.local:5000"
     source_url: str = "https://data.binance.vision"
-    symbols: str = "BTCUSDT,ETHUSDT"
+    symbols: str = ",".join(Settings.model_fields["symbols"].default)
+    """The runs' ``symbols`` parameter (default: ``MLOPS_SYMBOLS``'s default, not the
+    renderer's environment)."""
     interval: str = "1m"
     lookback_days: int = Field(default=60, ge=1)
     monitor_lookback_days: int = Field(default=2, ge=1)

@@ -57,8 +57,8 @@ from pipelines.settings import Settings
 from pipelines.storage import Storage
 
 METHOD = (
-    "psi+volatility-level-trailing-days/60d-capped/"
-    "lognormal-or-normal-tail-block-bootstrap-q95/weighted-bonferroni/v4"
+    "psi+volatility-level-trailing-days/60d-capped-by-bar-time/"
+    "lognormal-or-normal-tail-block-bootstrap-q95/weighted-bonferroni/v5"
 )
 """Names the calibration procedure; part of every calibration and of the settings digest."""
 MIN_WINDOWS = 8
@@ -166,14 +166,20 @@ def stable_days(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
 
 def capped(rows: pd.DataFrame) -> pd.DataFrame:
-    """The latest `MAX_HISTORY_DAYS` of `rows`, thinned by a regular stride to at most
-    `MAX_HISTORY_ROWS`: calibration's cost is bounded whatever the dataset's size."""
+    """The latest `MAX_HISTORY_DAYS` of `rows`, thinned to at most about `MAX_HISTORY_ROWS` by
+    keeping every n-th bar time with all its rows: calibration's cost is bounded whatever the
+    dataset's size, and every symbol stays in it (a stride over rows sorted by time would keep
+    only every other symbol of an even number)."""
     rows = rows.sort_values("open_time", kind="stable")
     if rows.empty:
         return rows
-    recent = rows[rows["open_time"] >= rows["open_time"].iloc[-1] - MAX_HISTORY]
+    recent: pd.DataFrame = rows[rows["open_time"] >= rows["open_time"].iloc[-1] - MAX_HISTORY]
     stride = -(-len(recent) // MAX_HISTORY_ROWS)
-    thinned: pd.DataFrame = recent.iloc[::stride] if stride > 1 else recent
+    if stride <= 1:
+        return recent
+    times = pd.to_datetime(recent["open_time"], utc=True).dt.as_unit("ns").astype("int64")
+    kept = np.unique(times.to_numpy())[::stride]
+    thinned: pd.DataFrame = recent[np.isin(times.to_numpy(), kept)]
     return thinned
 
 

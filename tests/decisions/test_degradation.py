@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.decisions.degradation import CLIP, CUSUM_K, cusum, judge
+from pipelines.decisions.degradation import CLIP, CUSUM_K, UNIT_SYMBOL_DAYS, cusum, judge, units
 from pipelines.decisions.monitor import judge_windows, trailing_degraded
 from pipelines.settings import Settings
 
 RECORDED = {"roc_auc": 0.55, "log_loss": 0.69}
-AUC_SD = Settings.model_fields["monitor_auc_sd"].default
-LL_SD = Settings.model_fields["monitor_log_loss_sd"].default
-"""The CUSUMs' units the tests' settings use (the defaults)."""
+AUC_SD = units(Settings.model_construct())["roc_auc"]
+LL_SD = units(Settings.model_construct())["log_loss"]
+"""The CUSUMs' units the tests' settings use (the defaults, not the environment)."""
 
 
 def _windows(
@@ -128,3 +128,23 @@ def test_a_reversed_signal_is_caught_by_its_ranking() -> None:
     verdict = judge(after, recorded, settings)
     assert verdict.rollback and verdict.crossed == "roc_auc"
     assert verdict.statistics["log_loss"] < settings.monitor_cusum_threshold
+
+
+def test_the_units_shrink_with_the_evidence_in_a_window() -> None:
+    """The settings state each unit for a window of `UNIT_SYMBOL_DAYS` symbol-days; six
+    symbols' day holds three times that, so its s.d. is sqrt(3) smaller, and a deficit that a
+    two-symbol window's CUSUM only accumulates slowly rolls six symbols' champion back."""
+    two = Settings(symbols=["BTCUSDT", "ETHUSDT"], monitor_window_hours=24)
+    six = Settings(symbols=[f"S{i}USDT" for i in range(6)], monitor_window_hours=24)
+    half = Settings(symbols=["BTCUSDT", "ETHUSDT"], monitor_window_hours=12)
+    assert UNIT_SYMBOL_DAYS == 2.0
+    assert units(two)["roc_auc"] == pytest.approx(two.monitor_auc_sd)
+    assert units(six)["roc_auc"] == pytest.approx(six.monitor_auc_sd / np.sqrt(3))
+    assert units(six)["log_loss"] == pytest.approx(six.monitor_log_loss_sd / np.sqrt(3))
+    assert units(half)["roc_auc"] == pytest.approx(half.monitor_auc_sd * np.sqrt(2))
+    drop = 1.5 * two.monitor_auc_sd  # each window's ROC-AUC this far below the recorded
+    windows = [
+        {"roc_auc": RECORDED["roc_auc"] - drop, "log_loss": RECORDED["log_loss"], "judged": True}
+    ] * 3
+    assert not judge(windows, RECORDED, two).rollback
+    assert judge(windows, RECORDED, six).rollback

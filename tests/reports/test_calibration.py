@@ -149,3 +149,18 @@ def test_the_bootstrap_line_is_above_the_single_fit() -> None:
     fitted = tail_threshold(samples, 0.001)
     assert bootstrap_threshold(samples, 0.001, 20) > fitted
     assert bootstrap_threshold(samples, 0.001, 20) == bootstrap_threshold(samples, 0.001, 20)
+
+
+def test_thinning_a_long_history_keeps_every_symbol(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond `MAX_HISTORY_ROWS` the history is thinned by bar time, not by row: rows sorted by
+    time cycle through the symbols, so a stride of 2 over six symbols' rows would keep three."""
+    from pipelines.reports import calibration
+
+    monkeypatch.setattr(calibration, "MAX_HISTORY_ROWS", 6 * 500)
+    times = pd.date_range("2024-01-01", periods=1_000, freq="1min", tz="UTC")
+    symbols = [f"S{i}USDT" for i in range(6)]
+    rows = pd.DataFrame({"open_time": np.repeat(times, 6), "symbol": np.tile(symbols, len(times))})
+    thinned = calibration.capped(rows)
+    assert len(thinned) == 6 * 500
+    assert (thinned.groupby("symbol").size() == 500).all(), thinned["symbol"].value_counts()
+    assert thinned["open_time"].nunique() == 500
