@@ -79,7 +79,9 @@ class Settings(BaseSettings):
     symbols: Annotated[Symbols, NoDecode] = Field(
         default=["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT"]
     )
-    """Symbols to fetch and train on (comma-separated in the environment)."""
+    """Symbols to fetch and train on (comma-separated in the environment). Six by default:
+    each symbol adds independent evidence to every decision window, and with two the monitor
+    could not see a volatility x2 day or a reversed signal in time (docs/decisions.md)."""
 
     interval: Interval = "1m"
     """Kline interval fetched from the archive."""
@@ -252,14 +254,17 @@ class Settings(BaseSettings):
 
     monitor_auc_sd: float = Field(default=0.0408, gt=0)
     """Standard deviation of one window's live ROC-AUC below the recorded one for a healthy
-    champion: the unit of the ROC-AUC CUSUM (`pipelines.decisions.degradation`; 0.0408 over the
-    1,200 windows of the backtest's 300 ``healthy-champion`` tuning trials, seeds 0-299, of
-    2026-12-02, each recorded on its 7-day evaluation window, docs/decisions.md)."""
+    champion, stated for a window of two symbols' day: the unit of the ROC-AUC CUSUM, scaled by
+    ``sqrt(2 / (symbols x window days))`` for the window at hand
+    (`pipelines.decisions.degradation.units`; 0.0408 over the 1,200 windows of the backtest's
+    300 two-symbol ``healthy-champion`` tuning trials, seeds 0-299, of 2026-12-02, each recorded
+    on its 7-day evaluation window, docs/decisions.md)."""
 
     monitor_log_loss_sd: float = Field(default=0.0185, gt=0)
     """Standard deviation of one window's live log-loss above the recorded one for a healthy
-    champion: the unit of the log-loss CUSUM (0.0185, measured the same way; 0.0263 before
-    the backtest recorded its champions on the 7-day evaluation window the platform uses)."""
+    champion, stated and scaled the same way: the unit of the log-loss CUSUM (0.0185, measured
+    the same way; 0.0263 before the backtest recorded its champions on the 7-day evaluation
+    window the platform uses)."""
 
     monitor_cusum_threshold: float = Field(default=3.5, gt=0)
     """Roll back when either CUSUM (ROC-AUC deficit, log-loss excess, each in its unit above)

@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import BaseModel
 from scipy.stats import beta
 
-from pipelines.backtest.trials import Outcome, Scenario, run_trial
+from pipelines.backtest.trials import Market, Outcome, Scenario, run_trial
 from pipelines.errors import PipelineError
 from pipelines.reports.calibration import METHOD
 from pipelines.settings import Settings
@@ -256,9 +256,10 @@ def _single_threaded() -> None:
     threadpool_limits(1)
 
 
-def _trial(args: tuple[str, int, dict[str, Any]]) -> Outcome:
-    name, seed, values = args
-    return run_trial(BY_NAME[name], seed, Settings.model_validate(values))
+def _trial(args: tuple[str, int, dict[str, Any], str | None]) -> Outcome:
+    name, seed, values, archive = args
+    settings = Settings.model_validate(values)
+    return run_trial(BY_NAME[name], seed, settings, Market(tuple(settings.symbols), archive))
 
 
 def run_matrix(
@@ -269,18 +270,24 @@ def run_matrix(
     workers: int = 2,
     on_trial: Callable[[], None] | None = None,
     first_seed: int = 0,
+    archive: str | None = None,
 ) -> list[ScenarioResult]:
     """Every trial of `scenarios` (``seeds`` each, from `first_seed`; the no-change drift-only
     scenarios `drift_seeds`: they are cheap, and a false-alarm bound needs many windows) on at
-    most `workers` (<= 2) processes; one result per scenario, in order."""
-    unknown = [n for n in scenarios if n not in BY_NAME]
+    most `workers` (<= 2) processes, on the synthetic market or, given `archive`, on a real
+    archive's model rows (`pipelines.backtest.archive`); one result per scenario, in order."""
+    from pipelines.backtest.archive import ARCHIVE_SCENARIOS
+
+    known = ARCHIVE_SCENARIOS if archive else tuple(BY_NAME)
+    unknown = [n for n in scenarios if n not in known]
     if unknown:
+        where = " on a real archive" if archive else ""
         raise PipelineError(
-            f"unknown scenario(s): {', '.join(unknown)}", f"use some of: {', '.join(BY_NAME)}"
+            f"unknown scenario(s){where}: {', '.join(unknown)}", f"use some of: {', '.join(known)}"
         )
     values = settings.model_dump(mode="json")
     jobs = [
-        (name, seed, values)
+        (name, seed, values, archive)
         for name in scenarios
         for seed in range(first_seed, first_seed + _seeds(BY_NAME[name], seeds, drift_seeds))
     ]

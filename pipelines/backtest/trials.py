@@ -27,6 +27,7 @@ from pipelines.decisions import degradation
 from pipelines.decisions.bootstrap import bootstrap_block
 from pipelines.decisions.gate import compare_predictions, judge
 from pipelines.decisions.monitor import judge_windows
+from pipelines.errors import PipelineError
 from pipelines.ml.features import FeatureConfig, feature_names, symbol_rows
 from pipelines.ml.modeling import make_model
 from pipelines.reports.calibration import (
@@ -116,6 +117,33 @@ def market_rows(
     return rows[rows["label"].notna()].astype({"label": "int64"})
 
 
+@dataclass(frozen=True)
+class Market:
+    """Where a trial's rows come from: the synthetic market of `symbols` (``archive`` None) or
+    the labelled model rows of a real archive (`pipelines.backtest.archive`), in which a
+    trial's seed is its first day (seed 0: the archive's first whole day)."""
+
+    symbols: tuple[str, ...]
+    archive: str | None = None
+    """Parquet file of the archive's labelled model rows."""
+
+    def rows(
+        self, seed: int, days: int, shift_at: date | None = None, regime: Regime | None = None
+    ) -> pd.DataFrame:
+        """`days` days of labelled rows for `seed`, shifted by `regime` from `shift_at` (the
+        synthetic market only: a real archive is what it is)."""
+        if self.archive is None:
+            return market_rows(self.symbols, seed, days, shift_at, regime)
+        from pipelines.backtest.archive import archive_rows
+
+        if regime is not None:
+            raise PipelineError(
+                "a market shift cannot be replayed on a real archive",
+                "run the shift scenarios without --source",
+            )
+        return archive_rows(self.archive, seed, days)
+
+
 def break_feature(rows: pd.DataFrame, broken: tuple[str, str] | None) -> pd.DataFrame:
     """`rows` with one feature broken as a faulty pipeline would break it."""
     if broken is None:
@@ -140,16 +168,14 @@ def _window(rows: pd.DataFrame, start: pd.Timestamp, hours: float, missing: floa
     return rows[(rows["open_time"] >= start) & (rows["open_time"] < end)]
 
 
-def drift_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
+def drift_trial(scenario: Scenario, seed: int, settings: Settings, market: Market) -> Outcome:
     """Calibrate on a stable history, then test each live window against the reference days
     just before it (the live windows before it included: a shift is "recent" only so long)."""
     hours = settings.monitor_window_hours
     live_days = int(np.ceil(LIVE_WINDOWS * hours / 24))
     shift = START + timedelta(days=DRIFT_HISTORY_DAYS)
-    rows = market_rows(
-        settings.symbols, seed, DRIFT_HISTORY_DAYS + live_days + 1, shift, scenario.regime
-    )
-    boundary = pd.Timestamp(shift, tz="UTC")
+    rows = market.rows(seed, DRIFT_HISTORY_DAYS + live_days + 1, shift, scenario.regime)
+    boundary = _first_day(rows) + pd.Timedelta(days=DRIFT_HISTORY_DAYS)
     history = rows[rows["open_time"] < boundary]
     features = drift_features(feature_names(FeatureConfig()))
     thresholds = _thresholds(settings, history, features, {"monitor": hours})
@@ -231,7 +257,7 @@ def gate_history_days(settings: Settings) -> int:
     return max(TRAIN_DAYS + 1, int(np.ceil(needed)) + 1)
 
 
-def gate_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
+def gate_trial(scenario: Scenario, seed: int, settings: Settings, market: Market) -> Outcome:
     """The gate as the platform runs it: its evaluation window is the last ``MLOPS_EVAL_DAYS``
     days, the champion is yesterday's challenger (trained on the `TRAIN_DAYS` before the
     window less a day, embargoed), the challenger is trained on the `TRAIN_DAYS` just before
@@ -241,8 +267,8 @@ def gate_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
     history_days = gate_history_days(settings)
     window_days = pd.Timedelta(days=settings.eval_days)
     total = history_days + int(np.ceil(settings.eval_days)) + FRESH_DAYS
-    rows = market_rows(settings.symbols, seed, total, None, None)
-    first = rows["open_time"].min().normalize()
+    rows = market.rows(seed, total)
+    first = _first_day(rows)
     window_start = first + pd.Timedelta(days=history_days)
     fresh_start = window_start + window_days
     embargo = pd.Timedelta(minutes=settings.effective_embargo)
@@ -263,7 +289,7 @@ def gate_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
         y,
         challenger.predict_proba(window[features])[:, 1],
         champion.predict_proba(window[features])[:, 1],
-        bootstrap_block(settings.horizon, INTERVAL, len(settings.symbols)),
+        bootstrap_block(settings.horizon, INTERVAL, len(market.symbols)),
     )
     tested = drift_features(features)
     thresholds = _thresholds(settings, history, tested, {"gate": settings.eval_days * 24})
@@ -291,7 +317,7 @@ def _between(rows: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.D
     return rows[(rows["open_time"] >= start) & (rows["open_time"] < end)]
 
 
-def monitor_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
+def monitor_trial(scenario: Scenario, seed: int, settings: Settings, market: Market) -> Outcome:
     """A champion trained on the `TRAIN_DAYS` before its evaluation window (the last
     ``MLOPS_EVAL_DAYS``: its recorded ROC-AUC and log-loss, as the platform records them),
     then the monitor's windows over the live days after it, in which the market changes
@@ -305,11 +331,11 @@ def monitor_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
     live_days = int(np.ceil(LIVE_WINDOWS * hours / 24))
     eval_days = int(np.ceil(settings.eval_days))
     days = TRAIN_DAYS + eval_days + live_days
-    first = pd.Timestamp(START, tz="UTC")
-    live_start = first + pd.Timedelta(days=TRAIN_DAYS + eval_days)
     shift = START + timedelta(days=TRAIN_DAYS + eval_days) if scenario.regime else None
-    unchanged = market_rows(settings.symbols, seed, days, None, None)
-    rows = market_rows(settings.symbols, seed, days, shift, scenario.regime) if shift else unchanged
+    unchanged = market.rows(seed, days)
+    rows = market.rows(seed, days, shift, scenario.regime) if shift else unchanged
+    first = _first_day(rows)
+    live_start = first + pd.Timedelta(days=TRAIN_DAYS + eval_days)
     eval_start = live_start - pd.Timedelta(days=settings.eval_days)
     embargo = pd.Timedelta(minutes=settings.effective_embargo)
     champion = _fit(_between(rows, first, eval_start - embargo), 0.0, seed)
@@ -349,7 +375,18 @@ def monitor_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
     return outcome
 
 
-def run_trial(scenario: Scenario, seed: int, settings: Settings) -> Outcome:
-    """The trial of `scenario` on `seed`."""
+def _first_day(rows: pd.DataFrame) -> pd.Timestamp:
+    """Midnight (UTC) of a trial's first day: its rows start there, less the features'
+    warm-up."""
+    first: pd.Timestamp = rows["open_time"].min().normalize()
+    return first
+
+
+def run_trial(
+    scenario: Scenario, seed: int, settings: Settings, market: Market | None = None
+) -> Outcome:
+    """The trial of `scenario` on `seed`, on `market` (default: the synthetic market of
+    ``MLOPS_SYMBOLS``)."""
     kinds = {"drift": drift_trial, "gate": gate_trial, "monitor": monitor_trial}
-    return kinds[scenario.kind](scenario, seed, settings)
+    chosen = market or Market(tuple(settings.symbols))
+    return kinds[scenario.kind](scenario, seed, settings, chosen)

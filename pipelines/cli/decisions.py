@@ -3,6 +3,7 @@ analysis, and the backtests of the decisions (``mlops drift …`` is cli/drift.p
 
 from __future__ import annotations
 
+from datetime import date
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -10,6 +11,7 @@ from pydantic import BaseModel
 
 from pipelines.cli.common import JsonFlag, load_settings, open_settings_storage
 from pipelines.cli.console import err, out, print_json
+from pipelines.errors import PipelineError
 
 if TYPE_CHECKING:
     from pipelines.decisions.ledger import Decision
@@ -139,6 +141,21 @@ def backtest(
             "seeds the tuning never saw.",
         ),
     ] = 0,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--source",
+            help="Replay on a real archive in the data.binance.vision layout (https://, http:// "
+            "or file://) instead of the synthetic market: the scenarios that need no generator, "
+            "seed N starting on the range's day N. Needs --start and --end.",
+        ),
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option("--start", help="First archive day (YYYY-MM-DD), with --source.")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--end", help="Last archive day (YYYY-MM-DD), with --source.")
+    ] = None,
     markdown: Annotated[
         bool, typer.Option("--markdown", help="Print the figures as Markdown (benchmarks).")
     ] = False,
@@ -154,17 +171,26 @@ def backtest(
     import sys
     from datetime import UTC, datetime
 
+    from pipelines.backtest.archive import ARCHIVE_SCENARIOS
     from pipelines.backtest.matrix import BY_NAME, run_matrix, settings_digest, trial_count
     from pipelines.backtest.targets import markdown as render
     from pipelines.backtest.targets import targets
     from pipelines.cli.console import progress_bars
 
     settings = load_settings()
-    names = [n.strip() for n in scenarios.split(",") if n.strip()] if scenarios else list(BY_NAME)
+    archive = _backtest_archive(settings, source, start, end)
+    default = list(ARCHIVE_SCENARIOS) if archive else list(BY_NAME)
+    names = [n.strip() for n in scenarios.split(",") if n.strip()] if scenarios else default
     with progress_bars() as add:
         advance = add("backtest trials", trial_count(names, seeds, drift_seeds))
         results = run_matrix(
-            settings, names, seeds, drift_seeds, on_trial=advance, first_seed=first_seed
+            settings,
+            names,
+            seeds,
+            drift_seeds,
+            on_trial=advance,
+            first_seed=first_seed,
+            archive=archive,
         )
     digest = settings_digest(settings)
     if json_out:
@@ -219,6 +245,34 @@ def _show_backtest(results: list[Any], goals: list[Any], digest: str) -> None:
             f" — {goal.status}",
             highlight=False,
         )
+
+
+def _backtest_archive(
+    settings: Any, source: str | None, start: str | None, end: str | None
+) -> str | None:
+    """The real archive's model rows for ``--source`` (None: the synthetic market)."""
+    if source is None:
+        if start or end:
+            raise PipelineError("--start and --end only go with --source", "add --source URL")
+        return None
+    if not (start and end):
+        raise PipelineError(
+            "--source needs --start and --end", "e.g. --start 2024-01-01 --end 2024-06-30"
+        )
+    from pipelines.backtest.archive import prepare
+    from pipelines.cli.console import progress_bars
+
+    first, last = _day(start, "--start"), _day(end, "--end")
+    with progress_bars() as add:
+        advance = add("archive days", max(0, (last - first).days + 1) * len(settings.symbols))
+        return str(prepare(settings, source, first, last, on_file=advance))
+
+
+def _day(value: str, option: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise PipelineError(f"{option} {value!r} is not a date", "use YYYY-MM-DD") from None
 
 
 @decisions_app.command("backtest-shadow")

@@ -8,7 +8,7 @@ backtest --markdown` has been run for it and its figures checked in."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import TypeAdapter
@@ -30,13 +30,19 @@ def defaults() -> dict[str, Any]:
 
 
 def _adapter(name: str) -> TypeAdapter[Any]:
-    annotation: Any = Settings.model_fields[name].annotation
+    field = Settings.model_fields[name]
+    annotation: Any = field.annotation
+    if field.metadata:  # e.g. the symbols' validator, which splits "A,B"
+        annotation = Annotated[annotation, *field.metadata]
     return TypeAdapter(annotation)
 
 
 def env_values(stack: str) -> dict[str, Any]:
-    """Defaults overridden by the stack's ``workflows.settings`` (as the Workflows pass them)."""
-    config = yaml.safe_load(stack)["config"]["mlops-platform:workflows"].get("settings", {})
+    """Defaults overridden by the stack's ``workflows.settings`` (as the Workflows pass them)
+    and its ``workflows.symbols`` (the runs' symbols parameter)."""
+    workflows = yaml.safe_load(stack)["config"]["mlops-platform:workflows"]
+    symbols = {"MLOPS_SYMBOLS": workflows["symbols"]} if "symbols" in workflows else {}
+    config = {**symbols, **workflows.get("settings", {})}
     values = defaults()
     for key, raw in config.items():
         name = key.removeprefix("MLOPS_").lower()
@@ -108,3 +114,16 @@ def test_the_evaluation_window_is_part_of_the_digest() -> None:
     planted = {**defaults(), "eval_days": 3.0}
     assert digest_of(planted) != digest_of(defaults())
     assert missing(readme, {"defaults": digest_of(planted)}) != []
+
+
+def test_an_env_trading_other_symbols_needs_its_own_figures() -> None:
+    """Each symbol adds evidence to every window, so the figures of six symbols say nothing
+    about an env that trains on one."""
+    stack = (REPO_ROOT / "stacks" / "Pulumi.prod.yaml").read_text()
+    planted = stack.replace(
+        "mlops-platform:workflows:\n", "mlops-platform:workflows:\n    symbols: BTCUSDT\n", 1
+    )
+    assert planted != stack
+    assert env_values(planted)["symbols"] == ["BTCUSDT"]
+    readme = README.read_text()
+    assert missing(readme, {"prod": digest_of(env_values(planted))}) != []
