@@ -66,8 +66,10 @@ MIN_WINDOWS = 8
 MAX_HISTORY_DAYS = 60
 """Calibration reads at most the latest this many days of stable history (the envs' lookback)."""
 MAX_HISTORY = pd.Timedelta(days=MAX_HISTORY_DAYS)
-MAX_HISTORY_ROWS = 500_000
-"""...and at most this many rows of it (thinned by a regular stride beyond)."""
+MAX_HISTORY_ROWS = 600_000
+"""...and at most this many rows of it (thinned by bar time beyond, `capped`): the default
+universe's 60 days (6 symbols x 1,440 minutes x 60 = 518,400 rows) fit whole, so its null
+windows hold as many rows as the live windows they judge."""
 BLOCK = pd.Timedelta(days=10)
 """Block length of the bootstrap: the market's volatility regimes persist ~10 days."""
 BOOTSTRAP_RESAMPLES = 200
