@@ -29,8 +29,9 @@ MIRROR_DAYS = 6
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 # The tests' mirror holds two symbols, so every pipeline the tests run (in-process or as a
 # `mlops` process) trains on those two: the default universe (`Settings.symbols`, six) would
-# fetch four symbols the mirror does not have. Tests of the defaults read the field's default.
-os.environ.setdefault("MLOPS_SYMBOLS", ",".join(SYMBOLS))
+# fetch four symbols the mirror does not have (so does a caller's own MLOPS_SYMBOLS: set, not
+# defaulted). Tests of the defaults read the field's default.
+os.environ["MLOPS_SYMBOLS"] = ",".join(SYMBOLS)
 
 
 @pytest.fixture(scope="session")

@@ -81,7 +81,21 @@ def prepare(
             f"pick at most {MAX_DAYS} days",
         )
     storage = LocalStorage(settings.home / "backtest-archive")
-    fetch(settings, storage, source, settings.symbols, INTERVAL, start, end, on_file=on_file)
+    fetched = fetch(settings, storage, source, settings.symbols, INTERVAL, start, end, on_file)
+    gaps = {s: days for s, days in fetched.missing.items() if days}
+    if gaps or fetched.files_failed:
+        first = next(iter(gaps.items()), None)
+        where = f"{first[0]} has no file for {', '.join(first[1][:3])}" if first else ""
+        failed = (
+            f"{len(fetched.files_failed)} file(s) failed their checks"
+            if fetched.files_failed
+            else ""
+        )
+        raise PipelineError(
+            f"the archive is not whole from {start} to {end}: "
+            + "; ".join(x for x in (where, failed) if x),
+            "pick a range every symbol covers (a trial must not land on a gap), or fewer --symbols",
+        )
     validate(storage, settings.symbols, INTERVAL, start, end, settings.quarantine_max_share)
     config = FeatureConfig(interval=INTERVAL, horizon=FeatureConfig().horizon)
     info = build_dataset(storage, settings.symbols, INTERVAL, start, end, config)
@@ -103,10 +117,37 @@ def _all_rows(path: str) -> pd.DataFrame:
 
 
 def whole_days(path: str) -> int:
-    """Whole days of rows the archive holds from its first midnight."""
+    """Whole days of rows the archive holds from its first midnight (a day counts when its
+    last minute is there: the last day's final hours have no label yet)."""
     rows = _all_rows(path)
     first = rows["open_time"].min().normalize()
-    return int((rows["open_time"].max() - first) / pd.Timedelta(days=1))
+    end = rows["open_time"].max() + pd.Timedelta(minutes=1)
+    return int((end - first) / pd.Timedelta(days=1))
+
+
+def check_seeds(
+    path: str, days_needed: dict[str, int], first_seed: int, seeds: dict[str, int]
+) -> None:
+    """Refuse, before any trial runs, seeds whose days the archive does not hold.
+
+    Raises:
+        PipelineError: naming the scenario, the days it needs and the seeds that fit.
+    """
+    available = whole_days(path)
+    start = _all_rows(path)["open_time"].min().normalize()
+    for name, needed in days_needed.items():
+        last = first_seed + seeds[name] - 1 + needed  # one past the last day read
+        if last > available:
+            fits = available - needed - first_seed + 1
+            through = (start + pd.Timedelta(days=available - 1)).date()
+            raise PipelineError(
+                f"{name} reads {needed} days from each seed's first day, so seeds "
+                f"{first_seed}..{first_seed + seeds[name] - 1} need the archive through day "
+                f"{last} after {start.date()}, but it holds {available} whole days "
+                f"(through {through})",
+                f"use at most {max(fits, 0)} seeds from --first-seed {first_seed}, or a longer "
+                "--start/--end range",
+            )
 
 
 def archive_rows(path: str, seed: int, days: int) -> pd.DataFrame:
@@ -119,12 +160,10 @@ def archive_rows(path: str, seed: int, days: int) -> pd.DataFrame:
     first = rows["open_time"].min().normalize() + pd.Timedelta(days=seed)
     end = first + pd.Timedelta(days=days)
     available = whole_days(path)
-    if seed + days > available:
+    if seed + days > available:  # `check_seeds` refuses this before any trial runs
         raise PipelineError(
-            f"seed {seed} needs archive days {seed}..{seed + days - 1}, but the archive holds "
-            f"{available} whole days",
-            f"give a longer --start/--end range or fewer --seeds (at most {available - days + 1} "
-            "for this scenario)",
+            f"seed {seed} reads {days} days but the archive holds {available} whole days",
+            "give a longer --start/--end range or fewer --seeds",
         )
     found: pd.DataFrame = rows[(rows["open_time"] >= first) & (rows["open_time"] < end)]
     return found

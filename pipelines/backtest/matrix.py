@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import BaseModel
 from scipy.stats import beta
 
-from pipelines.backtest.trials import Market, Outcome, Scenario, run_trial
+from pipelines.backtest.trials import Market, Outcome, Scenario, run_trial, trial_days
 from pipelines.errors import PipelineError
 from pipelines.reports.calibration import METHOD
 from pipelines.settings import Settings
@@ -121,18 +121,22 @@ def decision_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
-def settings_digest(settings: Settings) -> str:
-    """Digest of the decision settings, the calibration method and the backtest's version."""
-    return digest_of(decision_settings(settings))
+def settings_digest(settings: Settings, market: str | None = None) -> str:
+    """Digest of the decision settings, the calibration method and the backtest's version (and
+    of `market`, a real archive's source and range: its figures are never the synthetic
+    market's)."""
+    return digest_of(decision_settings(settings), market)
 
 
-def digest_of(values: dict[str, Any]) -> str:
+def digest_of(values: dict[str, Any], market: str | None = None) -> str:
     """`settings_digest` of decision settings given as values (e.g. defaults + an env's)."""
-    document = {
+    document: dict[str, Any] = {
         "settings": values,
         "calibration": METHOD,
         "backtest": BACKTEST_VERSION,
     }
+    if market:
+        document["market"] = market
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -285,6 +289,12 @@ def run_matrix(
         raise PipelineError(
             f"unknown scenario(s){where}: {', '.join(unknown)}", f"use some of: {', '.join(known)}"
         )
+    if archive:
+        from pipelines.backtest.archive import check_seeds
+
+        counts = {n: _seeds(BY_NAME[n], seeds, drift_seeds) for n in scenarios}
+        needed = {n: trial_days(BY_NAME[n], settings) for n in scenarios}
+        check_seeds(archive, needed, first_seed, counts)
     values = settings.model_dump(mode="json")
     jobs = [
         (name, seed, values, archive)

@@ -105,8 +105,8 @@ def markdown(
     day: str,
     seeds: int,
     drift_seeds: int,
-    first_seed: int = 0,
-    symbols: int = 2,
+    first_seed: int,
+    symbols: int,
 ) -> str:
     """The figures as Markdown: the matrix, then the targets (and what `symbols` symbols'
     evidence allows any test to reach)."""

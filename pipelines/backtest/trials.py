@@ -172,9 +172,8 @@ def drift_trial(scenario: Scenario, seed: int, settings: Settings, market: Marke
     """Calibrate on a stable history, then test each live window against the reference days
     just before it (the live windows before it included: a shift is "recent" only so long)."""
     hours = settings.monitor_window_hours
-    live_days = int(np.ceil(LIVE_WINDOWS * hours / 24))
     shift = START + timedelta(days=DRIFT_HISTORY_DAYS)
-    rows = market.rows(seed, DRIFT_HISTORY_DAYS + live_days + 1, shift, scenario.regime)
+    rows = market.rows(seed, trial_days(scenario, settings), shift, scenario.regime)
     boundary = _first_day(rows) + pd.Timedelta(days=DRIFT_HISTORY_DAYS)
     history = rows[rows["open_time"] < boundary]
     features = drift_features(feature_names(FeatureConfig()))
@@ -266,8 +265,7 @@ def gate_trial(scenario: Scenario, seed: int, settings: Settings, market: Market
     `FRESH_DAYS` after the window are the truth."""
     history_days = gate_history_days(settings)
     window_days = pd.Timedelta(days=settings.eval_days)
-    total = history_days + int(np.ceil(settings.eval_days)) + FRESH_DAYS
-    rows = market.rows(seed, total)
+    rows = market.rows(seed, trial_days(scenario, settings))
     first = _first_day(rows)
     window_start = first + pd.Timedelta(days=history_days)
     fresh_start = window_start + window_days
@@ -328,9 +326,8 @@ def monitor_trial(scenario: Scenario, seed: int, settings: Settings, market: Mar
     from sklearn.metrics import log_loss
 
     hours = settings.monitor_window_hours
-    live_days = int(np.ceil(LIVE_WINDOWS * hours / 24))
     eval_days = int(np.ceil(settings.eval_days))
-    days = TRAIN_DAYS + eval_days + live_days
+    days = trial_days(scenario, settings)
     shift = START + timedelta(days=TRAIN_DAYS + eval_days) if scenario.regime else None
     unchanged = market.rows(seed, days)
     rows = market.rows(seed, days, shift, scenario.regime) if shift else unchanged
@@ -373,6 +370,17 @@ def monitor_trial(scenario: Scenario, seed: int, settings: Settings, market: Mar
         positions = [k for k, w in enumerate(windows) if w["judged"]]
         outcome.rolled_back_at = positions[verdict.first_crossing]
     return outcome
+
+
+def trial_days(scenario: Scenario, settings: Settings) -> int:
+    """Days of market a trial of `scenario` reads from its first day."""
+    live_days = int(np.ceil(LIVE_WINDOWS * settings.monitor_window_hours / 24))
+    if scenario.kind == "drift":
+        return DRIFT_HISTORY_DAYS + live_days + 1
+    eval_days = int(np.ceil(settings.eval_days))
+    if scenario.kind == "gate":
+        return gate_history_days(settings) + eval_days + FRESH_DAYS
+    return TRAIN_DAYS + eval_days + live_days
 
 
 def _first_day(rows: pd.DataFrame) -> pd.Timestamp:

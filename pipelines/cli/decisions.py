@@ -164,10 +164,11 @@ def backtest(
     ] = "defaults",
     json_out: JsonFlag = False,
 ) -> None:
-    """Replay the gate and the monitor over a matrix of synthetic-market scenarios and seeds
-    with the current MLOPS_GATE_*/MONITOR_*/DRIFT_* settings: promotion, false-promotion,
-    false-rollback and missed-rollback rates, detection delay and drift false alarms, each
-    with its trial count and 95% upper bound (2 processes at most)."""
+    """Replay the gate and the monitor over a matrix of scenarios and seeds — on the synthetic
+    market of MLOPS_SYMBOLS, or with --source on a real archive — with the current
+    MLOPS_GATE_*/MONITOR_*/DRIFT_* settings: promotion, false-promotion, false-rollback and
+    missed-rollback rates, detection delay and drift false alarms, each with its trial count
+    and 95% upper bound (2 processes at most)."""
     import sys
     from datetime import UTC, datetime
 
@@ -192,7 +193,7 @@ def backtest(
             first_seed=first_seed,
             archive=archive,
         )
-    digest = settings_digest(settings)
+    digest = settings_digest(settings, f"{source} {start}..{end}" if archive else None)
     if json_out:
         print_json({"settings_digest": digest, "scenarios": [r.public() for r in results]})
     elif markdown:

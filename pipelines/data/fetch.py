@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, Field
@@ -271,6 +272,11 @@ def fetch(
     """
     if end < start:
         raise PipelineError(f"--end {end} is before --start {start}", "swap or fix the dates")
+    if "@" in urlsplit(source_url).netloc:  # never echoed: the URL itself holds the secret
+        raise PipelineError(
+            "the archive source has a user or password in its URL",
+            "serve the archive without one (a credential never goes in a URL, an error or a log)",
+        )
     jobs = [(symbol, day) for symbol in symbols for day in date_range(start, end)]
     result = FetchResult()
     found: dict[str, int] = dict.fromkeys(symbols, 0)

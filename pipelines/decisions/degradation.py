@@ -108,7 +108,7 @@ def standardized(
 ) -> dict[str, list[float]]:
     """The judged windows' ROC-AUC deficit and log-loss excess, each in its healthy s.d."""
     judged = [w for w in windows if w["judged"]]
-    unit = [units(settings, w.get("symbols")) for w in judged]
+    unit = [units(settings, w.get("symbol_days")) for w in judged]
     return {
         "roc_auc": [
             (recorded["roc_auc"] - w["roc_auc"]) / u["roc_auc"]
@@ -121,14 +121,16 @@ def standardized(
     }
 
 
-def units(settings: Settings, symbols: int | None = None) -> dict[str, float]:
-    """Each statistic's healthy s.d. in one window of `symbols` symbols (None: as many as
-    ``MLOPS_SYMBOLS``) over ``MLOPS_MONITOR_WINDOW_HOURS``: its setting is stated for
-    `UNIT_SYMBOL_DAYS`, and such a window holds ``symbols x hours / 24`` symbol-days of evidence,
-    so the s.d. scales by ``sqrt(UNIT_SYMBOL_DAYS / symbol-days)`` (the synthetic market's
-    symbols move independently; symbols that move together add less, docs/decisions.md)."""
-    count = symbols or len(settings.symbols)
-    evidence = count * settings.monitor_window_hours / 24
+def units(settings: Settings, symbol_days: float | None = None) -> dict[str, float]:
+    """Each statistic's healthy s.d. in a window holding `symbol_days` of evidence (the hours
+    each symbol's rows cover, summed over the symbols, in days: `symbol_days`; None: a whole
+    window of every ``MLOPS_SYMBOLS``). The settings are stated for `UNIT_SYMBOL_DAYS`, and the
+    s.d. scales by ``sqrt(UNIT_SYMBOL_DAYS / symbol-days)`` (the synthetic market's symbols move
+    independently; symbols that move together add less, docs/decisions.md), so a partial
+    window, or one missing a symbol, weighs what it holds."""
+    evidence = (
+        symbol_days if symbol_days else len(settings.symbols) * settings.monitor_window_hours / 24
+    )
     scale = math.sqrt(UNIT_SYMBOL_DAYS / evidence)
     return {
         "roc_auc": settings.monitor_auc_sd * scale,

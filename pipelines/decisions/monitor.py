@@ -28,7 +28,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from pipelines.decisions import ledger
-from pipelines.decisions.degradation import Verdict, judge, units
+from pipelines.decisions.degradation import UNIT_SYMBOL_DAYS, Verdict, judge
 from pipelines.decisions.inference import read_inference
 from pipelines.decisions.ledger import Decision
 from pipelines.decisions.promotion import current_aliases, rollback
@@ -55,7 +55,7 @@ from pipelines.storage import Storage
 def judge_windows(
     joined: pd.DataFrame, hours: float, min_rows: int, recorded_auc: float, max_drop: float
 ) -> list[dict[str, Any]]:
-    """Per window of predictions (by bar time): rows, symbols, live ROC-AUC, and whether it is
+    """Per window of predictions (by bar time): rows, `symbol_days`, live ROC-AUC, and whether it is
     judged (enough rows, both classes) and degraded (below the recorded AUC by more than
     `max_drop`)."""
     from sklearn.metrics import log_loss, roc_auc_score
@@ -76,7 +76,7 @@ def judge_windows(
                 "start": str(start),
                 "end": str(start + width),
                 "rows": len(rows),
-                "symbols": int(rows["symbol"].nunique()) if "symbol" in rows else None,
+                "symbol_days": symbol_days(rows),
                 "roc_auc": auc,
                 "log_loss": float(log_loss(y, p, labels=[0, 1])),
                 "judged": judged,
@@ -84,6 +84,16 @@ def judge_windows(
             }
         )
     return windows
+
+
+def symbol_days(rows: pd.DataFrame) -> float:
+    """The evidence in a window's rows: the hours each symbol's rows touch, summed over the
+    symbols, in days (a whole day of six symbols: 6.0; of two symbols' first six hours: 0.5).
+    Counting hours, not rows, a serving log that holds every fifth bar still covers its day."""
+    hours = rows["open_time"].dt.floor("h")
+    groups = rows["symbol"] if "symbol" in rows else pd.Series(0, index=rows.index)
+    touched = pd.DataFrame({"symbol": groups.to_numpy(), "hour": hours.to_numpy()})
+    return float(len(touched.drop_duplicates())) / 24
 
 
 def trailing_degraded(windows: list[dict[str, Any]]) -> int:
@@ -132,8 +142,9 @@ def _decide(settings: Settings, storage: Storage, run_id: str | None) -> Monitor
         "min_rows": settings.monitor_min_rows,
         "recorded_roc_auc": recorded,
         "recorded_log_loss": recorded_log_loss,
-        "auc_sd": units(settings)["roc_auc"],
-        "log_loss_sd": units(settings)["log_loss"],
+        "auc_sd": settings.monitor_auc_sd,
+        "log_loss_sd": settings.monitor_log_loss_sd,
+        "unit_symbol_days": UNIT_SYMBOL_DAYS,
         "cusum_threshold": settings.monitor_cusum_threshold,
         "drift_calibration": tags.get("drift_calibration"),
     }

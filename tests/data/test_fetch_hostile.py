@@ -83,3 +83,14 @@ def test_what_a_bad_checksum_file_holds_is_not_echoed(
             DAY[0],
         )
     assert "not a sha256sum line" in str(caught.value) and SECRET not in str(caught.value)
+
+
+def test_a_source_with_a_credential_is_refused_without_echoing_it(
+    settings: Settings, tmp_path: Path
+) -> None:
+    storage = LocalStorage(tmp_path / "data")
+    with pytest.raises(PipelineError) as caught:
+        fetch(settings, storage, "https://reader:s3cret@127.0.0.1:9/", ["BTCUSDT"], "1m", DAY, DAY)
+    assert "user or password" in str(caught.value)
+    assert "s3cret" not in str(caught.value) and "reader" not in str(caught.value)
+    assert not storage.list("raw/")  # refused before anything was asked of the source

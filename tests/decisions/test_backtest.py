@@ -125,8 +125,8 @@ def test_the_markdown_names_only_the_seed_counts_it_ran() -> None:
     healthy = ScenarioResult(
         name="healthy-champion", seeds=150, false_rollback=Rate(events=2, trials=150)
     )
-    alone = markdown([healthy], "d", "x", "2026-12-01", 150, 150)
+    alone = markdown([healthy], "d", "x", "2026-12-01", 150, 150, 0, 2)
     assert "Seeds: 150 per scenario; 2 symbols." in alone and "no-change" not in alone
     drift = ScenarioResult(name="no-change", seeds=38, drift_false_alarm=Rate(events=1, trials=152))
-    both = markdown([drift, healthy], "d", "x", "2026-12-01", 6, 38)
+    both = markdown([drift, healthy], "d", "x", "2026-12-01", 6, 38, 0, 2)
     assert "Seeds: 38 per no-change drift scenario (4 windows each), 6 per other scenario;" in both

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.backtest.archive import archive_rows, prepare
-from pipelines.backtest.matrix import BY_NAME, run_matrix
+from pipelines.backtest.archive import archive_rows, check_seeds, prepare
+from pipelines.backtest.matrix import BY_NAME, run_matrix, settings_digest
 from pipelines.backtest.trials import Market, market_rows, run_trial
 from pipelines.errors import PipelineError
 from pipelines.ml.features import FeatureConfig, feature_names
@@ -99,14 +99,16 @@ def test_the_cli_replays_an_archive(archive: Path, tmp_path: Path) -> None:
     (row,) = json.loads(done.stdout)["scenarios"]
     assert row["name"] == "healthy-champion" and row["seeds"] == 2
     assert row["false_rollback_rate"] is not None
-    # a third seed would need day 20 of an archive of 19 whole days: one clear error
+    # a third seed would need day 20 of an archive of 19 whole days (the last one's final
+    # hour has no label): one clear error, before any trial
     args = ["--source", archive.as_uri(), "--start", "2024-01-01", "--end", f"2024-01-{DAYS}"]
     more = run_cli(
         ["decisions", "backtest", *args, "--scenarios", "healthy-champion", "--seeds", "3"],
         {"MLOPS_HOME": str(tmp_path), "MLOPS_SYMBOLS": ",".join(SYMBOLS)},
     )
     assert more.returncode != 0
-    assert "archive holds" in more.stderr and "Traceback" not in more.stderr, more.stderr[-800:]
+    assert "holds 19 whole days" in more.stderr, more.stderr[-800:]
+    assert "use at most 2 seeds" in more.stderr and "Traceback" not in more.stderr
 
 
 def test_a_shift_scenario_needs_the_synthetic_market() -> None:
@@ -123,11 +125,29 @@ def test_source_needs_its_range_and_the_range_needs_source(tmp_path: Path) -> No
     assert stray.returncode != 0 and "only go with --source" in stray.stderr
 
 
-def test_seeds_beyond_the_archive_are_refused(tmp_path: Path) -> None:
+def test_seeds_beyond_the_archive_are_refused_before_any_trial(tmp_path: Path) -> None:
     times = pd.date_range("2024-01-01", periods=5 * 1440, freq="1min", tz="UTC")
     path = tmp_path / "rows.parquet"
     pd.DataFrame({"open_time": times, "symbol": "BTCUSDT", "label": 1}).to_parquet(path)
     assert len(archive_rows(str(path), 1, 3)) == 3 * 1440
     assert archive_rows(str(path), 1, 3)["open_time"].min() == times[1440]
-    with pytest.raises(PipelineError, match="holds 4 whole days"):
-        archive_rows(str(path), 2, 3)
+    assert len(archive_rows(str(path), 2, 3)) == 3 * 1440  # five whole days: the last one too
+    with pytest.raises(PipelineError, match="holds 5 whole days"):
+        archive_rows(str(path), 3, 3)
+    check_seeds(str(path), {"healthy-champion": 3}, 0, {"healthy-champion": 3})
+    with pytest.raises(PipelineError, match="use at most 3 seeds from --first-seed 0"):
+        check_seeds(str(path), {"healthy-champion": 3}, 0, {"healthy-champion": 4})
+    with pytest.raises(PipelineError, match="use at most 1 seeds from --first-seed 2"):
+        check_seeds(str(path), {"healthy-champion": 3}, 2, {"healthy-champion": 2})
+    # run_matrix checks before it starts a single trial (a monitor trial reads 18 days)
+    with pytest.raises(PipelineError, match="healthy-champion reads 18 days"):
+        run_matrix(Settings.model_construct(), ["healthy-champion"], seeds=1, archive=str(path))
+
+
+def test_an_archive_s_figures_never_pass_for_the_synthetic_market() -> None:
+    settings = Settings.model_construct()
+    synthetic = settings_digest(settings)
+    assert settings_digest(settings, "file:///a 2024-01-01..2024-06-30") != synthetic
+    assert settings_digest(settings, "file:///a 2024-01-01..2024-06-29") != settings_digest(
+        settings, "file:///a 2024-01-01..2024-06-30"
+    )

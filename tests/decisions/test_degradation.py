@@ -148,3 +148,21 @@ def test_the_units_shrink_with_the_evidence_in_a_window() -> None:
     ] * 3
     assert not judge(windows, RECORDED, two).rollback
     assert judge(windows, RECORDED, six).rollback
+
+
+def test_a_window_weighs_the_hours_each_symbol_covers() -> None:
+    """`symbol_days`: a whole day of six symbols is 6; two symbols' first six hours 0.5; a log
+    that holds every fifth bar still covers its day. A partial window's unit is larger, so
+    its few rows cannot weigh like a day's."""
+    from pipelines.decisions.monitor import symbol_days
+
+    day = pd.date_range("2024-03-01", periods=1440, freq="1min", tz="UTC")
+    six = pd.DataFrame(
+        {"open_time": np.tile(day, 6), "symbol": np.repeat([f"S{i}" for i in range(6)], 1440)}
+    )
+    assert symbol_days(six) == 6.0
+    assert symbol_days(six[six["symbol"].isin(["S0", "S1"]) & (six["open_time"] < day[360])]) == 0.5
+    assert symbol_days(six.iloc[::5]) == 6.0
+    settings = Settings(symbols=[f"S{i}USDT" for i in range(6)], monitor_window_hours=24)
+    assert units(settings, 0.5)["roc_auc"] == pytest.approx(2 * settings.monitor_auc_sd)
+    assert units(settings, 6.0)["roc_auc"] == pytest.approx(units(settings)["roc_auc"])
