@@ -37,6 +37,9 @@ FAST = {  # the same small model on both paths
 }
 
 
+SYMBOLS = ["BTCUSDT", "ETHUSDT"]
+
+
 def mlops(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "pipelines", *args],
@@ -71,6 +74,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-cluster-", dir="/tmp"))
     work.chmod(0o711)
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "MLFLOW_", "AWS_"))}
+    base["MLOPS_SYMBOLS"] = ",".join(SYMBOLS)  # the figures' size (the default is six symbols)
     services_env = {
         **base,
         "MLOPS_HOME": str(work / "services"),
@@ -84,7 +88,9 @@ def main() -> None:
         base,
     )
     config = load_stack_config("dev").workflows
-    config = config.model_copy(update={"settings": {**config.settings, **FAST}})
+    config = config.model_copy(
+        update={"settings": {**config.settings, **FAST}, "symbols": ",".join(SYMBOLS)}
+    )
     manifest = work / "training.yaml"
     manifest.write_text(yaml.safe_dump(render(get_pipeline("training"), config)))
     remote = work / "gitops.git"
@@ -155,7 +161,7 @@ def main() -> None:
         mlops(["services", "down"], services_env)
     report = {
         "days": args.days,
-        "symbols": 2,
+        "symbols": len(SYMBOLS),
         "repeats": rows,
         "local_median_s": statistics.median(r["local_s"] for r in rows),
         "pods_median_s": statistics.median(r["pods_s"] for r in rows),

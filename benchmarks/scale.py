@@ -1,4 +1,4 @@
-"""The whole training DAG (`mlops run`, in-process) at 1x, 4x and 16x the default symbols x days.
+"""The whole training DAG (`mlops run`, in-process) at 1x, 4x and 16x two symbols x 60 days.
 
 Builds (once, cached under benchmarks/.work/scale) a synthetic mirror of the largest size; each
 size then runs `mlops run --json` on a subset of it in a fresh process with a fresh
@@ -10,7 +10,8 @@ size's figures never carry another's. While it runs, the child's RSS and CPU are
 ran, so it includes what earlier steps left allocated; the fan-out's worker processes count in
 CPU, not in RSS).
 
-Sizes (1m bars): 1x = 2 symbols x 60 days (the defaults), 4x = 4 x 120, 16x = 8 x 240.
+Sizes (1m bars): 1x = 2 symbols x 60 days (the defaults until 2026-12-02; the default six
+symbols' 60 days are 3x), 4x = 4 x 120, 16x = 8 x 240.
 
 Usage: uv run python benchmarks/scale.py [--sizes 1,4,16] [--env KEY=VALUE ...] [--json]
 """
