@@ -90,7 +90,15 @@ def test_a_source_with_a_credential_is_refused_without_echoing_it(
 ) -> None:
     storage = LocalStorage(tmp_path / "data")
     with pytest.raises(PipelineError) as caught:
-        fetch(settings, storage, "https://reader:s3cret@127.0.0.1:9/", ["BTCUSDT"], "1m", DAY, DAY)
+        fetch(
+            settings,
+            storage,
+            "https://reader:s3cret@127.0.0.1:9/",
+            ["BTCUSDT"],
+            "1m",
+            DAY[0],
+            DAY[0],
+        )
     assert "user or password" in str(caught.value)
     assert "s3cret" not in str(caught.value) and "reader" not in str(caught.value)
     assert not storage.list("raw/")  # refused before anything was asked of the source
