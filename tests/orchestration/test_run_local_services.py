@@ -15,7 +15,7 @@ import yaml
 from pipelines.orchestration.argo import render
 from pipelines.orchestration.dag import get_pipeline
 from stacks.config import load_stack_config
-from tests.conftest import run_cli
+from tests.conftest import SYMBOLS, run_cli
 from tests.services.cluster import (
     FAST_TRAINING,
     Services,
@@ -39,7 +39,11 @@ def manifest(tmp_path: Path, pipeline: str) -> Path:
     1 s retry backoff (what a stack's ``workflows.settings`` / ``retryBackoff`` can say)."""
     config = load_stack_config("dev").workflows
     config = config.model_copy(
-        update={"settings": {**config.settings, **FAST_TRAINING}, "retry_backoff": "1s"}
+        update={
+            "settings": {**config.settings, **FAST_TRAINING},
+            "retry_backoff": "1s",
+            "symbols": ",".join(SYMBOLS),  # the test mirror's two (the default is six)
+        }
     )
     path = tmp_path / f"{pipeline}.yaml"
     path.write_text(yaml.safe_dump(render(get_pipeline(pipeline), config)))
