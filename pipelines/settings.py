@@ -252,13 +252,13 @@ class Settings(BaseSettings):
     """A window is flagged (``degraded`` in the record, for reading) when its live ROC-AUC is
     this far below the champion's recorded; the rollback does not use it."""
 
-    monitor_auc_sd: float = Field(default=0.0408, gt=0)
-    """Standard deviation of one window's live ROC-AUC below the recorded one for a healthy
-    champion, stated for a window of two symbols' day: the unit of the ROC-AUC CUSUM, scaled by
-    ``sqrt(2 / (symbols x window days))`` for the window at hand
-    (`pipelines.decisions.degradation.units`; 0.0408 over the 1,200 windows of the backtest's
-    300 two-symbol ``healthy-champion`` tuning trials, seeds 0-299, of 2026-12-02, each recorded
-    on its 7-day evaluation window, docs/decisions.md)."""
+    monitor_auc_sd: float = Field(default=0.0307, gt=0)
+    """Standard deviation of one window's live ROC-AUC within symbol below the recorded one for
+    a healthy champion, stated for a window of two symbols' day: the unit of the ROC-AUC CUSUM,
+    scaled by ``sqrt(2 / (symbols x window days))`` for the window at hand
+    (`pipelines.decisions.degradation.units`; 0.0177 x sqrt(3) over the 1,200 windows of the
+    backtest's 300 six-symbol ``healthy-champion`` tuning trials, seeds 0-299, of 2026-12-02,
+    each recorded on its 7-day evaluation window, docs/decisions.md)."""
 
     monitor_log_loss_sd: float = Field(default=0.0185, gt=0)
     """Standard deviation of one window's live log-loss above the recorded one for a healthy

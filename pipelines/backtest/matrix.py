@@ -25,7 +25,7 @@ from pipelines.reports.calibration import METHOD
 from pipelines.settings import Settings
 from pipelines.synthetic.market import Regime
 
-BACKTEST_VERSION = 7
+BACKTEST_VERSION = 8
 """Bump when a trial's meaning changes: part of the settings digest."""
 DECISION_PREFIXES = ("gate_", "monitor_", "drift_")
 DECISION_FIELDS = ("eval_days", "symbols")
@@ -177,7 +177,8 @@ class ScenarioResult(BaseModel):
     detection_delay_windows: float | None = None
     drift_false_alarm: Rate | None = None
     excess_sd: float | None = None
-    """Monitor scenarios: s.d. of a window's ROC-AUC deficit below the recorded one."""
+    """Monitor scenarios: s.d. of a window's ROC-AUC deficit (within symbol) below the recorded
+    one."""
     effect: float | None = None
     """``champion-degrades``: mean fall of a window's ROC-AUC the degradation itself caused."""
 

@@ -155,7 +155,7 @@ def power_lines(results: Sequence[ScenarioResult], symbols: int) -> list[str]:
         effect = degrades.effect / healthy.excess_sd
         p = degradation_power(effect, ROLLBACK_LIMIT, WITHIN_WINDOWS)
         rows.append(
-            f"| champion-degrades: a window's ROC-AUC falls by {degrades.effect:.4f} "
+            f"| champion-degrades: a window's ROC-AUC within symbol falls by {degrades.effect:.4f} "
             f"(healthy deficit s.d. {healthy.excess_sd:.4f}, i.e. {effect:.2f} s.d.), "
             f"{p.test} at {ROLLBACK_LIMIT:.0%} false rollbacks | {p.z:.2f} | {p.power:.1%} "
             f"| {p.needed:.2f} s.d. |"

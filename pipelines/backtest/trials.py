@@ -25,9 +25,11 @@ import pandas as pd
 
 from pipelines.decisions import degradation
 from pipelines.decisions.bootstrap import bootstrap_block
+from pipelines.decisions.degradation import WITHIN
 from pipelines.decisions.gate import compare_predictions, judge
 from pipelines.decisions.monitor import judge_windows
 from pipelines.errors import PipelineError
+from pipelines.ml.evaluation import roc_auc_within, window_starts
 from pipelines.ml.features import FeatureConfig, feature_names, symbol_rows
 from pipelines.ml.modeling import make_model
 from pipelines.reports.calibration import (
@@ -340,6 +342,8 @@ def monitor_trial(scenario: Scenario, seed: int, settings: Settings, market: Mar
     names = feature_names(FeatureConfig())
     recorded_p = champion.predict_proba(evaluation[names])[:, 1]
     recorded = _auc(champion, evaluation)
+    strata = evaluation["symbol"] + window_starts(evaluation["open_time"], hours).astype(str)
+    within = roc_auc_within(evaluation["label"].to_numpy(), recorded_p, strata.to_numpy())
     recorded_log_loss = float(log_loss(evaluation["label"], recorded_p, labels=[0, 1]))
     live = rows[rows["open_time"] >= live_start]
     served = break_feature(live, scenario.broken) if scenario.degrades else live
@@ -347,13 +351,11 @@ def monitor_trial(scenario: Scenario, seed: int, settings: Settings, market: Mar
     windows = judge_windows(
         joined, hours, settings.monitor_min_rows, recorded, settings.monitor_max_auc_drop
     )[:LIVE_WINDOWS]
-    verdict = degradation.judge(
-        windows, {"roc_auc": recorded, "log_loss": recorded_log_loss}, settings
-    )
+    verdict = degradation.judge(windows, {WITHIN: within, "log_loss": recorded_log_loss}, settings)
     judged = [w for w in windows if w["judged"]]
     extra: dict[str, Any] = {
-        "recorded": recorded,
-        "auc_deficit": [recorded - w["roc_auc"] for w in judged],
+        "recorded": within,
+        "auc_deficit": [within - w[WITHIN] for w in judged],
         "excess_log_loss": [w["log_loss"] - recorded_log_loss for w in judged],
     }
     if scenario.degrades:
@@ -362,9 +364,7 @@ def monitor_trial(scenario: Scenario, seed: int, settings: Settings, market: Mar
         healthy = judge_windows(
             right, hours, settings.monitor_min_rows, recorded, settings.monitor_max_auc_drop
         )[:LIVE_WINDOWS]
-        extra["effect"] = [
-            h["roc_auc"] - w["roc_auc"] for w, h in zip(windows, healthy, strict=True)
-        ]
+        extra["effect"] = [h[WITHIN] - w[WITHIN] for w, h in zip(windows, healthy, strict=True)]
     outcome = Outcome(scenario.name, seed, windows=len(windows), extra=extra)
     if verdict.first_crossing is not None:
         positions = [k for k, w in enumerate(windows) if w["judged"]]

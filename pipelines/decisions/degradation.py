@@ -7,11 +7,14 @@ drop from noise nor, when it is loosened, noise from a drop.
 
 This module accumulates evidence instead, on two statistics of each judged window, each in units
 of its standard deviation for a healthy champion in one window (measured by
-``mlops decisions backtest``: it holds the market's day-to-day variation and the recorded
-evaluation's own noise, far more than the rows' sampling noise), clipped at ``CLIP``:
+``mlops decisions backtest``: it holds the rows' sampling noise — their labels overlap by
+``horizon`` bars —, the market's day-to-day variation and the recorded evaluation's own noise),
+clipped at ``CLIP``:
 
-- the **ROC-AUC deficit**, the champion's recorded ROC-AUC less the window's, in units of
-  ``MLOPS_MONITOR_AUC_SD``: a model whose signal weakens or reverses ranks worse;
+- the **ROC-AUC deficit**, the champion's recorded ROC-AUC less the window's, both *within
+  symbol* (over pairs of bars of the same symbol and window, `WITHIN`), in units of
+  ``MLOPS_MONITOR_AUC_SD``: a model whose signal weakens or reverses ranks worse. Pairs
+  across symbols would also score which symbol rose more that day, noise to this question;
 - the **log-loss excess**, the window's mean per-row log-loss less the recorded one, in units of
   ``MLOPS_MONITOR_LOG_LOSS_SD``: a model that ranks as well but whose probabilities are no longer
   calibrated (overconfident, shifted).
@@ -54,6 +57,10 @@ UNIT_SYMBOL_DAYS = 2.0
 """The evidence ``MLOPS_MONITOR_AUC_SD`` and ``MLOPS_MONITOR_LOG_LOSS_SD`` are stated for: a
 window of two symbols' day (what they were measured on)."""
 
+WITHIN = "roc_auc_within_symbol"
+"""The ROC-AUC the deficit is measured on: over pairs of the same symbol and window
+(`pipelines.ml.evaluation.roc_auc_within`), live and as recorded at evaluation."""
+
 STATISTICS = ("roc_auc", "log_loss")
 """The statistics, by the window metric each reads."""
 
@@ -80,7 +87,11 @@ class Verdict(BaseModel):
         """One line for the decision record."""
         verdict = "roll back" if self.rollback else "hold"
         paths = ", ".join(
-            f"{LABELS[name]} against the recorded {recorded[name]:.4f}: {self.statistics[name]:.2f}"
+            f"{LABELS[name]} against the recorded {recorded[RECORDED[name]]:.4f}: "
+            f"{self.statistics[name]:.2f}"
+            if RECORDED[name] in recorded
+            else f"{LABELS[name]} not judged (no recorded {RECORDED[name]}: a version trained "
+            "since it is recorded has it)"
             for name in STATISTICS
         )
         why = f" ({LABELS[self.crossed]})" if self.crossed else ""
@@ -91,6 +102,8 @@ class Verdict(BaseModel):
 
 
 LABELS = {"roc_auc": "ROC-AUC deficit", "log_loss": "log-loss excess"}
+RECORDED = {"roc_auc": WITHIN, "log_loss": "log_loss"}
+"""The recorded evaluation's metric each statistic is measured against."""
 
 
 def cusum(excess: Sequence[float], k: float = CUSUM_K) -> list[float]:
@@ -106,14 +119,16 @@ def cusum(excess: Sequence[float], k: float = CUSUM_K) -> list[float]:
 def standardized(
     windows: Sequence[dict[str, Any]], recorded: dict[str, float], settings: Settings
 ) -> dict[str, list[float]]:
-    """The judged windows' ROC-AUC deficit and log-loss excess, each in its healthy s.d."""
+    """The judged windows' ROC-AUC deficit (within symbol: `WITHIN`) and log-loss excess, each
+    in its healthy s.d.; no ROC-AUC deficit when the recorded evaluation has no ROC-AUC within
+    symbol (a version trained before it was recorded: log-loss alone judges it)."""
     judged = [w for w in windows if w["judged"]]
     unit = [units(settings, w.get("symbol_days")) for w in judged]
+    reference = recorded.get(WITHIN)
     return {
-        "roc_auc": [
-            (recorded["roc_auc"] - w["roc_auc"]) / u["roc_auc"]
-            for w, u in zip(judged, unit, strict=True)
-        ],
+        "roc_auc": []
+        if reference is None
+        else [(reference - w[WITHIN]) / u["roc_auc"] for w, u in zip(judged, unit, strict=True)],
         "log_loss": [
             (w["log_loss"] - recorded["log_loss"]) / u["log_loss"]
             for w, u in zip(judged, unit, strict=True)
@@ -142,7 +157,7 @@ def judge(
     windows: Sequence[dict[str, Any]], recorded: dict[str, float], settings: Settings
 ) -> Verdict:
     """The verdict on the champion's windows (`pipelines.decisions.monitor.judge_windows`),
-    judged ones only, against its recorded evaluation (``roc_auc`` and ``log_loss``): degraded
+    judged ones only, against its recorded evaluation (`WITHIN` and ``log_loss``): degraded
     once at least ``MLOPS_MONITOR_WINDOWS`` windows are judged and either CUSUM has reached
     its threshold."""
     excess = standardized(windows, recorded, settings)
@@ -157,7 +172,7 @@ def judge(
     first = min(found) if found else None
     finals = {name: path[-1] if path else 0.0 for name, path in paths.items()}
     return Verdict(
-        judged=len(excess["roc_auc"]),
+        judged=len(excess["log_loss"]),
         statistic=max(finals.values()),
         statistics=finals,
         threshold=threshold,

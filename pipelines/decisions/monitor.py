@@ -13,14 +13,16 @@ with features equal to those recomputed from curated klines. The others are coun
 the result and the record; they can neither force a rollback nor hold one back.
 
 The rollback rule is a sequential test (`pipelines.decisions.degradation`): one-sided CUSUMs of
-each judged window's ROC-AUC deficit and log-loss excess against the recorded evaluation's, over
-the windows since the champion was promoted. Each window's ROC-AUC against the recorded one minus
-``monitor_max_auc_drop`` is still flagged in the record (``degraded``), for reading.
+each judged window's ROC-AUC deficit (within symbol) and log-loss excess against the recorded
+evaluation's, over the windows since the champion was promoted. Each window's ROC-AUC against the
+recorded one minus ``monitor_max_auc_drop`` is still flagged in the record (``degraded``), for
+reading.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -28,7 +30,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from pipelines.decisions import ledger
-from pipelines.decisions.degradation import UNIT_SYMBOL_DAYS, Verdict, judge
+from pipelines.decisions.degradation import UNIT_SYMBOL_DAYS, WITHIN, Verdict, judge
 from pipelines.decisions.inference import read_inference
 from pipelines.decisions.ledger import Decision
 from pipelines.decisions.promotion import current_aliases, rollback
@@ -45,6 +47,7 @@ from pipelines.decisions.trust import (
     trust_thresholds,
     verify,
 )
+from pipelines.ml.evaluation import roc_auc_within, window_starts
 from pipelines.ml.features import FeatureConfig
 from pipelines.ml.registry import serving_version
 from pipelines.ml.tracking import client as mlflow_client
@@ -55,21 +58,22 @@ from pipelines.storage import Storage
 def judge_windows(
     joined: pd.DataFrame, hours: float, min_rows: int, recorded_auc: float, max_drop: float
 ) -> list[dict[str, Any]]:
-    """Per window of predictions (by bar time): rows, `symbol_days`, live ROC-AUC, and whether it is
-    judged (enough rows, both classes) and degraded (below the recorded AUC by more than
-    `max_drop`)."""
+    """Per window of predictions (by bar time): rows, `symbol_days`, live ROC-AUC (pooled, and
+    within each symbol: `roc_auc_within`, what the rollback test reads), log-loss, and whether
+    it is judged (enough rows, both classes within a symbol) and degraded (pooled ROC-AUC below
+    the recorded one by more than `max_drop`)."""
     from sklearn.metrics import log_loss, roc_auc_score
 
     if joined.empty:
         return []
     width = pd.Timedelta(hours=hours)
-    epoch = pd.Timestamp(0, tz="UTC")
-    starts = epoch + ((joined["open_time"] - epoch) // width) * width
     windows = []
-    for start, rows in joined.groupby(starts, sort=True):
+    for start, rows in joined.groupby(window_starts(joined["open_time"], hours), sort=True):
         y = rows["label"].to_numpy(dtype=int)
         p = rows["probability_up"].to_numpy(dtype=float)
-        judged = bool(len(rows) >= min_rows and y.min() != y.max())
+        symbols = rows["symbol"].to_numpy() if "symbol" in rows else np.zeros(len(rows))
+        within = roc_auc_within(y, p, symbols)
+        judged = bool(len(rows) >= min_rows and np.isfinite(within))
         auc = float(roc_auc_score(y, p)) if y.min() != y.max() else None
         windows.append(
             {
@@ -78,6 +82,7 @@ def judge_windows(
                 "rows": len(rows),
                 "symbol_days": symbol_days(rows),
                 "roc_auc": auc,
+                "roc_auc_within_symbol": within if np.isfinite(within) else None,
                 "log_loss": float(log_loss(y, p, labels=[0, 1])),
                 "judged": judged,
                 "degraded": bool(judged and auc is not None and auc < recorded_auc - max_drop),
@@ -132,6 +137,7 @@ def _decide(settings: Settings, storage: Storage, run_id: str | None) -> Monitor
     tags = client.get_model_version(name, str(champion)).tags or {}
     recorded_metrics = json.loads(tags.get("eval_metrics", "{}"))
     recorded = recorded_metrics.get("roc_auc")
+    recorded_within = recorded_metrics.get(WITHIN)
     recorded_log_loss = recorded_metrics.get("log_loss")
     features = tags.get("features", "").split(",")
     log = read_inference(storage, env, str(serving_version(tags, champion))).to_pandas()
@@ -141,6 +147,7 @@ def _decide(settings: Settings, storage: Storage, run_id: str | None) -> Monitor
         "max_auc_drop": settings.monitor_max_auc_drop,
         "min_rows": settings.monitor_min_rows,
         "recorded_roc_auc": recorded,
+        "recorded_roc_auc_within_symbol": recorded_within,
         "recorded_log_loss": recorded_log_loss,
         "auc_sd": settings.monitor_auc_sd,
         "log_loss_sd": settings.monitor_log_loss_sd,
@@ -179,7 +186,9 @@ def _decide(settings: Settings, storage: Storage, run_id: str | None) -> Monitor
     verdict: Verdict | None = None
     why = "hold"  # the verdict's line for the record
     if windows and recorded is not None and recorded_log_loss is not None:
-        evaluation = {"roc_auc": float(recorded), "log_loss": float(recorded_log_loss)}
+        evaluation = {"log_loss": float(recorded_log_loss)}
+        if recorded_within is not None and math.isfinite(float(recorded_within)):
+            evaluation[WITHIN] = float(recorded_within)
         verdict = judge(windows, evaluation, settings)
         why = verdict.reason(evaluation)
     metrics.update(

@@ -139,7 +139,11 @@ def train(settings: Settings, storage: Storage, info: DatasetInfo, run_id: str) 
         probability = model.predict_proba(rows.features(test))[:, 1]
         folds.append(
             classification_metrics(
-                window.train.iloc[test], probability, info.horizon, settings.fee_bps
+                window.train.iloc[test],
+                probability,
+                info.horizon,
+                settings.fee_bps,
+                settings.monitor_window_hours,
             )
         )
 
@@ -250,7 +254,9 @@ def evaluate(
     )
     model = load_model_safely(settings, trained.model_uri)
     probability = model.predict_proba(window[info.features])[:, 1]
-    metrics = classification_metrics(window, probability, info.horizon, settings.fee_bps)
+    metrics = classification_metrics(
+        window, probability, info.horizon, settings.fee_bps, settings.monitor_window_hours
+    )
     with mlflow.start_run(run_id=trained.mlflow_run_id):
         mlflow.log_metrics({f"eval_{k}": v for k, v in metrics.items() if np.isfinite(v)})
         mlflow.log_dict(

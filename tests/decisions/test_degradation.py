@@ -9,11 +9,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.decisions.degradation import CLIP, CUSUM_K, UNIT_SYMBOL_DAYS, cusum, judge, units
+from pipelines.decisions.degradation import (
+    CLIP,
+    CUSUM_K,
+    UNIT_SYMBOL_DAYS,
+    WITHIN,
+    cusum,
+    judge,
+    units,
+)
 from pipelines.decisions.monitor import judge_windows, trailing_degraded
 from pipelines.settings import Settings
 
-RECORDED = {"roc_auc": 0.55, "log_loss": 0.69}
+RECORDED = {WITHIN: 0.55, "log_loss": 0.69}
 AUC_SD = units(Settings.model_construct())["roc_auc"]
 LL_SD = units(Settings.model_construct())["log_loss"]
 """The CUSUMs' units the tests' settings use (the defaults, not the environment)."""
@@ -27,7 +35,7 @@ def _windows(
     excess = excess_sd or [0.0] * len(deficit_sd)
     return [
         {
-            "roc_auc": RECORDED["roc_auc"] - (z or 0.0) * AUC_SD,
+            WITHIN: RECORDED[WITHIN] - (z or 0.0) * AUC_SD,
             "log_loss": RECORDED["log_loss"] + e * LL_SD,
             "judged": z is not None,
             "degraded": False,
@@ -94,6 +102,7 @@ def test_a_log_loss_degradation_the_auc_rule_missed_is_caught() -> None:
     before = windows(healthy)
     recorded = {
         "roc_auc": float(np.mean([w["roc_auc"] for w in before])),
+        WITHIN: float(np.mean([w[WITHIN] for w in before])),
         "log_loss": float(np.mean([w["log_loss"] for w in before])),
     }
     after = windows(overconfident)
@@ -121,6 +130,7 @@ def test_a_reversed_signal_is_caught_by_its_ranking() -> None:
     before, after = windows[:3], windows[3:]
     recorded = {
         "roc_auc": float(np.mean([w["roc_auc"] for w in before])),
+        WITHIN: float(np.mean([w[WITHIN] for w in before])),
         "log_loss": float(np.mean([w["log_loss"] for w in before])),
     }
     assert 0.52 < recorded["roc_auc"] < 0.58
@@ -144,7 +154,7 @@ def test_the_units_shrink_with_the_evidence_in_a_window() -> None:
     assert units(half)["roc_auc"] == pytest.approx(half.monitor_auc_sd * np.sqrt(2))
     drop = 1.5 * two.monitor_auc_sd  # each window's ROC-AUC this far below the recorded
     windows = [
-        {"roc_auc": RECORDED["roc_auc"] - drop, "log_loss": RECORDED["log_loss"], "judged": True}
+        {WITHIN: RECORDED[WITHIN] - drop, "log_loss": RECORDED["log_loss"], "judged": True}
     ] * 3
     assert not judge(windows, RECORDED, two).rollback
     assert judge(windows, RECORDED, six).rollback
@@ -166,3 +176,18 @@ def test_a_window_weighs_the_hours_each_symbol_covers() -> None:
     settings = Settings(symbols=[f"S{i}USDT" for i in range(6)], monitor_window_hours=24)
     assert units(settings, 0.5)["roc_auc"] == pytest.approx(2 * settings.monitor_auc_sd)
     assert units(settings, 6.0)["roc_auc"] == pytest.approx(units(settings)["roc_auc"])
+
+
+def test_a_version_without_a_recorded_roc_auc_within_symbol_is_judged_on_log_loss() -> None:
+    """A champion trained before the evaluation recorded its ROC-AUC within symbol: the ROC-AUC
+    CUSUM cannot run (no reference of the same kind), the record says so and how it ends, and
+    the log-loss CUSUM still judges every window."""
+    settings = Settings.model_construct()
+    legacy = {"roc_auc": 0.55, "log_loss": RECORDED["log_loss"]}
+    reversed_ranking = _windows([10.0, 10.0, 10.0])
+    verdict = judge(reversed_ranking, legacy, settings)
+    assert verdict.judged == 3 and verdict.excess["roc_auc"] == [] and not verdict.rollback
+    assert "ROC-AUC deficit not judged (no recorded roc_auc_within_symbol" in verdict.reason(legacy)
+    assert judge(reversed_ranking, RECORDED, settings).rollback
+    overconfident = _windows([0.0, 0.0, 0.0], [4.0, 4.0, 4.0])
+    assert judge(overconfident, legacy, settings).crossed == "log_loss"
