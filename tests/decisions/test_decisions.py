@@ -462,6 +462,13 @@ def test_degraded_live_quality_rolls_back_only_after_n_windows(history: History)
     windows = record["metrics"]["windows"]
     assert [w["degraded"] for w in windows] == [False, False, True]
     assert all(w["rows"] >= 200 for w in windows)
+    # the ROC-AUC deficit is judged within symbol, against what training recorded
+    assert 0.0 < record["thresholds"]["recorded_roc_auc_within_symbol"] < 1.0
+    assert all(0.0 <= w["roc_auc_within_symbol"] <= 1.0 for w in windows if w["judged"])
+    verdict = record["metrics"]["degradation"]
+    assert (
+        len(verdict["excess"]["roc_auc"]) == verdict["judged"] == sum(w["judged"] for w in windows)
+    )
     assert any(r.startswith("reports/local/live_quality/") for r in hold["reports"])
 
     # the crafted rows of stage 4 are still in the log: counted, never judged, and they do not

@@ -109,6 +109,9 @@ def test_first_run_bootstraps_champion_second_adds_a_challenger(
     assert json.loads(tags["eval_metrics"])["roc_auc"] == pytest.approx(
         metrics["roc_auc"], abs=1e-6
     )
+    # what the monitor's ROC-AUC deficit is measured against (docs/decisions.md)
+    within = json.loads(tags["eval_metrics"])["roc_auc_within_symbol"]
+    assert 0.0 < within < 1.0 and within != pytest.approx(metrics["roc_auc"], abs=1e-9)
 
 
 def test_no_champion_below_the_quality_floor(train_settings: Settings, mirror_root: Path) -> None:
