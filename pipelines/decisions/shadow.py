@@ -9,10 +9,10 @@ run:
    asked live, features equal to those recomputed from curated klines — the challenger's with
    its own feature configuration. Untrusted rows are counted and left out;
 2. the trusted rows are joined on request id, symbol and bar, with their realized label;
-3. the per-row log-loss difference (challenger - champion, clipped to
-   ``MLOPS_SHADOW_LOSS_BOUND``), in bar-time order, feeds an anytime-valid confidence sequence
-   (`pipelines.decisions.sequential`, level ``1 - MLOPS_SHADOW_ALPHA``): it may be looked at
-   every hour and stopped at any time;
+3. the per-row log-loss difference (challenger - champion), averaged per block of a label
+   horizon and clipped to ``MLOPS_SHADOW_LOSS_BOUND``, in bar-time order, feeds an
+   anytime-valid confidence sequence (`pipelines.decisions.sequential`, level
+   ``1 - MLOPS_SHADOW_ALPHA``): it may be looked at every hour and stopped at any time;
 4. the sequence entirely below 0 → **promote** (through `promotion.apply`, the gate's path:
    ``champion`` ← challenger, ``previous`` ← champion, the GitOps pin), entirely above 0 →
    **reject**, else **continue** (keep collecting). Every run is a ``shadow`` ledger record
