@@ -29,7 +29,7 @@ from pipelines.decisions.degradation import WITHIN
 from pipelines.decisions.gate import compare_predictions, judge
 from pipelines.decisions.monitor import judge_windows
 from pipelines.errors import PipelineError
-from pipelines.ml.evaluation import roc_auc_within, window_starts
+from pipelines.ml.evaluation import roc_auc_within, symbol_windows
 from pipelines.ml.features import FeatureConfig, feature_names, symbol_rows
 from pipelines.ml.modeling import make_model
 from pipelines.reports.calibration import (
@@ -342,8 +342,8 @@ def monitor_trial(scenario: Scenario, seed: int, settings: Settings, market: Mar
     names = feature_names(FeatureConfig())
     recorded_p = champion.predict_proba(evaluation[names])[:, 1]
     recorded = _auc(champion, evaluation)
-    strata = evaluation["symbol"] + window_starts(evaluation["open_time"], hours).astype(str)
-    within = roc_auc_within(evaluation["label"].to_numpy(), recorded_p, strata.to_numpy())
+    strata = symbol_windows(evaluation, hours)
+    within = roc_auc_within(evaluation["label"].to_numpy(), recorded_p, strata)
     recorded_log_loss = float(log_loss(evaluation["label"], recorded_p, labels=[0, 1]))
     live = rows[rows["open_time"] >= live_start]
     served = break_feature(live, scenario.broken) if scenario.degrades else live

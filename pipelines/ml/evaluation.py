@@ -98,6 +98,13 @@ def window_starts(times: pd.Series, hours: float) -> pd.Series:
     return epoch + ((times - epoch) // width) * width
 
 
+def symbol_windows(rows: pd.DataFrame, hours: float) -> np.ndarray:
+    """Each row's symbol and monitor window (``symbol@window start``): the groups
+    `roc_auc_within` is recorded over at evaluation."""
+    starts = window_starts(rows["open_time"], hours).astype(str)
+    return np.asarray((rows["symbol"].astype(str) + "@" + starts).to_numpy())
+
+
 def roc_auc_within(labels: np.ndarray, probability: np.ndarray, groups: np.ndarray) -> float:
     """ROC-AUC over the pairs (one up, one down) of the same group only: each group's ROC-AUC,
     weighted by its pairs (NaN when no group has both classes).
@@ -135,12 +142,10 @@ def classification_metrics(
     predicted = (p > 0.5).astype(int)
     both_classes = len(np.unique(y)) == 2
     strategy, trades = strategy_return(rows, p, horizon, fee_bps)
-    windows = window_starts(rows["open_time"], window_hours).astype(str)
-    groups = rows["symbol"].astype(str) + "@" + windows
     return {
         "accuracy": float(accuracy_score(y, predicted)),
         "roc_auc": float(roc_auc_score(y, p)) if both_classes else float("nan"),
-        "roc_auc_within_symbol": roc_auc_within(y, p, groups.to_numpy()),
+        "roc_auc_within_symbol": roc_auc_within(y, p, symbol_windows(rows, window_hours)),
         "log_loss": float(log_loss(y, p, labels=[0, 1])),
         "f1": float(f1_score(y, predicted, zero_division=0)),
         "brier": float(brier_score_loss(y, p)),
