@@ -191,3 +191,24 @@ def test_a_version_without_a_recorded_roc_auc_within_symbol_is_judged_on_log_los
     assert judge(reversed_ranking, RECORDED, settings).rollback
     overconfident = _windows([0.0, 0.0, 0.0], [4.0, 4.0, 4.0])
     assert judge(overconfident, legacy, settings).crossed == "log_loss"
+
+
+def test_a_live_window_ranks_only_pairs_of_the_same_symbol() -> None:
+    """Two symbols in one window, each ranked perfectly within itself, the one that rose more
+    often given the lower probabilities: the pooled ROC-AUC is pulled below 1 by cross-symbol
+    pairs, the within-symbol one (what the rollback reads) is 1. A window where no symbol has
+    both classes is not judged, however many rows it holds."""
+    times = pd.date_range("2024-01-02", periods=8, freq="1h", tz="UTC")
+    joined = pd.DataFrame(
+        {
+            "open_time": times,
+            "symbol": ["A"] * 4 + ["B"] * 4,
+            "label": [0, 0, 1, 1, 0, 1, 1, 1],
+            "probability_up": [0.6, 0.7, 0.8, 0.9, 0.1, 0.2, 0.3, 0.4],
+        }
+    )
+    (window,) = judge_windows(joined, 24.0, 8, 0.55, 0.05)
+    assert window["roc_auc"] == pytest.approx(0.6) and window[WITHIN] == 1.0 and window["judged"]
+    one_class_each = joined.assign(label=[0] * 4 + [1] * 4)
+    (window,) = judge_windows(one_class_each, 24.0, 8, 0.55, 0.05)
+    assert window[WITHIN] is None and not window["judged"] and window["roc_auc"] is not None
